@@ -1,0 +1,32 @@
+"""Choosing the torch device."""
+
+from __future__ import annotations
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(device: str = "auto"):
+    """Return a ``torch.device`` for "auto" (cuda, then mps, then cpu), "cpu", "cuda" or "mps".
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, or a device this machine does not have.
+    """
+    import torch
+
+    name = str(device)
+    base = name.split(":")[0]
+    if base not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES} (or 'cuda:N'), got {device!r}")
+    if base == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if base == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but PyTorch sees no CUDA GPU; use 'cpu' or 'auto'")
+    if base == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' was requested but this machine has no Apple MPS; use 'cpu' or 'auto'")
+    return torch.device(name)

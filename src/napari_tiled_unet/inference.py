@@ -1,0 +1,237 @@
+"""Overlap-tile prediction: the engine behind the Predict widget, the CLI and the dask path."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Generator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_tiled_unet.events import Progress, run_to_completion
+from napari_tiled_unet.normalization import Normalization
+from napari_tiled_unet.tiling.plan import TilePlan, plan_tiles
+from napari_tiled_unet.tiling.stitch import iter_run_plan
+
+if TYPE_CHECKING:
+    import torch
+
+    from napari_tiled_unet.model.unet import UNet
+
+logger = logging.getLogger(__name__)
+
+OUTPUTS = ("labels", "probabilities", "instances")
+
+
+def resolve_model(model: UNet | str | os.PathLike | None) -> UNet:
+    """Return a :class:`UNet` for a UNet, a model-file path, or None (the bundled default model)."""
+    from napari_tiled_unet.model.modelfile import default_model_path, load_model
+    from napari_tiled_unet.model.unet import UNet
+
+    if model is None:
+        model = default_model_path()
+    if isinstance(model, UNet):
+        return model
+    if isinstance(model, str | os.PathLike):
+        return load_model(model)
+    raise TypeError(f"model must be a UNet or a model-file path, got {type(model).__name__}")
+
+
+def as_channel_first(image, model: UNet, name: str = "image"):
+    """Return ``image`` viewed as ``(C, *spatial)`` for ``model``, or raise a ValueError saying why not.
+
+    A single-channel model takes ``(Y, X)`` (2D) or ``(Z, Y, X)`` (3D); a model with C input
+    channels takes ``(C, Y, X)`` / ``(C, Z, Y, X)``.
+    """
+    cfg = model.config
+    shape = tuple(image.shape)
+    spatial = "ZYX"[-cfg.ndim :]
+    if cfg.in_channels == 1:
+        expected = f"a {cfg.ndim}D single-channel image with axes {spatial}"
+        ok = len(shape) == cfg.ndim
+    else:
+        expected = f"a {cfg.ndim}D image with {cfg.in_channels} channels, axes C{spatial}"
+        ok = len(shape) == cfg.ndim + 1 and shape[0] == cfg.in_channels
+    if not ok:
+        hint = ""
+        if len(shape) == cfg.ndim + 1 and shape[-1] in (3, 4):
+            hint = " It looks like an RGB(A) image; convert it to one channel first."
+        elif len(shape) > cfg.ndim:
+            hint = " Pick one plane or channel, or use a model made for this many axes."
+        raise ValueError(f"{name} has shape {shape}, but the model expects {expected}.{hint}")
+    dtype = np.dtype(image.dtype)
+    if not (np.issubdtype(dtype, np.number) or dtype == bool) or np.issubdtype(dtype, np.complexfloating):
+        raise ValueError(f"{name} has dtype {dtype}; expected real numbers (integer or float)")
+    if cfg.in_channels == 1:
+        return _ChannelView(image)
+    return image
+
+
+class _ChannelView:
+    """A leading length-1 channel axis on any sliceable array-like, without copying."""
+
+    def __init__(self, array):
+        self.array = array
+        self.shape = (1, *array.shape)
+        self.dtype = array.dtype
+        self.ndim = array.ndim + 1
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        return np.asarray(self.array[key[1:]])[None]
+
+
+def _labels_dtype(num_classes: int) -> np.dtype:
+    return np.dtype(np.uint8 if num_classes <= 256 else np.uint16)
+
+
+def _forward_fn(model: UNet, device: torch.device, normalization: Normalization, output: str, name: str):
+    import torch
+
+    def tile_fn(batch: np.ndarray, tiles) -> np.ndarray:
+        x = normalization.apply(batch)
+        if not np.isfinite(x).all():
+            region = ", ".join(f"{a} {s.start}:{s.stop}" for a, s in zip("ZYX"[-len(tiles[0].write):], tiles[0].write, strict=True))
+            raise ValueError(
+                f"{name} contains NaN or infinite values (near {region}); replace them, e.g. "
+                "with numpy.nan_to_num, before predicting"
+            )
+        with torch.inference_mode():
+            logits = model(torch.from_numpy(x).to(device))
+            if output == "labels":
+                return logits.argmax(dim=1).to("cpu").numpy().astype(_labels_dtype(logits.shape[1]))
+            return torch.softmax(logits.float(), dim=1).to("cpu").numpy()
+
+    return tile_fn
+
+
+def iter_predict(
+    image,
+    model: UNet | str | os.PathLike | None = None,
+    *,
+    tile_shape: Sequence[int] | None = None,
+    batch_size: int = 1,
+    device: str = "auto",
+    output: str = "labels",
+    out: Any = None,
+    name: str = "image",
+) -> Generator[Progress, None, Any]:
+    """Predict ``image`` tile by tile, yielding progress; the generator returns the result.
+
+    Parameters
+    ----------
+    image : array-like
+        ``(Y, X)`` for a single-channel 2D model, ``(C, Y, X)`` for a C-channel model. Any
+        array-like with numpy-style slicing (numpy, memmap, zarr, dask) is read tile by tile.
+    model : UNet or path-like, optional
+        A network or a model file; None uses the bundled default model. The normalisation
+        stored in the model's metadata is applied; a bare UNet gets the image as float32.
+    tile_shape : sequence of int, optional
+        Network input tile shape in pixels (context included). Default: about 512 px, shrunk
+        for smaller images. Must suit the network (multiples of ``2**depth`` for 'same', valid
+        sizes such as 572 for a depth-4 'valid' network); errors name sizes that work.
+    batch_size : int
+        Tiles per forward pass.
+    device : {"auto", "cpu", "cuda", "mps"}
+        "auto" picks cuda, then mps, then cpu.
+    output : {"labels", "probabilities", "instances"}
+        "labels": class index per pixel, ``(Y, X)`` uint8 (uint16 above 256 classes).
+        "probabilities": softmax, ``(num_classes, Y, X)`` float32. "instances": object ids
+        ``(Y, X)`` from a model trained on instance labels (background/interior/boundary).
+    out : array-like, optional
+        Where to write the result (shape as above); e.g. a memmap or zarr array for images
+        larger than memory. A new numpy array by default.
+    name : str
+        How to call the image in error messages (e.g. the napari layer name).
+
+    Yields
+    ------
+    Progress
+        ``stage="predict"``, ``done`` and ``total`` in tiles; first with ``done=0``.
+
+    Returns
+    -------
+    array-like
+        ``out`` (or the new array) holding the result.
+    """
+    from napari_tiled_unet.device import resolve_device
+
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    net = resolve_model(model)
+    source = as_channel_first(image, net, name)
+    spatial = tuple(source.shape[1:])
+    geometry = net.geometry
+    plan = plan_tiles(spatial, geometry, tile_shape)
+    num_classes = net.config.num_classes
+    if output == "labels":
+        out_shape, out_dtype = spatial, _labels_dtype(num_classes)
+    else:
+        out_shape, out_dtype = (num_classes, *spatial), np.dtype(np.float32)
+    target = out if (out is not None and output != "instances") else np.zeros(out_shape, out_dtype)
+    if tuple(target.shape) != out_shape:
+        raise ValueError(f"out has shape {tuple(target.shape)}; expected {out_shape} for output={output!r}")
+
+    normalization = Normalization.from_dict(net.metadata.get("normalization")).resolve(source)
+    torch_device = resolve_device(device)
+    first = next(net.parameters())
+    was_training, old_device = net.training, first.device
+    net.eval().to(torch_device)
+    try:
+        yield Progress("predict", 0, len(plan), f"{len(plan)} tiles of {plan.tile_shape}")
+        tile_fn = _forward_fn(net, torch_device, normalization, "labels" if output == "labels" else "probabilities", name)
+        for done in iter_run_plan(source, plan, tile_fn, target, batch_size=batch_size):
+            yield Progress("predict", done, len(plan), f"tile {done}/{len(plan)}")
+    finally:
+        net.to(old_device).train(was_training)
+    if output == "instances":
+        from napari_tiled_unet.postprocess import labels_from_probabilities
+
+        labels = labels_from_probabilities(target, "instance")
+        if out is None:
+            return labels
+        out[...] = labels
+        return out
+    return target
+
+
+def predict(image, model: UNet | str | os.PathLike | None = None, **kwargs: Any):
+    """Blocking form of :func:`iter_predict`; takes the same arguments and returns the result."""
+    return run_to_completion(iter_predict(image, model, **kwargs))
+
+
+def plan_for(image_shape: Sequence[int], model: UNet, tile_shape: Sequence[int] | None = None) -> TilePlan:
+    """The tile plan :func:`iter_predict` would use for a spatial ``image_shape``."""
+    return plan_tiles(tuple(image_shape), model.geometry, tile_shape)
+
+
+def forward_whole_image(image: np.ndarray, model: UNet, device: str = "cpu") -> np.ndarray:
+    """Class probabilities from one forward pass over the whole mirror-padded image (no tiling).
+
+    The image ``(C, *spatial)`` is mirror-padded by the network's context before each axis
+    and by at least its context after it (more where the network needs a larger size), which
+    is the reference the overlap-tile engine reproduces exactly. Memory grows with the image:
+    use it for tests and benchmarks.
+
+    Returns
+    -------
+    numpy.ndarray, shape (num_classes, *spatial), float32
+    """
+    import torch
+
+    from napari_tiled_unet.device import resolve_device
+
+    geometry = model.geometry
+    spatial = image.shape[1:]
+    pads = []
+    for n in spatial:
+        size = geometry.nearest_valid_sizes(n + geometry.context_before + geometry.context_after)[1]
+        pads.append((geometry.context_before, size - n - geometry.context_before))
+    padded = np.pad(np.asarray(image, dtype=np.float32), [(0, 0), *pads], mode="reflect")
+    dev = resolve_device(device)
+    with torch.inference_mode():
+        logits = model.eval().to(dev)(torch.from_numpy(padded[None]).to(dev))
+        probs = torch.softmax(logits, dim=1)[0].cpu().numpy()
+    first = geometry.context_before - geometry.output_offset
+    return probs[(slice(None), *(slice(first, first + n) for n in spatial))]

@@ -1,0 +1,1 @@
+"""The U-Net, its geometry and model files."""

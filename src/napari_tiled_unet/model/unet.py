@@ -1,0 +1,174 @@
+"""The U-Net of the seed tutorial, with the paper's 'valid' padding as an option.
+
+Ronneberger, Fischer & Brox (2015): a contracting path of double 3x3 convolutions and 2x2 max
+pooling, a bottleneck, and an expansive path of 2x2 transposed convolutions whose output is
+concatenated with the skip connection of the same level, then a 1x1 output convolution.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from napari_tiled_unet.config import UNetConfig
+
+_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+_POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
+_UPCONV = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+
+
+class DoubleConvolution(nn.Module):
+    """Two 3x3 convolutions, each followed by ReLU.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Channels in and out.
+    padding : {"same", "valid"}
+        "same" pads by one pixel so the spatial size is kept (the tutorial); "valid" does not pad,
+        so each convolution removes one pixel per side (the paper).
+    ndim : {2, 3}
+        Number of spatial dimensions.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, padding: str = "same", ndim: int = 2):
+        super().__init__()
+        conv = _CONV[ndim]
+        pad = 1 if padding == "same" else 0
+        self.conv_block = nn.Sequential(
+            conv(in_channels, out_channels, kernel_size=3, padding=pad),
+            nn.ReLU(inplace=True),
+            conv(out_channels, out_channels, kernel_size=3, padding=pad),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_block(x)
+
+
+class DownSampling(nn.Module):
+    """Double convolution, then 2x2 max pooling; returns the skip and the pooled map."""
+
+    def __init__(self, in_channels: int, out_channels: int, padding: str = "same", ndim: int = 2):
+        super().__init__()
+        self.conv = DoubleConvolution(in_channels, out_channels, padding, ndim)
+        self.pool = _POOL[ndim](kernel_size=2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        down = self.conv(x)
+        return down, self.pool(down)
+
+
+def center_crop(x: torch.Tensor, spatial_shape: tuple[int, ...]) -> torch.Tensor:
+    """Crop the trailing spatial axes of ``x`` to ``spatial_shape``, keeping the centre."""
+    slices = [slice(None), slice(None)]
+    for have, want in zip(x.shape[2:], spatial_shape, strict=True):
+        start = (have - want) // 2
+        slices.append(slice(start, start + want))
+    return x[tuple(slices)]
+
+
+class UpSampling(nn.Module):
+    """2x2 transposed convolution halving the channels, concatenation with the skip, double conv.
+
+    With 'valid' padding the skip is larger than the upsampled map and is centre-cropped to it,
+    as in the paper.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, padding: str = "same", ndim: int = 2):
+        super().__init__()
+        self.up = _UPCONV[ndim](in_channels, in_channels // 2, kernel_size=2, stride=2)
+        self.conv = DoubleConvolution(in_channels, out_channels, padding, ndim)
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        x1 = self.up(x1)
+        if x2.shape[2:] != x1.shape[2:]:
+            x2 = center_crop(x2, tuple(x1.shape[2:]))
+        return self.conv(torch.cat((x1, x2), dim=1))
+
+
+class UNet(nn.Module):
+    """U-Net returning per-class logits.
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels of the input image.
+    num_classes : int
+        Channels of the output (class logits).
+    depth : int
+        Number of down/up-sampling steps (4 in the paper). Spatial input sizes must suit the
+        pooling factor ``2**depth``; see :mod:`napari_tiled_unet.model.geometry`.
+    base_channels : int
+        Feature channels of the first level (64 in the paper); level ``i`` has
+        ``base_channels * 2**i``.
+    padding : {"same", "valid"}
+        "same" keeps the spatial size (input must be a multiple of ``2**depth``); "valid" is the
+        paper's unpadded network (572x572 in → 388x388 out for depth 4).
+    ndim : {2, 3}
+        Number of spatial dimensions.
+
+    Notes
+    -----
+    Input shape ``(N, in_channels, *spatial)``, output ``(N, num_classes, *output_spatial)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 2,
+        depth: int = 4,
+        base_channels: int = 64,
+        padding: str = "same",
+        ndim: int = 2,
+    ):
+        super().__init__()
+        self.config = UNetConfig(
+            in_channels=in_channels,
+            num_classes=num_classes,
+            depth=depth,
+            base_channels=base_channels,
+            padding=padding,
+            ndim=ndim,
+        )
+        #: Plain data stored with the model file: normalization, class_names, axes, ...
+        self.metadata: dict = {}
+        widths = [base_channels * 2**i for i in range(depth + 1)]
+        self.downs = nn.ModuleList(
+            DownSampling(c_in, c_out, padding, ndim)
+            for c_in, c_out in zip([in_channels, *widths[:-2]], widths[:-1], strict=True)
+        )
+        self.bottleneck = DoubleConvolution(widths[-2], widths[-1], padding, ndim)
+        self.ups = nn.ModuleList(
+            UpSampling(c_in, c_out, padding, ndim)
+            for c_in, c_out in zip(widths[:0:-1], widths[-2::-1], strict=True)
+        )
+        self.out = _CONV[ndim](base_channels, num_classes, kernel_size=1)
+
+    @classmethod
+    def from_config(cls, config: UNetConfig) -> UNet:
+        """Build an untrained network from a :class:`UNetConfig`."""
+        return cls(**config.to_dict())
+
+    @property
+    def geometry(self):
+        """The :class:`~napari_tiled_unet.model.geometry.UNetGeometry` of this network."""
+        from napari_tiled_unet.model.geometry import UNetGeometry
+
+        return UNetGeometry.from_config(self.config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != self.config.ndim + 2 or x.shape[1] != self.config.in_channels:
+            expected = ("N", self.config.in_channels, *("spatial",) * self.config.ndim)
+            raise ValueError(
+                f"UNet expects input of shape {expected}, got {tuple(x.shape)}"
+            )
+        self.geometry.check_input_shape(tuple(x.shape[2:]))
+        skips = []
+        for down in self.downs:
+            skip, x = down(x)
+            skips.append(skip)
+        x = self.bottleneck(x)
+        for up, skip in zip(self.ups, reversed(skips), strict=True):
+            x = up(x, skip)
+        return self.out(x)

@@ -1,0 +1,1 @@
+"""Tile planning and overlap-tile stitching."""

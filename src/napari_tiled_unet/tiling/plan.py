@@ -1,0 +1,153 @@
+"""Tile plans: where each tile is read (with context) and which part of its output is written.
+
+A plan is computed before any work runs, so its length is known for exact progress. Tile origins
+stay on the network's grid (``2**depth`` pixels, measured from the start of the mirror-padded
+image the whole-image reference would see), which is what makes the stitched result equal to a
+whole-image prediction.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from napari_tiled_unet.model.geometry import TileGeometry
+
+#: Default network input tile edge (pixels) for 2D; the engine shrinks it for small images.
+DEFAULT_TILE_EDGE = 512
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile of a plan.
+
+    Attributes
+    ----------
+    index : int
+        Position in the plan.
+    read_start : tuple of int
+        Image coordinates of the first input pixel; may be negative or the window may run past
+        the image end, where the image is mirror-padded.
+    read_shape : tuple of int
+        Network input shape (spatial).
+    write : tuple of slice
+        Region of the output image (image coordinates) this tile fills.
+    crop : tuple of slice
+        The same region in the coordinates of the network output for this tile.
+    """
+
+    index: int
+    read_start: tuple[int, ...]
+    read_shape: tuple[int, ...]
+    write: tuple[slice, ...]
+    crop: tuple[slice, ...]
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """An ordered, immutable list of tiles covering an image exactly once."""
+
+    image_shape: tuple[int, ...]
+    tile_shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    tiles: tuple[Tile, ...]
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def __iter__(self) -> Iterator[Tile]:
+        return iter(self.tiles)
+
+    def __getitem__(self, i: int) -> Tile:
+        return self.tiles[i]
+
+
+def _axis_stride(geometry: TileGeometry, size: int) -> int:
+    out = geometry.output_size(size)
+    usable = 0 if out is None else size - geometry.context_before - geometry.context_after
+    return (usable // geometry.grid) * geometry.grid
+
+
+def smallest_tile(geometry: TileGeometry, covered: int) -> int:
+    """Smallest accepted tile edge whose written part covers ``covered`` pixels."""
+    edge = geometry.nearest_valid_sizes(covered + geometry.context_before + geometry.context_after)[1]
+    while _axis_stride(geometry, edge) < covered:
+        edge = geometry.nearest_valid_sizes(edge + 1)[1]
+    return edge
+
+
+def default_tile_shape(geometry: TileGeometry, ndim: int) -> tuple[int, ...]:
+    """The default network input tile: about ``DEFAULT_TILE_EDGE`` px, rounded to a size that works."""
+    edge = geometry.nearest_valid_sizes(DEFAULT_TILE_EDGE)[1]
+    return (edge,) * ndim
+
+
+def plan_tiles(
+    image_shape: Sequence[int],
+    geometry: TileGeometry,
+    tile_shape: Sequence[int] | None = None,
+) -> TilePlan:
+    """Plan overlap tiles for an image.
+
+    Parameters
+    ----------
+    image_shape : sequence of int
+        Spatial shape of the image, e.g. ``(Y, X)``.
+    geometry : TileGeometry
+        Grid, context and sizes accepted by the network.
+    tile_shape : sequence of int, optional
+        Network input tile shape (pixels, with context). Defaults to
+        :func:`default_tile_shape`. Along axes where the image is smaller, the tile shrinks to
+        the smallest accepted size that covers the image.
+
+    Returns
+    -------
+    TilePlan
+
+    Raises
+    ------
+    ValueError
+        If a tile size is not accepted by the network, or leaves no room for output after the
+        context is removed; the message names sizes that work.
+    """
+    image_shape = tuple(int(n) for n in image_shape)
+    ndim = len(image_shape)
+    if any(n < 1 for n in image_shape):
+        raise ValueError(f"cannot tile an empty image of shape {image_shape}")
+    if tile_shape is None:
+        tile_shape = default_tile_shape(geometry, ndim)
+    tile_shape = tuple(int(n) for n in tile_shape)
+    if len(tile_shape) != ndim:
+        raise ValueError(f"tile_shape {tile_shape} must have one entry per image axis {image_shape}")
+    names = "ZYX"[-ndim:] if ndim <= 3 else [str(i) for i in range(ndim)]
+
+    shape, strides = [], []
+    for n, edge, axis in zip(image_shape, tile_shape, names, strict=True):
+        geometry.check_size(edge, axis)
+        stride = _axis_stride(geometry, edge)
+        if stride < geometry.grid:
+            minimum = smallest_tile(geometry, geometry.grid)
+            raise ValueError(
+                f"tile size {edge} along axis {axis} leaves no output after removing the "
+                f"{geometry.context_before}+{geometry.context_after} px context this network "
+                f"needs; use at least {minimum}"
+            )
+        if stride >= n:  # one tile covers the axis: shrink it to the smallest that does
+            edge = smallest_tile(geometry, n)
+            stride = _axis_stride(geometry, edge)
+        shape.append(edge)
+        strides.append(stride)
+
+    starts = [range(0, n, s) for n, s in zip(image_shape, strides, strict=True)]
+    tiles = []
+    for index, origin in enumerate(itertools.product(*starts)):
+        read_start, write, crop = [], [], []
+        for o, n, s in zip(origin, image_shape, strides, strict=True):
+            width = min(s, n - o)
+            first = geometry.context_before - geometry.output_offset
+            read_start.append(o - geometry.context_before)
+            write.append(slice(o, o + width))
+            crop.append(slice(first, first + width))
+        tiles.append(Tile(index, tuple(read_start), tuple(shape), tuple(write), tuple(crop)))
+    return TilePlan(image_shape, tuple(shape), tuple(strides), tuple(tiles))

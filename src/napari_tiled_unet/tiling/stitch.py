@@ -1,0 +1,107 @@
+"""Running a tile plan: read tiles with mirror padding, compute, write each tile's valid centre.
+
+The image and the output can be any array-like that supports basic slicing (numpy, memmap,
+zarr, dask); only one batch of tiles (plus the next one, prefetched) is held in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from napari_tiled_unet.tiling.plan import Tile, TilePlan
+
+TileFunction = Callable[[np.ndarray, Sequence[Tile]], np.ndarray]
+
+
+def mirror_indices(start: int, length: int, size: int) -> np.ndarray:
+    """Indices ``start .. start+length-1`` reflected into ``[0, size)``.
+
+    Matches ``numpy.pad(mode="reflect")`` (the edge pixel is not repeated), including windows
+    that reach further than the image is long.
+    """
+    idx = np.arange(start, start + length)
+    if size == 1:
+        return np.zeros_like(idx)
+    period = 2 * (size - 1)
+    idx = np.mod(idx, period)
+    return np.where(idx >= size, period - idx, idx)
+
+
+def read_tile(image, tile: Tile) -> np.ndarray:
+    """Read one tile of ``image`` (shape ``(C, *spatial)``) with mirror padding at the borders.
+
+    Only the bounding box of the needed pixels is read from ``image``.
+    """
+    spatial = image.shape[1:]
+    indices = [
+        mirror_indices(start, length, size)
+        for start, length, size in zip(tile.read_start, tile.read_shape, spatial, strict=True)
+    ]
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in indices)
+    block = np.asarray(image[(slice(None), *box)])
+    for axis, (idx, window) in enumerate(zip(indices, box, strict=True), start=1):
+        local = idx - window.start
+        if not (local.size == block.shape[axis] and np.array_equal(local, np.arange(local.size))):
+            block = np.take(block, local, axis=axis)
+    return block
+
+
+def _read_batch(image, tiles: Sequence[Tile]) -> np.ndarray:
+    return np.stack([read_tile(image, t) for t in tiles])
+
+
+def iter_run_plan(
+    image,
+    plan: TilePlan,
+    tile_fn: TileFunction,
+    out,
+    *,
+    batch_size: int = 1,
+) -> Generator[int, None, None]:
+    """Run ``tile_fn`` over the plan and write each tile's valid centre into ``out``.
+
+    Parameters
+    ----------
+    image : array-like, shape (C, *spatial)
+        Input; read tile by tile.
+    plan : TilePlan
+        From :func:`~napari_tiled_unet.tiling.plan.plan_tiles` for ``image.shape[1:]``.
+    tile_fn : callable
+        ``tile_fn(batch, tiles)`` with ``batch`` of shape ``(B, C, *tile_shape)`` returns an
+        array of shape ``(B, ..., *output_tile_shape)``; the leading non-spatial axes after B
+        must match ``out``'s.
+    out : array-like, shape (..., *spatial)
+        Output; written tile by tile (only each tile's write region).
+    batch_size : int
+        Tiles per call of ``tile_fn``.
+
+    Yields
+    ------
+    int
+        Number of tiles done after each batch. Closing the generator stops it before the next
+        batch; the prefetch thread is shut down.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if tuple(image.shape[1:]) != plan.image_shape:
+        raise ValueError(f"image spatial shape {image.shape[1:]} does not match the plan {plan.image_shape}")
+    batches = [plan.tiles[i : i + batch_size] for i in range(0, len(plan), batch_size)]
+    done = 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tile-prefetch") as pool:
+        pending = pool.submit(_read_batch, image, batches[0]) if batches else None
+        try:
+            for b, tiles in enumerate(batches):
+                batch = pending.result()
+                if b + 1 < len(batches):
+                    pending = pool.submit(_read_batch, image, batches[b + 1])
+                result = tile_fn(batch, tiles)
+                for tile, tile_out in zip(tiles, result, strict=True):
+                    out[(Ellipsis, *tile.write)] = tile_out[(Ellipsis, *tile.crop)]
+                done += len(tiles)
+                yield done
+        finally:
+            if pending is not None:
+                pending.cancel()
