@@ -1,0 +1,100 @@
+import os
+
+import numpy as np
+import pytest
+import tifffile
+from conftest import tiny_unet
+
+from napari_tiled_unet import predict, save_model
+from napari_tiled_unet.cli import main
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    return save_model(tiny_unet("same", depth=2), tmp_path / "model.pt")
+
+
+@pytest.fixture
+def image_path(tmp_path, rng):
+    path = tmp_path / "image.tif"
+    tifffile.imwrite(path, (rng.random((130, 150)) * 4000).astype(np.uint16))
+    return path
+
+
+def test_predict_writes_labels_and_probabilities(tmp_path, model_path, image_path, capsys):
+    out, probs = tmp_path / "labels.tif", tmp_path / "probs.tif"
+    code = main(["predict", str(image_path), "--model", str(model_path), "--output", str(out),
+                 "--tile", "64", "--batch", "2", "--device", "cpu", "--probabilities", str(probs)])
+    assert code == 0
+    image = tifffile.imread(image_path)
+    expected = predict(image, model_path, output="probabilities", tile_shape=(64, 64))
+    np.testing.assert_allclose(tifffile.imread(probs), expected, atol=1e-6)
+    labels = tifffile.imread(out)
+    assert labels.dtype == np.uint8 and labels.shape == image.shape
+    np.testing.assert_array_equal(labels, predict(image, model_path, tile_shape=(64, 64)))
+    assert "100%" in capsys.readouterr().err  # the tqdm bar ran to the end
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image.tif", "labels.tif", "model.pt", "probs.tif"]
+
+
+def _fails(argv, capsys, match):
+    assert main(argv) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("napari-tiled-unet: error:")
+    assert match in err[-1], err[-1]
+
+
+def test_missing_input(tmp_path, model_path, capsys):
+    _fails(["predict", str(tmp_path / "nope.tif"), "--model", str(model_path), "-o", str(tmp_path / "o.tif")],
+           capsys, "input file not found")
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_non_tiff_input(tmp_path, model_path, capsys):
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"not a tiff at all")
+    _fails(["predict", str(bad), "--model", str(model_path), "-o", str(tmp_path / "o.tif")], capsys, "not a readable TIFF")
+
+
+def test_wrong_dimensionality_and_channels(tmp_path, model_path, rng, capsys):
+    rgb = tmp_path / "rgb.tif"
+    tifffile.imwrite(rgb, (rng.random((40, 50, 3)) * 255).astype(np.uint8))
+    _fails(["predict", str(rgb), "--model", str(model_path), "-o", str(tmp_path / "o.tif")], capsys, "RGB")
+    two = save_model(tiny_unet("same", depth=2, in_channels=2), tmp_path / "two.pt")
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, rng.random((3, 40, 50)).astype(np.float32))
+    _fails(["predict", str(stack), "--model", str(two), "-o", str(tmp_path / "o.tif")], capsys, "2 channels")
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_unwritable_output_fails_before_work(tmp_path, model_path, image_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permissions: use a missing folder instead
+            target = tmp_path / "missing" / "o.tif"
+            _fails(["predict", str(image_path), "--model", str(model_path), "-o", str(target)], capsys, "does not exist")
+        else:
+            _fails(["predict", str(image_path), "--model", str(model_path), "-o", str(locked / "o.tif")],
+                   capsys, "cannot write")
+    finally:
+        locked.chmod(0o700)
+    _fails(["predict", str(image_path), "--model", str(model_path), "-o", str(image_path)], capsys, "is the input")
+
+
+def test_failure_mid_run_leaves_no_partial_output(tmp_path, model_path, rng, capsys):
+    image = rng.random((200, 200)).astype(np.float32)
+    image[190, 190] = np.nan  # found in the last tile, after others were computed
+    path = tmp_path / "nan.tif"
+    tifffile.imwrite(path, image)
+    out = tmp_path / "o.tif"
+    out.write_bytes(b"previous result")
+    _fails(["predict", str(path), "--model", str(model_path), "-o", str(out), "--tile", "64"], capsys, "NaN")
+    assert out.read_bytes() == b"previous result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "nan.tif", "o.tif"]
+
+
+def test_non_model_file(tmp_path, image_path, capsys):
+    fake = tmp_path / "fake.pt"
+    fake.write_text("weights")
+    _fails(["predict", str(image_path), "--model", str(fake), "-o", str(tmp_path / "o.tif")], capsys, "model file")
