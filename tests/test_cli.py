@@ -3,8 +3,8 @@ import os
 import numpy as np
 import pytest
 import tifffile
-from conftest import tiny_unet
 
+from conftest import tiny_unet
 from napari_tiled_unet import predict, save_model
 from napari_tiled_unet.cli import main
 
@@ -23,8 +23,24 @@ def image_path(tmp_path, rng):
 
 def test_predict_writes_labels_and_probabilities(tmp_path, model_path, image_path, capsys):
     out, probs = tmp_path / "labels.tif", tmp_path / "probs.tif"
-    code = main(["predict", str(image_path), "--model", str(model_path), "--output", str(out),
-                 "--tile", "64", "--batch", "2", "--device", "cpu", "--probabilities", str(probs)])
+    code = main(
+        [
+            "predict",
+            str(image_path),
+            "--model",
+            str(model_path),
+            "--output",
+            str(out),
+            "--tile",
+            "64",
+            "--batch",
+            "2",
+            "--device",
+            "cpu",
+            "--probabilities",
+            str(probs),
+        ]
+    )
     assert code == 0
     image = tifffile.imread(image_path)
     expected = predict(image, model_path, output="probabilities", tile_shape=(64, 64))
@@ -33,7 +49,12 @@ def test_predict_writes_labels_and_probabilities(tmp_path, model_path, image_pat
     assert labels.dtype == np.uint8 and labels.shape == image.shape
     np.testing.assert_array_equal(labels, predict(image, model_path, tile_shape=(64, 64)))
     assert "100%" in capsys.readouterr().err  # the tqdm bar ran to the end
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["image.tif", "labels.tif", "model.pt", "probs.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "image.tif",
+        "labels.tif",
+        "model.pt",
+        "probs.tif",
+    ]
 
 
 def _fails(argv, capsys, match):
@@ -44,25 +65,47 @@ def _fails(argv, capsys, match):
 
 
 def test_missing_input(tmp_path, model_path, capsys):
-    _fails(["predict", str(tmp_path / "nope.tif"), "--model", str(model_path), "-o", str(tmp_path / "o.tif")],
-           capsys, "input file not found")
+    _fails(
+        [
+            "predict",
+            str(tmp_path / "nope.tif"),
+            "--model",
+            str(model_path),
+            "-o",
+            str(tmp_path / "o.tif"),
+        ],
+        capsys,
+        "input file not found",
+    )
     assert not (tmp_path / "o.tif").exists()
 
 
 def test_non_tiff_input(tmp_path, model_path, capsys):
     bad = tmp_path / "bad.tif"
     bad.write_bytes(b"not a tiff at all")
-    _fails(["predict", str(bad), "--model", str(model_path), "-o", str(tmp_path / "o.tif")], capsys, "not a readable TIFF")
+    _fails(
+        ["predict", str(bad), "--model", str(model_path), "-o", str(tmp_path / "o.tif")],
+        capsys,
+        "not a readable TIFF",
+    )
 
 
 def test_wrong_dimensionality_and_channels(tmp_path, model_path, rng, capsys):
     rgb = tmp_path / "rgb.tif"
     tifffile.imwrite(rgb, (rng.random((40, 50, 3)) * 255).astype(np.uint8))
-    _fails(["predict", str(rgb), "--model", str(model_path), "-o", str(tmp_path / "o.tif")], capsys, "RGB")
+    _fails(
+        ["predict", str(rgb), "--model", str(model_path), "-o", str(tmp_path / "o.tif")],
+        capsys,
+        "RGB",
+    )
     two = save_model(tiny_unet("same", depth=2, in_channels=2), tmp_path / "two.pt")
     stack = tmp_path / "stack.tif"
     tifffile.imwrite(stack, rng.random((3, 40, 50)).astype(np.float32))
-    _fails(["predict", str(stack), "--model", str(two), "-o", str(tmp_path / "o.tif")], capsys, "2 channels")
+    _fails(
+        ["predict", str(stack), "--model", str(two), "-o", str(tmp_path / "o.tif")],
+        capsys,
+        "2 channels",
+    )
     assert not (tmp_path / "o.tif").exists()
 
 
@@ -73,13 +116,31 @@ def test_unwritable_output_fails_before_work(tmp_path, model_path, image_path, c
     try:
         if os.access(locked, os.W_OK):  # root ignores permissions: use a missing folder instead
             target = tmp_path / "missing" / "o.tif"
-            _fails(["predict", str(image_path), "--model", str(model_path), "-o", str(target)], capsys, "does not exist")
+            _fails(
+                ["predict", str(image_path), "--model", str(model_path), "-o", str(target)],
+                capsys,
+                "does not exist",
+            )
         else:
-            _fails(["predict", str(image_path), "--model", str(model_path), "-o", str(locked / "o.tif")],
-                   capsys, "cannot write")
+            _fails(
+                [
+                    "predict",
+                    str(image_path),
+                    "--model",
+                    str(model_path),
+                    "-o",
+                    str(locked / "o.tif"),
+                ],
+                capsys,
+                "cannot write",
+            )
     finally:
         locked.chmod(0o700)
-    _fails(["predict", str(image_path), "--model", str(model_path), "-o", str(image_path)], capsys, "is the input")
+    _fails(
+        ["predict", str(image_path), "--model", str(model_path), "-o", str(image_path)],
+        capsys,
+        "is the input",
+    )
 
 
 def test_failure_mid_run_leaves_no_partial_output(tmp_path, model_path, rng, capsys):
@@ -89,7 +150,11 @@ def test_failure_mid_run_leaves_no_partial_output(tmp_path, model_path, rng, cap
     tifffile.imwrite(path, image)
     out = tmp_path / "o.tif"
     out.write_bytes(b"previous result")
-    _fails(["predict", str(path), "--model", str(model_path), "-o", str(out), "--tile", "64"], capsys, "NaN")
+    _fails(
+        ["predict", str(path), "--model", str(model_path), "-o", str(out), "--tile", "64"],
+        capsys,
+        "NaN",
+    )
     assert out.read_bytes() == b"previous result"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "nan.tif", "o.tif"]
 
@@ -97,4 +162,8 @@ def test_failure_mid_run_leaves_no_partial_output(tmp_path, model_path, rng, cap
 def test_non_model_file(tmp_path, image_path, capsys):
     fake = tmp_path / "fake.pt"
     fake.write_text("weights")
-    _fails(["predict", str(image_path), "--model", str(fake), "-o", str(tmp_path / "o.tif")], capsys, "model file")
+    _fails(
+        ["predict", str(image_path), "--model", str(fake), "-o", str(tmp_path / "o.tif")],
+        capsys,
+        "model file",
+    )

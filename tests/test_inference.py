@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from conftest import tiny_unet
 
+from conftest import tiny_unet
 from napari_tiled_unet import Progress, iter_predict, predict, save_model
 from napari_tiled_unet.inference import forward_whole_image
 from napari_tiled_unet.model.geometry import TileGeometry
@@ -83,7 +83,9 @@ def test_lazy_and_memmapped_inputs_and_outputs(rng, tmp_path):
     tifffile.imwrite(tmp_path / "img.tif", image)
     mm = tifffile.memmap(tmp_path / "img.tif")
     lazy = da.from_array(image, chunks=(50, 50))
-    out = zarr.zeros((3, 150, 170), chunks=(3, 64, 64), dtype="f4", store=str(tmp_path / "out.zarr"))
+    out = zarr.zeros(
+        (3, 150, 170), chunks=(3, 64, 64), dtype="f4", store=str(tmp_path / "out.zarr")
+    )
     for source in (mm, lazy):
         got = predict(source, net, output="probabilities", tile_shape=(60, 60), out=out)
         assert got is out
@@ -94,11 +96,17 @@ def test_model_file_normalization_is_applied(rng, tmp_path):
     net = tiny_unet("same", depth=2)
     image = (rng.random((64, 80)) * 1000 + 100).astype(np.uint16)
     bare = predict(image, net, output="probabilities")
-    np.testing.assert_allclose(bare, forward_whole_image(image[None].astype(np.float32), net), atol=1e-5)
-    path = save_model(net, tmp_path / "m.pt", normalization={"mode": "fixed", "offset": 100.0, "scale": 1000.0})
+    np.testing.assert_allclose(
+        bare, forward_whole_image(image[None].astype(np.float32), net), atol=1e-5
+    )
+    path = save_model(
+        net, tmp_path / "m.pt", normalization={"mode": "fixed", "offset": 100.0, "scale": 1000.0}
+    )
     normalized = (image.astype(np.float32) - 100) / 1000
     np.testing.assert_allclose(
-        predict(image, path, output="probabilities"), forward_whole_image(normalized[None], net), atol=1e-5
+        predict(image, path, output="probabilities"),
+        forward_whole_image(normalized[None], net),
+        atol=1e-5,
     )
 
 
@@ -114,7 +122,10 @@ def test_multichannel_model_takes_channel_first_images(rng):
 
 @pytest.mark.parametrize(
     ("shape", "match"),
-    [((64, 64, 3), r"layer 'cells' has shape \(64, 64, 3\).*RGB"), ((5, 64, 64), r"layer 'cells'.*2D single-channel.*YX")],
+    [
+        ((64, 64, 3), r"layer 'cells' has shape \(64, 64, 3\).*RGB"),
+        ((5, 64, 64), r"layer 'cells'.*2D single-channel.*YX"),
+    ],
 )
 def test_wrong_dimensionality_is_explained(shape, match):
     with pytest.raises(ValueError, match=match):
@@ -135,7 +146,9 @@ def test_bad_arguments(rng, tmp_path):
         predict(image, net, output="masks")
     with pytest.raises(ValueError, match="out has shape"):
         predict(image, net, out=np.zeros((3, 3), np.uint8))
-    with pytest.raises(ValueError, match="size 50 along axis Y does not suit this network; use 48 or 52"):
+    with pytest.raises(
+        ValueError, match="size 50 along axis Y does not suit this network; use 48 or 52"
+    ):
         predict(image, net, tile_shape=(50, 64))
     with pytest.raises(ValueError, match="dtype complex"):
         predict(image.astype(np.complex64), net)

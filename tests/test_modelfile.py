@@ -5,8 +5,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_unet
 
+from conftest import tiny_unet
 from napari_tiled_unet import ModelFileError, load_model, predict, save_model
 
 
@@ -20,7 +20,9 @@ def test_round_trip_keeps_weights_config_and_metadata(tmp_path):
     for (k, a), (_, b) in zip(net.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
     image = np.random.default_rng(0).random((70, 90), dtype=np.float32)
-    np.testing.assert_array_equal(predict(image, net, output="probabilities"), predict(image, path, output="probabilities"))
+    np.testing.assert_array_equal(
+        predict(image, net, output="probabilities"), predict(image, path, output="probabilities")
+    )
 
 
 def test_file_holds_no_pickled_code(tmp_path):
@@ -97,6 +99,6 @@ def test_killed_save_leaves_old_file_intact(tmp_path):
 
 
 def test_bad_metadata_is_refused_before_writing(tmp_path):
-    with pytest.raises(ValueError, match="Normalization.mode"):
+    with pytest.raises(ValueError, match=r"Normalization\.mode"):
         save_model(tiny_unet(), tmp_path / "m.pt", normalization={"mode": "zscore"})
     assert not (tmp_path / "m.pt").exists()

@@ -36,7 +36,9 @@ def test_pointwise_predictor_comes_back_exact(shape, grid, before, after, edge_s
     for tile in plan:
         hits[tile.write] += 1
         assert all(s.start % grid == 0 for s in tile.write)  # origins on the network grid
-        assert all((s.start - rs) == before for s, rs in zip(tile.write, tile.read_start, strict=True))
+        assert all(
+            (s.start - rs) == before for s, rs in zip(tile.write, tile.read_start, strict=True)
+        )
     assert (hits == 1).all()
 
 

@@ -30,7 +30,9 @@ def _progress_bar(events, desc: str, postfix_keys: Sequence[str] = ()):
             except StopIteration as stop:
                 return stop.value
             if bar is None:
-                bar = tqdm(total=event.total, desc=desc, unit="tile" if event.stage == "predict" else "it")
+                bar = tqdm(
+                    total=event.total, desc=desc, unit="tile" if event.stage == "predict" else "it"
+                )
             bar.update(event.done - bar.n)
             shown = {k: f"{event.metrics[k]:.3g}" for k in postfix_keys if k in event.metrics}
             if shown:
@@ -43,10 +45,9 @@ def _progress_bar(events, desc: str, postfix_keys: Sequence[str] = ()):
 
 def _predict(args: argparse.Namespace) -> None:
     import numpy as np
-
-    from napari_tiled_unet.inference import iter_predict, resolve_model
     import tifffile
 
+    from napari_tiled_unet.inference import iter_predict, resolve_model
     from napari_tiled_unet.io.tiff import atomic_path, open_tiff
     from napari_tiled_unet.model.modelfile import default_model_path
 
@@ -55,7 +56,9 @@ def _predict(args: argparse.Namespace) -> None:
         if out is not None and Path(out).resolve() in inputs:
             raise CommandError(f"output {out} is the input file; choose another name")
     if args.model is None and not default_model_path().is_file():
-        raise CommandError(f"no --model given and the bundled default model is missing ({default_model_path()})")
+        raise CommandError(
+            f"no --model given and the bundled default model is missing ({default_model_path()})"
+        )
     model = resolve_model(args.model)
     image = open_tiff(args.input)
     kind = args.kind
@@ -66,17 +69,26 @@ def _predict(args: argparse.Namespace) -> None:
 
     with contextlib.ExitStack() as stack:
         label_tmp = stack.enter_context(atomic_path(args.output))
-        prob_tmp = stack.enter_context(atomic_path(args.probabilities)) if args.probabilities else None
+        prob_tmp = (
+            stack.enter_context(atomic_path(args.probabilities)) if args.probabilities else None
+        )
         want_probs = prob_tmp is not None or kind == "instances"
         events = iter_predict(
-            image, model, tile_shape=tile, batch_size=args.batch, device=args.device,
-            output="probabilities" if want_probs else "labels", name=name,
+            image,
+            model,
+            tile_shape=tile,
+            batch_size=args.batch,
+            device=args.device,
+            output="probabilities" if want_probs else "labels",
+            name=name,
         )
         result = _progress_bar(events, "predict")
         if want_probs:
             from napari_tiled_unet.postprocess import labels_from_probabilities
 
-            labels = labels_from_probabilities(result, "instance" if kind == "instances" else "semantic")
+            labels = labels_from_probabilities(
+                result, "instance" if kind == "instances" else "semantic"
+            )
         else:
             labels = result
         tifffile.imwrite(label_tmp, np.asarray(labels), compression="zlib")
@@ -98,11 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model file (.pt); default: the bundled nuclei model")
     p.add_argument("--output", "-o", required=True, help="output labels TIFF")
     p.add_argument("--probabilities", help="also write class probabilities (C,Y,X float32) here")
-    p.add_argument("--tile", type=int, help="network input tile edge in pixels (default: about 512)")
-    p.add_argument("--batch", type=int, default=1, help="tiles per forward pass (default 1)")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="default: auto (cuda, mps, cpu)")
     p.add_argument(
-        "--kind", choices=("auto", "labels", "instances"), default="auto",
+        "--tile", type=int, help="network input tile edge in pixels (default: about 512)"
+    )
+    p.add_argument("--batch", type=int, default=1, help="tiles per forward pass (default 1)")
+    p.add_argument(
+        "--device", choices=DEVICES, default="auto", help="default: auto (cuda, mps, cpu)"
+    )
+    p.add_argument(
+        "--kind",
+        choices=("auto", "labels", "instances"),
+        default="auto",
         help="labels: class ids; instances: object ids; auto: instances for models trained on instance labels",
     )
     p.set_defaults(run=_predict)
@@ -118,7 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 on success)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
+    )
     try:
         args.run(args)
     except KeyboardInterrupt:
@@ -127,7 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CommandError, ValueError, TypeError, OSError) as err:
         from napari_tiled_unet.model.modelfile import ModelFileError
 
-        kind = "" if isinstance(err, CommandError | ValueError | ModelFileError) else f"{type(err).__name__}: "
+        kind = (
+            ""
+            if isinstance(err, CommandError | ValueError | ModelFileError)
+            else f"{type(err).__name__}: "
+        )
         print(f"napari-tiled-unet: error: {kind}{err}", file=sys.stderr)
         return 1
     return 0

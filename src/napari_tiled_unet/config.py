@@ -13,7 +13,9 @@ def _from_dict(cls, data: dict[str, Any]):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys {sorted(unknown)}; expected some of {sorted(names)}")
+        raise ValueError(
+            f"unknown {cls.__name__} keys {sorted(unknown)}; expected some of {sorted(names)}"
+        )
     return cls(**data)
 
 

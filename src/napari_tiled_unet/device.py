@@ -26,7 +26,11 @@ def resolve_device(device: str = "auto"):
             return torch.device("mps")
         return torch.device("cpu")
     if base == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but PyTorch sees no CUDA GPU; use 'cpu' or 'auto'")
+        raise ValueError(
+            "device 'cuda' was requested but PyTorch sees no CUDA GPU; use 'cpu' or 'auto'"
+        )
     if base == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device 'mps' was requested but this machine has no Apple MPS; use 'cpu' or 'auto'")
+        raise ValueError(
+            "device 'mps' was requested but this machine has no Apple MPS; use 'cpu' or 'auto'"
+        )
     return torch.device(name)

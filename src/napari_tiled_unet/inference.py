@@ -61,7 +61,9 @@ def as_channel_first(image, model: UNet, name: str = "image"):
             hint = " Pick one plane or channel, or use a model made for this many axes."
         raise ValueError(f"{name} has shape {shape}, but the model expects {expected}.{hint}")
     dtype = np.dtype(image.dtype)
-    if not (np.issubdtype(dtype, np.number) or dtype == bool) or np.issubdtype(dtype, np.complexfloating):
+    if not (np.issubdtype(dtype, np.number) or dtype.kind == "b") or np.issubdtype(
+        dtype, np.complexfloating
+    ):
         raise ValueError(f"{name} has dtype {dtype}; expected real numbers (integer or float)")
     if cfg.in_channels == 1:
         return _ChannelView(image)
@@ -86,13 +88,18 @@ def _labels_dtype(num_classes: int) -> np.dtype:
     return np.dtype(np.uint8 if num_classes <= 256 else np.uint16)
 
 
-def _forward_fn(model: UNet, device: torch.device, normalization: Normalization, output: str, name: str):
+def _forward_fn(
+    model: UNet, device: torch.device, normalization: Normalization, output: str, name: str
+):
     import torch
 
     def tile_fn(batch: np.ndarray, tiles) -> np.ndarray:
         x = normalization.apply(batch)
         if not np.isfinite(x).all():
-            region = ", ".join(f"{a} {s.start}:{s.stop}" for a, s in zip("ZYX"[-len(tiles[0].write):], tiles[0].write, strict=True))
+            region = ", ".join(
+                f"{a} {s.start}:{s.stop}"
+                for a, s in zip("ZYX"[-len(tiles[0].write) :], tiles[0].write, strict=True)
+            )
             raise ValueError(
                 f"{name} contains NaN or infinite values (near {region}); replace them, e.g. "
                 "with numpy.nan_to_num, before predicting"
@@ -171,7 +178,9 @@ def iter_predict(
         out_shape, out_dtype = (num_classes, *spatial), np.dtype(np.float32)
     target = out if (out is not None and output != "instances") else np.zeros(out_shape, out_dtype)
     if tuple(target.shape) != out_shape:
-        raise ValueError(f"out has shape {tuple(target.shape)}; expected {out_shape} for output={output!r}")
+        raise ValueError(
+            f"out has shape {tuple(target.shape)}; expected {out_shape} for output={output!r}"
+        )
 
     normalization = Normalization.from_dict(net.metadata.get("normalization")).resolve(source)
     torch_device = resolve_device(device)
@@ -180,7 +189,13 @@ def iter_predict(
     net.eval().to(torch_device)
     try:
         yield Progress("predict", 0, len(plan), f"{len(plan)} tiles of {plan.tile_shape}")
-        tile_fn = _forward_fn(net, torch_device, normalization, "labels" if output == "labels" else "probabilities", name)
+        tile_fn = _forward_fn(
+            net,
+            torch_device,
+            normalization,
+            "labels" if output == "labels" else "probabilities",
+            name,
+        )
         for done in iter_run_plan(source, plan, tile_fn, target, batch_size=batch_size):
             yield Progress("predict", done, len(plan), f"tile {done}/{len(plan)}")
     finally:
@@ -201,7 +216,9 @@ def predict(image, model: UNet | str | os.PathLike | None = None, **kwargs: Any)
     return run_to_completion(iter_predict(image, model, **kwargs))
 
 
-def plan_for(image_shape: Sequence[int], model: UNet, tile_shape: Sequence[int] | None = None) -> TilePlan:
+def plan_for(
+    image_shape: Sequence[int], model: UNet, tile_shape: Sequence[int] | None = None
+) -> TilePlan:
     """The tile plan :func:`iter_predict` would use for a spatial ``image_shape``."""
     return plan_tiles(tuple(image_shape), model.geometry, tile_shape)
 

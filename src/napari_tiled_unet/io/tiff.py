@@ -47,7 +47,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     if path.is_dir():
-        raise IsADirectoryError(f"output {path} is a folder; give a file name such as {path / 'labels.tif'}")
+        raise IsADirectoryError(
+            f"output {path} is a folder; give a file name such as {path / 'labels.tif'}"
+        )
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output folder {path.parent} does not exist")
     try:

@@ -52,9 +52,7 @@ class TileGeometry:
             lower, upper = self.nearest_valid_sizes(size)
             options = f"{lower} or {upper}" if lower else f"{upper} or larger"
             where = f" along axis {axis}" if axis else ""
-            raise ValueError(
-                f"input size {size}{where} does not suit this network; use {options}"
-            )
+            raise ValueError(f"input size {size}{where} does not suit this network; use {options}")
         return out
 
 

@@ -160,9 +160,7 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != self.config.ndim + 2 or x.shape[1] != self.config.in_channels:
             expected = ("N", self.config.in_channels, *("spatial",) * self.config.ndim)
-            raise ValueError(
-                f"UNet expects input of shape {expected}, got {tuple(x.shape)}"
-            )
+            raise ValueError(f"UNet expects input of shape {expected}, got {tuple(x.shape)}")
         self.geometry.check_input_shape(tuple(x.shape[2:]))
         skips = []
         for down in self.downs:

@@ -71,7 +71,9 @@ def _axis_stride(geometry: TileGeometry, size: int) -> int:
 
 def smallest_tile(geometry: TileGeometry, covered: int) -> int:
     """Smallest accepted tile edge whose written part covers ``covered`` pixels."""
-    edge = geometry.nearest_valid_sizes(covered + geometry.context_before + geometry.context_after)[1]
+    edge = geometry.nearest_valid_sizes(covered + geometry.context_before + geometry.context_after)[
+        1
+    ]
     while _axis_stride(geometry, edge) < covered:
         edge = geometry.nearest_valid_sizes(edge + 1)[1]
     return edge
@@ -119,7 +121,9 @@ def plan_tiles(
         tile_shape = default_tile_shape(geometry, ndim)
     tile_shape = tuple(int(n) for n in tile_shape)
     if len(tile_shape) != ndim:
-        raise ValueError(f"tile_shape {tile_shape} must have one entry per image axis {image_shape}")
+        raise ValueError(
+            f"tile_shape {tile_shape} must have one entry per image axis {image_shape}"
+        )
     names = "ZYX"[-ndim:] if ndim <= 3 else [str(i) for i in range(ndim)]
 
     shape, strides = [], []

@@ -87,7 +87,9 @@ def iter_run_plan(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if tuple(image.shape[1:]) != plan.image_shape:
-        raise ValueError(f"image spatial shape {image.shape[1:]} does not match the plan {plan.image_shape}")
+        raise ValueError(
+            f"image spatial shape {image.shape[1:]} does not match the plan {plan.image_shape}"
+        )
     batches = [plan.tiles[i : i + batch_size] for i in range(0, len(plan), batch_size)]
     done = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tile-prefetch") as pool:
