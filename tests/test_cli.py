@@ -44,7 +44,7 @@ def test_predict_writes_labels_and_probabilities(tmp_path, model_path, image_pat
     assert code == 0
     image = tifffile.imread(image_path)
     expected = predict(image, model_path, output="probabilities", tile_shape=(64, 64))
-    np.testing.assert_allclose(tifffile.imread(probs), expected, atol=1e-6)
+    np.testing.assert_allclose(tifffile.imread(probs), expected, atol=1e-5)  # batch 2 vs 1
     labels = tifffile.imread(out)
     assert labels.dtype == np.uint8 and labels.shape == image.shape
     np.testing.assert_array_equal(labels, predict(image, model_path, tile_shape=(64, 64)))

@@ -22,6 +22,9 @@ _EXPORTS = {
     "load_model": "napari_tiled_unet.model.modelfile",
     "ModelFileError": "napari_tiled_unet.model.modelfile",
     "default_model_path": "napari_tiled_unet.model.modelfile",
+    "train": "napari_tiled_unet.training",
+    "iter_train": "napari_tiled_unet.training",
+    "TrainConfig": "napari_tiled_unet.training",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
     )
     from napari_tiled_unet.model.unet import UNet
     from napari_tiled_unet.normalization import Normalization
+    from napari_tiled_unet.training import TrainConfig, iter_train, train
 
 
 def __getattr__(name: str):

@@ -48,7 +48,8 @@ def _predict(args: argparse.Namespace) -> None:
     import tifffile
 
     from napari_tiled_unet.inference import iter_predict, resolve_model
-    from napari_tiled_unet.io.tiff import atomic_path, open_tiff
+    from napari_tiled_unet.io.atomic import atomic_path
+    from napari_tiled_unet.io.tiff import open_tiff
     from napari_tiled_unet.model.modelfile import default_model_path
 
     inputs = [Path(args.input).resolve()]
@@ -97,6 +98,62 @@ def _predict(args: argparse.Namespace) -> None:
     logger.info("wrote %s", args.output)
 
 
+def _train(args: argparse.Namespace) -> None:
+    from napari_tiled_unet.io.tiff import open_tiff
+    from napari_tiled_unet.model.modelfile import save_model
+    from napari_tiled_unet.training import TrainConfig, Trainer
+
+    if len(args.image) != len(args.labels):
+        raise CommandError(
+            f"got {len(args.image)} --image and {len(args.labels)} --labels; give one --labels per --image"
+        )
+    if len(args.validation_image) != len(args.validation_labels):
+        raise CommandError("give one --validation-labels per --validation-image")
+    output = Path(args.output)
+    if output.resolve() in {Path(p).resolve() for p in args.image + args.labels}:
+        raise CommandError(f"output {output} is one of the inputs; choose another name")
+    if not output.parent.is_dir():
+        raise CommandError(f"output folder {output.parent} does not exist")
+    options = dict(
+        label_mode=args.mode,
+        iterations=args.iterations,
+        batch_size=args.batch,
+        learning_rate=args.lr,
+        optimizer=args.optimizer,
+        seed=args.seed,
+        device=args.device,
+        base_channels=args.base_channels,
+        depth=args.depth,
+        padding=args.padding,
+        validation_every=args.validate_every,
+        elastic=not args.no_elastic,
+    )
+    if args.tile is not None:
+        options["tile_shape"] = (args.tile, args.tile)
+    config = TrainConfig(**options)
+    images = [open_tiff(p) for p in args.image]
+    labels = [open_tiff(p) for p in args.labels]
+    validation = [
+        (open_tiff(i), open_tiff(lab))
+        for i, lab in zip(args.validation_image, args.validation_labels, strict=True)
+    ] or None
+    names = [f"pair {i + 1} ({Path(p).name})" for i, p in enumerate(args.image)]
+    trainer = Trainer(images, labels, config, model=args.resume, names=names, validation=validation)
+    try:
+        _progress_bar(trainer.iter_run(), "train", ("loss", "val_iou", "val_f1"))
+    except KeyboardInterrupt:
+        if trainer.best_model is not None:
+            save_model(trainer.best_model, output)
+            print(
+                f"napari-tiled-unet: interrupted; best model so far saved to {output}",
+                file=sys.stderr,
+            )
+        raise
+    save_model(trainer.best_model, output)
+    scores = trainer.best_model.metadata.get("training", {}).get("best_scores", {})
+    logger.warning("saved %s %s", output, " ".join(f"{k}={v:.3f}" for k, v in scores.items()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napari-tiled-unet",
@@ -125,10 +182,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_predict)
 
-    with contextlib.suppress(ImportError):
-        from napari_tiled_unet.training.cli import add_train_parser
-
-        add_train_parser(sub)
+    t = sub.add_parser("train", help="train a model from images and label images")
+    t.add_argument(
+        "--image", action="append", required=True, help="training image TIFF (repeat for more)"
+    )
+    t.add_argument(
+        "--labels", action="append", required=True, help="label TIFF for the --image before it"
+    )
+    t.add_argument("--output", "-o", required=True, help="model file to write (.pt)")
+    t.add_argument(
+        "--mode",
+        choices=("semantic", "instance", "sparse"),
+        default="semantic",
+        help="semantic: value = class; instance: value = object id; sparse: 0 = not annotated",
+    )
+    t.add_argument("--iterations", type=int, default=1000)
+    t.add_argument("--tile", type=int, help="training tile edge in pixels (default 256)")
+    t.add_argument("--batch", type=int, default=4)
+    t.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    t.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    t.add_argument("--resume", help="fine-tune this model file instead of starting from scratch")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", choices=DEVICES, default="auto")
+    t.add_argument("--base-channels", type=int, default=32)
+    t.add_argument("--depth", type=int, default=4)
+    t.add_argument("--padding", choices=("same", "valid"), default="same")
+    t.add_argument("--validate-every", type=int, default=50)
+    t.add_argument("--no-elastic", action="store_true", help="switch off elastic deformation")
+    t.add_argument("--validation-image", action="append", default=[], help="held-out image TIFF")
+    t.add_argument("--validation-labels", action="append", default=[], help="labels for it")
+    t.set_defaults(run=_train)
     return parser
 
 

@@ -7,13 +7,13 @@ with ``torch.load(..., weights_only=True)``.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from napari_tiled_unet.config import UNetConfig
+from napari_tiled_unet.io.atomic import atomic_path
 from napari_tiled_unet.model.unet import UNet
 from napari_tiled_unet.normalization import Normalization
 
@@ -60,16 +60,10 @@ def save_model(model: UNet, path: str | os.PathLike, **metadata: Any) -> Path:
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
     model.metadata = meta
     return path
 

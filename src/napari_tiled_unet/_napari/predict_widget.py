@@ -1,0 +1,254 @@
+"""The Predict widget: segment an image layer with a U-Net model, tile by tile."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox
+from napari.layers import Image
+from napari.utils.notifications import show_error
+from napari.viewer import Viewer
+
+from napari_tiled_unet._napari._layers import (
+    engine_name,
+    layer_data,
+    result_layer_kwargs,
+    rgb_error,
+)
+from napari_tiled_unet._napari._models import trained_models
+from napari_tiled_unet._napari._worker import start_engine
+from napari_tiled_unet.device import DEVICES
+from napari_tiled_unet.events import Progress
+
+if TYPE_CHECKING:
+    from napari.qt.threading import GeneratorWorker
+
+    from napari_tiled_unet.model.unet import UNet
+
+DEFAULT_MODEL = "default model"
+MODEL_FILE = "model file"
+TRAINED = "trained: "
+OUTPUTS = ("labels", "instances", "probabilities")
+
+
+def predict_job(
+    image, model: UNet | str | os.PathLike | None, tile_size: int, **kwargs: Any
+) -> Generator[Progress, None, Any]:
+    """Load the model, then run :func:`~napari_tiled_unet.inference.iter_predict`.
+
+    Runs in the worker thread, so that reading a model file never blocks the GUI.
+
+    Parameters
+    ----------
+    image : array-like
+        The layer's data (level 0 of a multiscale layer).
+    model : UNet, path-like or None
+        A network, a model file, or None for the bundled default model.
+    tile_size : int
+        Tile edge in pixels along every spatial axis of the model; 0 lets the engine choose.
+    **kwargs
+        Passed to ``iter_predict`` (``batch_size``, ``device``, ``output``, ``name``).
+    """
+    from napari_tiled_unet.inference import iter_predict, resolve_model
+    from napari_tiled_unet.model import modelfile
+
+    if model is None:
+        path = modelfile.default_model_path()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"The bundled default model is not installed (no file {path}). Choose "
+                f"'{MODEL_FILE}' and pick a model file (*.pt), or train a model with the "
+                "Train widget."
+            )
+        model = path
+    net = resolve_model(model)
+    tile_shape = (tile_size,) * net.config.ndim if tile_size else None
+    return (yield from iter_predict(image, net, tile_shape=tile_shape, **kwargs))
+
+
+class PredictWidget(Container):
+    """Segment an image layer with a U-Net, tile by tile, in a background thread.
+
+    The result becomes a new layer on top of the image (same ``scale``, ``translate``, axis
+    labels and units): a Labels layer ``"<image> labels"`` (class per pixel) or
+    ``"<image> instances"`` (object ids), or an Image layer ``"<image> probabilities"``
+    with a leading class axis.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+        The viewer whose image layers are offered and to which results are added.
+    """
+
+    def __init__(self, napari_viewer: Viewer):
+        super().__init__(
+            widgets=[
+                ComboBox(name="image", tooltip="Image layer to segment"),
+                ComboBox(
+                    name="model",
+                    tooltip="The bundled default model, a model file, or a model trained in this session",
+                ),
+                FileEdit(
+                    name="model_file",
+                    label="model file",
+                    mode="r",
+                    filter="*.pt",
+                    nullable=True,
+                    tooltip="A model file saved by napari-tiled-unet (*.pt)",
+                ),
+                SpinBox(
+                    name="tile_size",
+                    label="tile size",
+                    value=0,
+                    min=0,
+                    max=8192,
+                    step=16,
+                    tooltip="Tile edge in pixels, context included; 0 = automatic (about 512)",
+                ),
+                SpinBox(
+                    name="batch_size",
+                    label="batch size",
+                    value=4,
+                    min=1,
+                    max=512,
+                    tooltip="Tiles per forward pass; lower it if the device runs out of memory",
+                ),
+                ComboBox(name="device", choices=DEVICES, value="auto"),
+                ComboBox(name="output", choices=OUTPUTS, value="labels"),
+                PushButton(name="run_button", text="Run"),
+                PushButton(name="cancel_button", text="Cancel", enabled=False),
+                Label(name="status", value=""),
+            ]
+        )
+        self._viewer = napari_viewer
+        self._trained = trained_models(napari_viewer)
+        self._worker: GeneratorWorker | None = None
+        self._cancelled = False
+        self.status.native.setWordWrap(True)
+        self.image.choices = self._image_layers
+        self.model.choices = self._model_names
+
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        self.model_file.changed.connect(self._on_model_file)
+        self._trained.changed.connect(self.model.reset_choices)
+        for event in ("inserted", "removed", "moved", "reordered"):
+            getattr(napari_viewer.layers.events, event).connect(self.reset_choices)
+
+    # -- choices -----------------------------------------------------------------------------
+
+    def _image_layers(self, _widget=None) -> list[tuple[str, Image]]:
+        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
+
+    def _model_names(self, _widget=None) -> list[str]:
+        return [DEFAULT_MODEL, MODEL_FILE, *(TRAINED + name for name in self._trained.names())]
+
+    def _on_model_file(self, value) -> None:
+        if value is not None and str(value) not in ("", "."):
+            self.model.value = MODEL_FILE
+
+    # -- running -----------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether a prediction is in progress."""
+        return self._worker is not None
+
+    def _chosen_model(self) -> UNet | os.PathLike | None:
+        choice = self.model.value
+        if choice == DEFAULT_MODEL:
+            return None
+        if choice == MODEL_FILE:
+            path = self.model_file.value
+            if path is None or str(path) in ("", "."):
+                raise ValueError(
+                    f"No model file chosen. Pick a *.pt file in '{MODEL_FILE}', or choose "
+                    f"'{DEFAULT_MODEL}' in 'model'."
+                )
+            return path
+        return self._trained.get(choice.removeprefix(TRAINED))
+
+    def run(self) -> GeneratorWorker | None:
+        """Start predicting the chosen layer; return the worker, or None if inputs are unusable.
+
+        Problems found before starting (no layer, an RGB layer, no model file chosen) and errors
+        from the engine are shown as napari error notifications; nothing is added then.
+        """
+        if self.running:
+            return None
+        layer = self.image.value
+        if layer is None:
+            return self._refuse(
+                "There is no image layer to segment. Open one (e.g. File ▸ Open Sample ▸ "
+                "Tiled U-Net ▸ Synthetic nuclei) and choose it in 'image'."
+            )
+        if message := rgb_error(layer):
+            return self._refuse(message)
+        try:
+            model = self._chosen_model()
+        except ValueError as err:
+            return self._refuse(str(err))
+
+        output = self.output.value
+        self._cancelled = False
+        self._set_running(True)
+        self.status.value = f"Predicting {layer.name!r}…"
+        self._worker = start_engine(
+            predict_job,
+            layer_data(layer),
+            model,
+            self.tile_size.value,
+            batch_size=self.batch_size.value,
+            device=self.device.value,
+            output=output,
+            name=engine_name(layer),
+            description=f"Predicting {layer.name}",
+            on_result=partial(self._add_result, layer, output),
+            on_progress=self._show_progress,
+            on_error=self._show_failure,
+            on_finished=self._finished,
+        )
+        return self._worker
+
+    def cancel(self) -> None:
+        """Stop the running prediction at its next batch; nothing is added."""
+        if self._worker is not None:
+            self._cancelled = True
+            self._worker.quit()
+            self.status.value = "Cancelling at the next batch…"
+
+    def _refuse(self, message: str) -> None:
+        show_error(message)
+        self.status.value = message
+        return None
+
+    def _set_running(self, running: bool) -> None:
+        self.run_button.enabled = not running
+        self.cancel_button.enabled = running
+
+    def _show_progress(self, event: Progress) -> None:
+        if not self._cancelled:
+            self.status.value = event.message
+
+    def _show_failure(self, error: Exception) -> None:
+        self.status.value = f"Failed: {error}"
+
+    def _finished(self) -> None:
+        self._worker = None
+        self._set_running(False)
+        if self._cancelled:
+            self.status.value = "Cancelled; nothing was added."
+
+    def _add_result(self, source: Image, output: str, result) -> None:
+        if output == "probabilities":
+            kwargs = result_layer_kwargs(source, tuple(result.shape), leading="class")
+            layer = self._viewer.add_image(
+                result, name=f"{source.name} probabilities", contrast_limits=(0.0, 1.0), **kwargs
+            )
+        else:
+            kwargs = result_layer_kwargs(source, tuple(result.shape))
+            layer = self._viewer.add_labels(result, name=f"{source.name} {output}", **kwargs)
+        self.status.value = f"Added layer {layer.name!r}."

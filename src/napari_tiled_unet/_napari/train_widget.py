@@ -1,0 +1,441 @@
+"""The Train widget: train a U-Net on image/labels layer pairs, with a live plot and Stop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    Label,
+    LineEdit,
+    PushButton,
+    SpinBox,
+)
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error
+from napari.utils.theme import get_theme
+from napari.viewer import Viewer
+
+from napari_tiled_unet._napari._layers import layer_data, rgb_error
+from napari_tiled_unet._napari._models import trained_models
+from napari_tiled_unet._napari._worker import start_engine
+from napari_tiled_unet.device import DEVICES
+from napari_tiled_unet.events import Progress
+
+if TYPE_CHECKING:
+    from napari.qt.threading import GeneratorWorker
+
+    from napari_tiled_unet.model.unet import UNet
+    from napari_tiled_unet.training import TrainConfig, Trainer
+
+LABEL_MODES = ("semantic", "instance", "sparse")
+LABEL_MODE_HELP = (
+    "semantic: every pixel holds a class (0 = background). instance: each value > 0 is one "
+    "object; the model learns background / interior / boundary so touching objects separate. "
+    "sparse: scribbles; 0 = not annotated, value k = class k-1."
+)
+
+
+class TrainingPlot:
+    """Training loss and validation score against the step, drawn with matplotlib.
+
+    Attributes
+    ----------
+    steps, losses : list
+        Step and training loss of every step so far.
+    val_steps, val_scores : list
+        Step and validation score (``metric``) of every validation so far.
+    """
+
+    def __init__(self, background: str = "white", text: str = "black") -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(4, 2.6), layout="constrained", facecolor=background)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(180)
+        self.loss_axes = self.figure.add_subplot()
+        self.score_axes = self.loss_axes.twinx()
+        (self._loss_line,) = self.loss_axes.plot([], [], color="tab:blue", lw=1)
+        (self._score_line,) = self.score_axes.plot([], [], "o-", color="tab:orange", ms=3)
+        self.loss_axes.set_xlabel("step", fontsize=8)
+        self.loss_axes.set_ylabel("training loss", color="tab:blue", fontsize=8)
+        self.score_axes.set_ylim(0, 1)
+        self.loss_axes.set_facecolor(background)
+        self.loss_axes.xaxis.label.set_color(text)
+        for axes in (self.loss_axes, self.score_axes):
+            axes.tick_params(labelsize=7, colors=text)
+            for spine in axes.spines.values():
+                spine.set_color(text)
+        self.clear("val_iou")
+
+    def clear(self, metric: str) -> None:
+        """Forget all points; validation scores will be read from ``metric``."""
+        self.metric = metric
+        self.steps, self.losses, self.val_steps, self.val_scores = [], [], [], []
+        self.score_axes.set_ylabel(metric.replace("_", " "), color="tab:orange", fontsize=8)
+        self._redraw()
+
+    def add(self, event: Progress) -> None:
+        """Add the loss and validation score carried by a training event, if any."""
+        if "loss" in event.metrics:
+            self.steps.append(event.done)
+            self.losses.append(event.metrics["loss"])
+        if self.metric in event.metrics:
+            self.val_steps.append(event.done)
+            self.val_scores.append(event.metrics[self.metric])
+        if event.metrics:
+            self._redraw()
+
+    def _redraw(self) -> None:
+        self._loss_line.set_data(self.steps, self.losses)
+        self._score_line.set_data(self.val_steps, self.val_scores)
+        self.loss_axes.relim()
+        self.loss_axes.autoscale_view()
+        self.canvas.draw_idle()
+
+
+class TrainWidget(Container):
+    """Train a U-Net on pairs of image and labels layers, in a background thread.
+
+    Each finished (or stopped) training offers its model in the Predict widgets of the same
+    viewer at once, as ``"trained: <name>"``; "Save model…" writes it to a file.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+        The viewer whose layers are offered as training pairs.
+
+    Attributes
+    ----------
+    model : UNet or None
+        The last model trained (the best one so far after a Stop).
+    trainer : Trainer or None
+        The current or last training run.
+    plot : TrainingPlot
+        The live plot of training loss and validation score.
+    """
+
+    def __init__(self, napari_viewer: Viewer):
+        from napari_tiled_unet.training import TrainConfig
+
+        defaults = TrainConfig()
+        super().__init__(
+            widgets=[
+                Container(name="pairs", label="training pairs", labels=False),
+                Container(
+                    name="pair_buttons",
+                    layout="horizontal",
+                    labels=False,
+                    widgets=[
+                        PushButton(name="add_pair", text="Add pair"),
+                        PushButton(name="remove_pair", text="Remove pair"),
+                    ],
+                ),
+                ComboBox(
+                    name="label_mode",
+                    label="labels are",
+                    choices=LABEL_MODES,
+                    value=defaults.label_mode,
+                    tooltip=LABEL_MODE_HELP,
+                ),
+                SpinBox(
+                    name="base_channels",
+                    label="model size",
+                    value=defaults.base_channels,
+                    min=1,
+                    max=512,
+                    tooltip="Feature channels of the first level (64 in the paper); "
+                    "more is more accurate and slower",
+                ),
+                SpinBox(
+                    name="depth",
+                    value=defaults.depth,
+                    min=1,
+                    max=6,
+                    tooltip="Pooling steps; tiles must be multiples of 2**depth",
+                ),
+                SpinBox(
+                    name="tile_size",
+                    label="tile size",
+                    value=defaults.tile_shape[-1],
+                    min=8,
+                    max=4096,
+                    step=16,
+                    tooltip="Edge of the training tiles in pixels (network input)",
+                ),
+                SpinBox(name="batch_size", label="batch size", value=defaults.batch_size, min=1),
+                SpinBox(
+                    name="iterations", value=defaults.iterations, min=1, max=10_000_000, step=100
+                ),
+                LineEdit(
+                    name="learning_rate",
+                    label="learning rate",
+                    value=f"{defaults.learning_rate:g}",
+                    tooltip="Adam step size, e.g. 0.001 or 3e-4",
+                ),
+                CheckBox(
+                    name="augmentation",
+                    value=True,
+                    tooltip="Random flips, 90° rotations, elastic deformation, intensity jitter",
+                ),
+                ComboBox(name="device", choices=DEVICES, value="auto"),
+                LineEdit(
+                    name="model_name",
+                    label="model name",
+                    value="",
+                    tooltip="Name under which Predict offers the model; empty: the first "
+                    "image layer's name",
+                ),
+                PushButton(name="train_button", text="Train"),
+                PushButton(name="stop_button", text="Stop", enabled=False),
+                PushButton(name="save_button", text="Save model…", enabled=False),
+                Label(name="status", value=""),
+            ]
+        )
+        self._viewer = napari_viewer
+        self._trained = trained_models(napari_viewer)
+        self._worker: GeneratorWorker | None = None
+        self.trainer: Trainer | None = None
+        self.model: UNet | None = None
+        self._model_name = ""
+        self._kept = False
+        self.pair_buttons.label = ""  # (an empty label given to __init__ means "use the name")
+        self.status.native.setWordWrap(True)
+        theme = get_theme(napari_viewer.theme)
+        self.plot = TrainingPlot(theme.background.as_hex(), theme.text.as_hex())
+        self.native.layout().addWidget(self.plot.canvas)
+
+        self.add_pair()
+        self.pair_buttons.add_pair.changed.connect(self.add_pair)
+        self.pair_buttons.remove_pair.changed.connect(self.remove_pair)
+        self.train_button.changed.connect(self.train)
+        self.stop_button.changed.connect(self.stop)
+        self.save_button.changed.connect(self._save_clicked)
+        for event in ("inserted", "removed", "moved", "reordered"):
+            getattr(napari_viewer.layers.events, event).connect(self.reset_choices)
+
+    # -- pairs -------------------------------------------------------------------------------
+
+    def _layers(self, kind: type) -> list:
+        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, kind)]
+
+    def add_pair(self) -> None:
+        """Add a row choosing one more (image layer, labels layer) pair."""
+        index = len(self.pairs)
+        row = Container(
+            layout="horizontal",
+            widgets=[
+                ComboBox(name="image_layer", label="image"),
+                ComboBox(name="labels_layer", label="labels"),
+            ],
+        )
+        row.image_layer.choices = lambda _w: self._layers(Image)
+        row.labels_layer.choices = lambda _w: self._layers(Labels)
+        # Offer the next unused layers, so that n pairs of layers take n clicks.
+        for combo in (row.image_layer, row.labels_layer):
+            if index < len(combo.choices):
+                combo.value = combo.choices[index]
+        self.pairs.append(row)
+
+    def remove_pair(self) -> None:
+        """Remove the last pair row (one always stays)."""
+        if len(self.pairs) > 1:
+            self.pairs.pop()
+
+    def layer_pairs(self) -> list[tuple[Image, Labels]]:
+        """The chosen (image layer, labels layer) pairs.
+
+        Raises
+        ------
+        ValueError
+            If a row lacks a layer, a layer is RGB, or an image is used twice.
+        """
+        pairs = []
+        for i, row in enumerate(self.pairs, start=1):
+            image, labels = row.image_layer.value, row.labels_layer.value
+            if image is None or labels is None:
+                raise ValueError(
+                    f"Training pair {i} needs an image layer and a labels layer. Open an image, "
+                    "add a Labels layer and paint some objects (or open File ▸ Open Sample ▸ "
+                    "Tiled U-Net ▸ Synthetic nuclei), then choose them here."
+                )
+            if message := rgb_error(image):
+                raise ValueError(message)
+            pairs.append((image, labels))
+        return pairs
+
+    # -- configuration -----------------------------------------------------------------------
+
+    def config(self) -> TrainConfig:
+        """The :class:`~napari_tiled_unet.training.TrainConfig` the controls describe.
+
+        Raises
+        ------
+        ValueError
+            For a learning rate that is not a number, or values TrainConfig rejects.
+        """
+        from napari_tiled_unet.training import TrainConfig
+
+        try:
+            learning_rate = float(self.learning_rate.value)
+        except ValueError:
+            raise ValueError(
+                f"The learning rate {self.learning_rate.value!r} is not a number; "
+                "enter e.g. 0.001 or 3e-4."
+            ) from None
+        iterations = self.iterations.value
+        augment = self.augmentation.value
+        return TrainConfig(
+            label_mode=self.label_mode.value,
+            iterations=iterations,
+            tile_shape=(self.tile_size.value, self.tile_size.value),
+            batch_size=self.batch_size.value,
+            learning_rate=learning_rate,
+            base_channels=self.base_channels.value,
+            depth=self.depth.value,
+            flips=augment,
+            rotations=augment,
+            elastic=augment,
+            intensity=augment,
+            device=self.device.value,
+            # About ten validations per run (at most every 50 steps) make a readable plot.
+            validation_every=min(50, max(1, iterations // 10)),
+        )
+
+    # -- running -----------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether a training run is in progress."""
+        return self._worker is not None
+
+    def train(self) -> GeneratorWorker | None:
+        """Start training on the chosen pairs; return the worker, or None if inputs are unusable.
+
+        Problems visible before training (missing layers, shapes, tile size, settings) and
+        errors during training are shown as napari error notifications.
+        """
+        from napari_tiled_unet.training import Trainer
+
+        if self.running:
+            return None
+        try:
+            pairs = self.layer_pairs()
+            config = self.config()
+            trainer = Trainer(
+                [layer_data(image) for image, _ in pairs],
+                [layer_data(labels) for _, labels in pairs],
+                config,
+                names=[(image.name, labels.name) for image, labels in pairs],
+            )
+        except ValueError as err:
+            show_error(str(err))
+            self.status.value = str(err)
+            return None
+
+        self.trainer = trainer
+        self._kept = False
+        self._model_name = self.model_name.value.strip() or pairs[0][0].name
+        self.plot.clear(config.best_metric)
+        self._set_running(True)
+        self.status.value = "Reading the training data…"
+        self._worker = start_engine(
+            trainer.iter_run,
+            description=f"Training {self._model_name}",
+            on_result=self._keep,
+            on_progress=self._show_progress,
+            on_error=self._show_failure,
+            on_finished=self._finished,
+        )
+        return self._worker
+
+    def stop(self) -> None:
+        """Stop training after the current step; the best model so far is kept."""
+        if self._worker is not None:
+            self._worker.quit()
+            self.status.value = "Stopping after this step…"
+
+    def _set_running(self, running: bool) -> None:
+        self.train_button.enabled = not running
+        self.stop_button.enabled = running
+        self.save_button.enabled = not running and self.model is not None
+
+    def _show_progress(self, event: Progress) -> None:
+        self.plot.add(event)
+        if self._worker is not None and not self._worker.abort_requested:
+            self.status.value = event.message
+
+    def _show_failure(self, error: Exception) -> None:
+        self.status.value = f"Failed: {error}"
+
+    def _keep(self, model: UNet) -> None:
+        self._kept = True
+        self.model = model
+        name = self._trained.add(self._model_name, model)
+        trainer = self.trainer
+        best = ""
+        if trainer.best_step is not None:
+            metric = trainer.config.best_metric
+            best = f" (best {metric} {trainer.best_scores[metric]:.3f} at step {trainer.best_step})"
+        if trainer.status == "stopped":
+            done = f"Stopped at step {trainer.step}"
+        else:
+            done = f"Trained {trainer.step} steps"
+        self.status.value = (
+            f"{done}: model 'trained: {name}'{best} is offered in Predict; "
+            "save it with 'Save model…'."
+        )
+
+    def _finished(self) -> None:
+        self._worker = None
+        trainer = self.trainer
+        # A Stop never delivers a result: keep the best model so far. (So does a Stop that
+        # came just after the last step.)
+        if trainer is not None and not self._kept and trainer.status in ("stopped", "finished"):
+            model = trainer.best_model
+            if model is not None:
+                self._keep(model)
+        elif trainer is not None and trainer.status == "ready":
+            self.status.value = "Stopped before training began; no model."
+        self._set_running(False)
+
+    # -- saving ------------------------------------------------------------------------------
+
+    def _save_clicked(self) -> None:
+        self.save_model()  # the button's value must not become the path
+
+    def save_model(self, path: str | Path | None = None) -> Path | None:
+        """Write the last trained model to ``path`` (asked for with a file dialog if None).
+
+        Returns
+        -------
+        Path or None
+            The written file, or None if there was nothing to save or the dialog was cancelled.
+        """
+        from napari_tiled_unet.model.modelfile import save_model
+
+        if self.model is None:
+            show_error("There is no trained model to save yet; train one first.")
+            return None
+        if path is None:
+            from qtpy.QtWidgets import QFileDialog
+
+            path, _ = QFileDialog.getSaveFileName(
+                self.native, "Save model", f"{self._model_name}.pt", "Model files (*.pt)"
+            )
+            if not path:
+                return None
+        path = Path(path)
+        if path.suffix != ".pt":
+            path = path.with_name(path.name + ".pt")
+        try:
+            written = save_model(self.model, path)
+        except OSError as err:
+            show_error(f"Could not save the model to {path}: {err}. Choose another folder.")
+            return None
+        self.status.value = f"Saved the model to {written}."
+        return written

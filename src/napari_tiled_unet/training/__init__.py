@@ -1,0 +1,28 @@
+"""Training: tile sampling, augmentation, weight maps, loss and the training loop.
+
+``iter_train`` / ``train`` are the functional entry points; :class:`Trainer` also gives access
+to the best model after an early stop. ``TrainConfig`` imports without torch (so a widget can
+build one cheaply); the rest is loaded on first use. None of this imports Qt or napari.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from napari_tiled_unet.training.config import TrainConfig
+
+__all__ = ["TrainConfig", "Trainer", "iter_train", "train"]
+
+if TYPE_CHECKING:
+    from napari_tiled_unet.training.loop import Trainer, iter_train, train
+
+
+def __getattr__(name: str):
+    if name in ("Trainer", "iter_train", "train"):
+        return getattr(importlib.import_module("napari_tiled_unet.training.loop"), name)
+    raise AttributeError(f"module 'napari_tiled_unet.training' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

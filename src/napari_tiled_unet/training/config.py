@@ -1,0 +1,274 @@
+"""The training configuration: one frozen, validated dataclass shared by widget, CLI and model file."""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+from napari_tiled_unet.config import PADDINGS, _from_dict
+from napari_tiled_unet.normalization import Normalization
+
+LABEL_MODES = ("semantic", "instance", "sparse")
+OPTIMIZERS = ("adam", "sgd")
+LOSSES = ("weighted_ce", "ce", "dice", "weighted_ce+dice")
+BEST_METRICS = ("val_iou", "val_f1", "val_object_f1")
+#: Largest number of classes accepted in semantic mode; more usually means instance ids.
+MAX_CLASSES = 256
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train a U-Net.
+
+    Parameters
+    ----------
+    label_mode : {"semantic", "instance", "sparse"}
+        How label values are read. "semantic": each value is a class (0 = background, all pixels
+        annotated). "instance": each value > 0 is one object; the network learns three classes,
+        background / object interior / object boundary, so touching objects come apart
+        (:func:`napari_tiled_unet.postprocess.labels_from_probabilities` turns predictions back
+        into object ids). "sparse": ilastik-style scribbles; 0 means "not annotated" and is
+        ignored by the loss, value ``k >= 1`` is class ``k - 1``.
+    iterations : int
+        Optimizer steps.
+    tile_shape : tuple of int
+        Spatial shape (pixels, e.g. ``(Y, X)``) of the network *input* tile. With "same" padding
+        it must be a multiple of ``2**depth``; with "valid" padding it must be a size the network
+        accepts (e.g. 572 for depth 4) and the label target is the smaller centre it outputs.
+    batch_size : int
+        Tiles per optimizer step.
+    learning_rate : float
+        Step size of the optimizer.
+    optimizer : {"adam", "sgd"}
+        Adam, or SGD with ``momentum`` (0.99 as in the paper).
+    momentum : float
+        Momentum of SGD, in [0, 1).
+    weight_decay : float
+        L2 penalty, >= 0.
+    loss : {"weighted_ce", "ce", "dice", "weighted_ce+dice"}
+        "weighted_ce" is the paper's pixel-weighted cross-entropy (class balancing plus the
+        border term ``w0 * exp(-(d1 + d2)**2 / (2 sigma**2))``); "ce" is unweighted; "dice" is a
+        soft Dice loss; "weighted_ce+dice" is their sum.
+    w0 : float
+        Height of the border term of the weight map (10 in the paper), >= 0.
+    sigma : float
+        Width of the border term, in pixels (5 in the paper), > 0.
+    class_balance : bool
+        Weight classes by inverse frequency (over all training labels) in the weight map.
+    foreground_fraction : float or None
+        Share of tiles placed on an annotated non-background pixel (a class chosen uniformly
+        among those present, so rare classes and sparse strokes are hit); the rest are placed
+        uniformly. None: 0.5 for "semantic" and "instance", 1.0 for "sparse".
+    flips, rotations : bool
+        Random flips along each spatial axis; random 90-degree rotations in the last two axes
+        (square tiles only, else 180 degrees).
+    elastic : bool
+        The paper's elastic deformation: random displacements on a coarse
+        ``elastic_grid``-per-axis grid, ``elastic_sigma`` pixels standard deviation, interpolated
+        bicubically to every pixel; images are resampled with cubic splines, labels with
+        nearest neighbour.
+    elastic_sigma : float
+        Standard deviation of the coarse displacements, in pixels (10 in the paper).
+    elastic_grid : int
+        Grid points per axis of the coarse displacement grid (3 in the paper), >= 2.
+    intensity : bool
+        Random intensity jitter of the normalised image: ``x * (1 + a) + b`` with
+        ``a ~ U(-intensity_scale, intensity_scale)``, ``b ~ U(-intensity_shift, intensity_shift)``
+        per channel.
+    intensity_scale, intensity_shift : float
+        Ranges of that jitter, >= 0.
+    validation_fraction : float
+        When no held-out images are given, this share of the annotated tile-sized blocks of the
+        training images (at most ``max_validation_tiles``) is held out: those pixels never
+        count in the training loss and are used to report ``val_iou`` / ``val_f1``. 0 disables
+        validation (the last model is then the result).
+    validation_every : int
+        Validate every this many steps (and after the last step).
+    max_validation_tiles : int
+        At most this many tiles are used for validation.
+    best_metric : {"val_iou", "val_f1", "val_object_f1"}
+        Validation score that picks the best model ("val_object_f1": instance mode only).
+    seed : int or None
+        Seed of every random choice (initial weights, tiles, augmentation, validation split);
+        the same seed on the same data and device gives the same weights on CPU. None draws a
+        fresh seed (recorded in the model's training metadata).
+    device : {"auto", "cpu", "cuda", "mps"} or "cuda:N"
+        Where to train; see :func:`napari_tiled_unet.device.resolve_device`.
+    mixed_precision : bool
+        Use float16 autocast with gradient scaling on CUDA (ignored on other devices).
+    base_channels, depth : int
+        Architecture of a new network (ignored when fine-tuning an existing model).
+    padding : {"same", "valid"}
+        Convolution padding of a new network (ignored when fine-tuning).
+    normalization : Normalization or None
+        Input normalisation; None: percentile (1, 99.8) for a new model, the model's own when
+        fine-tuning. Percentiles are resolved per image, both here and at prediction.
+    class_names : tuple of str or None
+        Names of the network's classes, stored in the model file. None: derived from the mode
+        ("background", "class 1", ... ; "background", "interior", "boundary"; "label 1", ...).
+    checkpoint_path : str or None
+        If set, the best model so far is written there (atomically, with
+        :func:`~napari_tiled_unet.model.modelfile.save_model`) after each improvement, so a crash
+        or Stop leaves a complete model file.
+    prefetch : bool
+        Prepare the next batch in a background thread while the current step runs.
+    """
+
+    label_mode: str = "semantic"
+    iterations: int = 1000
+    tile_shape: tuple[int, ...] = (256, 256)
+    batch_size: int = 4
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.99
+    weight_decay: float = 0.0
+    loss: str = "weighted_ce"
+    w0: float = 10.0
+    sigma: float = 5.0
+    class_balance: bool = True
+    foreground_fraction: float | None = None
+    flips: bool = True
+    rotations: bool = True
+    elastic: bool = True
+    elastic_sigma: float = 10.0
+    elastic_grid: int = 3
+    intensity: bool = True
+    intensity_scale: float = 0.1
+    intensity_shift: float = 0.1
+    validation_fraction: float = 0.1
+    validation_every: int = 50
+    max_validation_tiles: int = 32
+    best_metric: str = "val_iou"
+    seed: int | None = 0
+    device: str = "auto"
+    mixed_precision: bool = True
+    base_channels: int = 32
+    depth: int = 4
+    padding: str = "same"
+    normalization: Normalization | None = None
+    class_names: tuple[str, ...] | None = None
+    checkpoint_path: str | None = None
+    prefetch: bool = True
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalise list inputs (from JSON / dicts) to tuples
+        if isinstance(self.tile_shape, int) or not hasattr(self.tile_shape, "__len__"):
+            raise ValueError(
+                f"TrainConfig.tile_shape must be a tuple of ints such as (256, 256), "
+                f"got {self.tile_shape!r}"
+            )
+        set_(
+            self,
+            "tile_shape",
+            tuple(
+                int(n) if isinstance(n, numbers.Integral) and not isinstance(n, bool) else n
+                for n in self.tile_shape
+            ),
+        )
+        if self.class_names is not None:
+            set_(self, "class_names", tuple(str(n) for n in self.class_names))
+        if isinstance(self.normalization, dict):
+            set_(self, "normalization", Normalization.from_dict(self.normalization))
+        if self.checkpoint_path is not None:
+            set_(self, "checkpoint_path", str(self.checkpoint_path))
+
+        _choice("label_mode", self.label_mode, LABEL_MODES)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("loss", self.loss, LOSSES)
+        _choice("best_metric", self.best_metric, BEST_METRICS)
+        _choice("padding", self.padding, PADDINGS)
+        if self.best_metric == "val_object_f1" and self.label_mode != "instance":
+            raise ValueError(
+                "TrainConfig.best_metric='val_object_f1' needs label_mode='instance'; "
+                "use 'val_iou' or 'val_f1'"
+            )
+        for name in ("iterations", "batch_size", "validation_every", "max_validation_tiles"):
+            _positive_int(name, getattr(self, name))
+        _positive_int("base_channels", self.base_channels)
+        if not isinstance(self.depth, int) or not 1 <= self.depth <= 6:
+            raise ValueError(f"TrainConfig.depth must be an integer in 1..6, got {self.depth!r}")
+        if not isinstance(self.elastic_grid, int) or self.elastic_grid < 2:
+            raise ValueError(
+                f"TrainConfig.elastic_grid must be an integer >= 2, got {self.elastic_grid!r}"
+            )
+        if len(self.tile_shape) not in (2, 3):
+            raise ValueError(
+                f"TrainConfig.tile_shape must have 2 (Y, X) or 3 (Z, Y, X) entries, "
+                f"got {self.tile_shape}"
+            )
+        for n in self.tile_shape:
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                raise ValueError(
+                    f"TrainConfig.tile_shape entries must be positive integers, "
+                    f"got {self.tile_shape}"
+                )
+        if not (self.learning_rate > 0):
+            raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"TrainConfig.momentum must be in [0, 1), got {self.momentum}")
+        for name in ("weight_decay", "w0", "intensity_scale", "intensity_shift", "elastic_sigma"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.sigma > 0:
+            raise ValueError(f"TrainConfig.sigma must be > 0 (pixels), got {self.sigma}")
+        if self.foreground_fraction is not None and not 0 <= self.foreground_fraction <= 1:
+            raise ValueError(
+                f"TrainConfig.foreground_fraction must be in [0, 1] or None, "
+                f"got {self.foreground_fraction}"
+            )
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(
+                f"TrainConfig.validation_fraction must be in [0, 1), got {self.validation_fraction}"
+            )
+        if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
+            raise ValueError(
+                f"TrainConfig.seed must be a non-negative integer or None, got {self.seed!r}"
+            )
+        if self.normalization is not None and not isinstance(self.normalization, Normalization):
+            raise ValueError(
+                f"TrainConfig.normalization must be a Normalization, a dict or None, "
+                f"got {type(self.normalization).__name__}"
+            )
+        from napari_tiled_unet.device import DEVICES
+
+        if str(self.device).split(":")[0] not in DEVICES:
+            raise ValueError(
+                f"TrainConfig.device must be one of {DEVICES} (or 'cuda:N'), got {self.device!r}"
+            )
+
+    @property
+    def ndim(self) -> int:
+        """Number of spatial dimensions (length of ``tile_shape``)."""
+        return len(self.tile_shape)
+
+    @property
+    def effective_foreground_fraction(self) -> float:
+        """``foreground_fraction`` with the mode-dependent default filled in."""
+        if self.foreground_fraction is not None:
+            return float(self.foreground_fraction)
+        return 1.0 if self.label_mode == "sparse" else 0.5
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists, str, numbers, None) suitable for JSON and model files."""
+        data = dataclasses.asdict(self)
+        data["tile_shape"] = list(self.tile_shape)
+        data["class_names"] = None if self.class_names is None else list(self.class_names)
+        data["normalization"] = None if self.normalization is None else self.normalization.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
+        return _from_dict(cls, data)
+
+
+def _choice(name: str, value: Any, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise ValueError(f"TrainConfig.{name} must be one of {options}, got {value!r}")
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")

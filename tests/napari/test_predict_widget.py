@@ -1,0 +1,257 @@
+"""The Predict widget in a real viewer: results, cancel, and every kind of bad input."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from napari_tiled_unet._napari._models import trained_models
+from napari_tiled_unet._napari.predict_widget import (
+    DEFAULT_MODEL,
+    MODEL_FILE,
+    TRAINED,
+    PredictWidget,
+)
+
+
+def choose(widget, layer, model_file=None):
+    widget.reset_choices()
+    widget.image.value = layer
+    if model_file is not None:
+        widget.model_file.value = model_file
+
+
+def test_run_adds_labels_layer_on_top_of_the_image(
+    viewer, predict_widget, wait_done, image, model_file
+):
+    from napari_tiled_unet import predict
+
+    layer = viewer.add_image(
+        image, name="cells", scale=(0.5, 2.0), translate=(10.0, -3.0), axis_labels=("y", "x")
+    )
+    choose(predict_widget, layer, model_file)
+    assert predict_widget.model.value == MODEL_FILE  # picking a file selects it
+    predict_widget.batch_size.value = 3
+    predict_widget.device.value = "cpu"
+
+    predict_widget.run_button.native.click()
+    assert predict_widget.running
+    assert predict_widget.cancel_button.enabled and not predict_widget.run_button.enabled
+    wait_done(predict_widget)
+
+    result = viewer.layers["cells labels"]
+    assert result.__class__.__name__ == "Labels"
+    assert result.data.shape == image.shape
+    assert result.data.dtype == np.uint8
+    np.testing.assert_array_equal(result.scale, layer.scale)
+    np.testing.assert_array_equal(result.translate, layer.translate)
+    assert tuple(result.axis_labels) == ("y", "x")
+    np.testing.assert_array_equal(result.data, predict(image, model_file, device="cpu"))
+    assert predict_widget.run_button.enabled and not predict_widget.cancel_button.enabled
+    assert "cells labels" in predict_widget.status.value
+
+
+def test_probabilities_become_an_image_with_a_class_axis(
+    viewer, predict_widget, wait_done, image, model_file
+):
+    layer = viewer.add_image(image, name="cells", scale=(0.5, 2.0), translate=(10.0, -3.0))
+    choose(predict_widget, layer, model_file)
+    predict_widget.output.value = "probabilities"
+    predict_widget.tile_size.value = 56
+    predict_widget.run()
+    wait_done(predict_widget)
+
+    result = viewer.layers["cells probabilities"]
+    assert result.__class__.__name__ == "Image"
+    assert result.data.shape == (2, *image.shape)
+    assert result.data.dtype == np.float32
+    np.testing.assert_allclose(result.data.sum(axis=0), 1, rtol=1e-5)
+    np.testing.assert_array_equal(result.scale, (1.0, 0.5, 2.0))
+    np.testing.assert_array_equal(result.translate, (0.0, 10.0, -3.0))
+
+
+def test_multiscale_layer_is_predicted_at_full_resolution(
+    viewer, predict_widget, wait_done, image, model_file
+):
+    layer = viewer.add_image(
+        [image, image[::2, ::2]], name="pyramid", multiscale=True, scale=(2, 2)
+    )
+    choose(predict_widget, layer, model_file)
+    predict_widget.run()
+    wait_done(predict_widget)
+    result = viewer.layers["pyramid labels"]
+    assert result.data.shape == image.shape
+    np.testing.assert_array_equal(result.scale, (2, 2))
+
+
+def test_cancel_stops_adds_nothing_and_restores_the_model(
+    viewer, predict_widget, wait_done, qtbot, image, tiny_unet, monkeypatch
+):
+    """Cancel during a run: no layer, the engine's cleanup has run, the widget works again."""
+    import napari_tiled_unet.inference as inference
+
+    gate = threading.Event()
+    real_iter_predict = inference.iter_predict
+
+    def gated_iter_predict(*args, **kwargs):
+        engine = real_iter_predict(*args, **kwargs)
+        yield next(engine)  # the first event (done=0): the model is on its device in eval mode
+        gate.wait(30)
+        return (yield from engine)
+
+    monkeypatch.setattr(inference, "iter_predict", gated_iter_predict)
+    net = tiny_unet(train=True)
+    name = trained_models(viewer).add("session model", net)
+    layer = viewer.add_image(image, name="cells")
+    choose(predict_widget, layer)
+    predict_widget.model.value = TRAINED + name
+    predict_widget.tile_size.value = 52  # the smallest tile: many tiles
+    n_layers = len(viewer.layers)
+
+    predict_widget.run()
+    qtbot.waitUntil(lambda: " tiles of (52, 52)" in predict_widget.status.value, timeout=30_000)
+    assert not net.training  # iter_predict put it in eval mode for the run
+    predict_widget.cancel_button.native.click()
+    gate.set()
+    wait_done(predict_widget)
+
+    assert len(viewer.layers) == n_layers
+    assert net.training, "the engine's finally block should have restored train mode"
+    assert "Cancelled" in predict_widget.status.value
+    assert predict_widget.run_button.enabled and not predict_widget.cancel_button.enabled
+
+    monkeypatch.setattr(inference, "iter_predict", real_iter_predict)
+    predict_widget.run()
+    wait_done(predict_widget)
+    assert viewer.layers[-1].name == "cells labels"
+
+
+def test_trained_models_are_offered_at_once(viewer, predict_widget, tiny_unet):
+    registry = trained_models(viewer)
+    assert predict_widget.model.choices == (DEFAULT_MODEL, MODEL_FILE)
+    registry.add("nuclei", tiny_unet())
+    registry.add("nuclei", tiny_unet())
+    assert predict_widget.model.choices == (
+        DEFAULT_MODEL,
+        MODEL_FILE,
+        "trained: nuclei",
+        "trained: nuclei [1]",
+    )
+    # Another widget on the same viewer sees the same models; another viewer does not.
+    assert TRAINED + "nuclei" in PredictWidget(viewer).model.choices
+
+
+def test_registry_is_per_viewer(make_napari_viewer, tiny_unet):
+    first, second = make_napari_viewer(), make_napari_viewer()
+    trained_models(first).add("a", tiny_unet())
+    assert trained_models(first).names() == ["a"]
+    assert trained_models(second).names() == []
+
+
+# -- bad inputs: each one is reported, adds nothing, and leaves the widget usable ---------------
+
+
+def assert_refused(widget, viewer, errors, n_layers, *fragments):
+    assert len(viewer.layers) == n_layers, "nothing may be added after an error"
+    assert errors, "the error must be shown as a napari notification"
+    for fragment in fragments:
+        assert fragment in errors[-1], f"{fragment!r} not in {errors[-1]!r}"
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+    assert not widget.running
+
+
+def test_rgb_layer_is_refused_before_starting(viewer, predict_widget, errors, model_file):
+    layer = viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="photo")
+    assert layer.rgb
+    choose(predict_widget, layer, model_file)
+    n = len(viewer.layers)
+    assert predict_widget.run() is None
+    assert_refused(
+        predict_widget, viewer, errors, n, "'photo'", "RGB", "3 axes: -2, -1, RGB", "Split RGB"
+    )
+
+
+def test_3d_layer_for_a_2d_model_names_the_layer_and_its_axes(
+    viewer, predict_widget, wait_done, errors, model_file
+):
+    layer = viewer.add_image(
+        np.zeros((4, 32, 32), np.float32), name="stack", axis_labels=("z", "y", "x")
+    )
+    choose(predict_widget, layer, model_file)
+    n = len(viewer.layers)
+    predict_widget.run()
+    wait_done(predict_widget)
+    assert_refused(
+        predict_widget, viewer, errors, n, "'stack'", "3 axes: z, y, x", "2D single-channel"
+    )
+    assert "Failed" in predict_widget.status.value
+
+
+def test_nan_pixels_are_reported(viewer, predict_widget, wait_done, errors, image, model_file):
+    image[5, 7] = np.nan
+    layer = viewer.add_image(image, name="holey")
+    choose(predict_widget, layer, model_file)
+    n = len(viewer.layers)
+    predict_widget.run()
+    wait_done(predict_widget)
+    assert_refused(predict_widget, viewer, errors, n, "'holey'", "NaN", "nan_to_num")
+
+
+def test_a_file_that_is_not_a_model_is_reported(
+    viewer, predict_widget, wait_done, errors, image, tmp_path
+):
+    bogus = tmp_path / "notes.pt"
+    bogus.write_text("this is not a model")
+    layer = viewer.add_image(image, name="cells")
+    choose(predict_widget, layer, bogus)
+    n = len(viewer.layers)
+    predict_widget.run()
+    wait_done(predict_widget)
+    assert_refused(
+        predict_widget, viewer, errors, n, "notes.pt", "not a readable napari-tiled-unet model file"
+    )
+
+
+def test_missing_default_model_says_what_to_do(
+    viewer, predict_widget, wait_done, errors, image, tmp_path, monkeypatch
+):
+    from napari_tiled_unet.model import modelfile
+
+    monkeypatch.setattr(modelfile, "default_model_path", lambda: tmp_path / "default_model.pt")
+    layer = viewer.add_image(image, name="cells")
+    choose(predict_widget, layer)
+    predict_widget.model.value = DEFAULT_MODEL
+    n = len(viewer.layers)
+    predict_widget.run()
+    wait_done(predict_widget)
+    assert_refused(
+        predict_widget, viewer, errors, n, "default model is not installed", "model file", "Train"
+    )
+
+
+def test_no_model_file_chosen_is_refused(viewer, predict_widget, errors, image):
+    layer = viewer.add_image(image, name="cells")
+    choose(predict_widget, layer)
+    predict_widget.model.value = MODEL_FILE
+    n = len(viewer.layers)
+    assert predict_widget.run() is None
+    assert_refused(predict_widget, viewer, errors, n, "No model file chosen")
+
+
+def test_no_image_layer_is_refused(viewer, predict_widget, errors):
+    predict_widget.reset_choices()
+    assert predict_widget.run() is None
+    assert_refused(predict_widget, viewer, errors, 0, "no image layer")
+
+
+def test_unusable_tile_size_names_sizes_that_work(
+    viewer, predict_widget, wait_done, errors, image, model_file
+):
+    layer = viewer.add_image(image, name="cells")
+    choose(predict_widget, layer, model_file)
+    predict_widget.tile_size.value = 20
+    n = len(viewer.layers)
+    predict_widget.run()
+    wait_done(predict_widget)
+    assert_refused(predict_widget, viewer, errors, n, "tile size 20", "at least 52")
