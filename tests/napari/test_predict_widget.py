@@ -255,3 +255,18 @@ def test_unusable_tile_size_names_sizes_that_work(
     predict_widget.run()
     wait_done(predict_widget)
     assert_refused(predict_widget, viewer, errors, n, "tile size 20", "at least 52")
+
+
+def test_auto_output_gives_objects_for_an_instance_model(
+    viewer, predict_widget, wait_done, image, tiny_unet, tmp_path
+):
+    from napari_tiled_unet import predict, save_model
+
+    path = save_model(tiny_unet(num_classes=3), tmp_path / "inst.pt", label_mode="instance")
+    layer = viewer.add_image(image, name="cells")
+    choose(predict_widget, layer, path)
+    assert predict_widget.output.value == "auto"
+    predict_widget.run_button.native.click()
+    wait_done(predict_widget)
+    result = viewer.layers["cells instances"]
+    np.testing.assert_array_equal(result.data, predict(image, path, output="instances"))

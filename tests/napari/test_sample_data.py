@@ -12,7 +12,7 @@ import pytest
 )
 def test_sample_opens_as_image_and_labels(viewer, key, name, shape):
     viewer.open_sample("napari-tiled-unet", key)
-    assert [layer.name for layer in viewer.layers] == [name, f"{name} labels"]
+    assert [layer.name for layer in viewer.layers] == [name, f"{name} reference masks"]
     image, labels = viewer.layers
     assert image.__class__.__name__ == "Image" and labels.__class__.__name__ == "Labels"
     assert image.data.shape == labels.data.shape == shape

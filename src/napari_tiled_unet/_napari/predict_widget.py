@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "default model"
 MODEL_FILE = "model file"
 TRAINED = "trained: "
-OUTPUTS = ("labels", "instances", "probabilities")
+OUTPUTS = ("auto", "labels", "instances", "probabilities")
 
 
 def predict_job(
@@ -50,7 +50,14 @@ def predict_job(
     tile_size : int
         Tile edge in pixels along every spatial axis of the model; 0 lets the engine choose.
     **kwargs
-        Passed to ``iter_predict`` (``batch_size``, ``device``, ``output``, ``name``).
+        Passed to ``iter_predict`` (``batch_size``, ``device``, ``output``, ``name``);
+        ``output="auto"`` means "instances" for a model trained on instance labels, else
+        "labels".
+
+    Returns
+    -------
+    tuple
+        The output kind used and the result array.
     """
     from napari_tiled_unet.inference import iter_predict, resolve_model
     from napari_tiled_unet.model import modelfile
@@ -66,7 +73,11 @@ def predict_job(
         model = path
     net = resolve_model(model)
     tile_shape = (tile_size,) * net.config.ndim if tile_size else None
-    return (yield from iter_predict(image, net, tile_shape=tile_shape, **kwargs))
+    if kwargs.get("output") == "auto":
+        instance = net.metadata.get("label_mode") == "instance"
+        kwargs["output"] = "instances" if instance else "labels"
+    result = yield from iter_predict(image, net, tile_shape=tile_shape, **kwargs)
+    return kwargs.get("output", "labels"), result
 
 
 class PredictWidget(Container):
@@ -117,7 +128,12 @@ class PredictWidget(Container):
                     tooltip="Tiles per forward pass; lower it if the device runs out of memory",
                 ),
                 ComboBox(name="device", choices=DEVICES, value="auto"),
-                ComboBox(name="output", choices=OUTPUTS, value="labels"),
+                ComboBox(
+                    name="output",
+                    choices=OUTPUTS,
+                    value="auto",
+                    tooltip="auto: object ids for models trained on instance labels, else classes",
+                ),
                 PushButton(name="run_button", text="Run"),
                 PushButton(name="cancel_button", text="Cancel", enabled=False),
                 Label(name="status", value=""),
@@ -206,7 +222,7 @@ class PredictWidget(Container):
             output=output,
             name=engine_name(layer),
             description=f"Predicting {layer.name}",
-            on_result=partial(self._add_result, layer, output),
+            on_result=partial(self._add_result, layer),
             on_progress=self._show_progress,
             on_error=self._show_failure,
             on_finished=self._finished,
@@ -242,7 +258,8 @@ class PredictWidget(Container):
         if self._cancelled:
             self.status.value = "Cancelled; nothing was added."
 
-    def _add_result(self, source: Image, output: str, result) -> None:
+    def _add_result(self, source: Image, output_and_result: tuple[str, Any]) -> None:
+        output, result = output_and_result
         if output == "probabilities":
             kwargs = result_layer_kwargs(source, tuple(result.shape), leading="class")
             layer = self._viewer.add_image(

@@ -25,7 +25,7 @@ def _image_and_labels(stem: str, title: str) -> list[tuple]:
     layers = [(image, {"name": title, "metadata": {"source": str(image_path)}}, "image")]
     if labels_path.is_file():
         labels = tifffile.imread(labels_path)
-        meta = {"name": f"{title} labels", "metadata": {"source": str(labels_path)}}
+        meta = {"name": f"{title} reference masks", "metadata": {"source": str(labels_path)}}
         layers.append((labels, meta, "labels"))
     return layers
 
