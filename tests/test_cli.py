@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from conftest import tiny_unet
+from _nets import tiny_unet
 from napari_tiled_unet import predict, save_model
 from napari_tiled_unet.cli import main
 

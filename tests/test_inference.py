@@ -3,7 +3,7 @@ import pytest
 import tifffile
 import torch
 
-from conftest import tiny_unet
+from _nets import tiny_unet
 from napari_tiled_unet import Progress, iter_predict, predict, save_model
 from napari_tiled_unet.inference import forward_whole_image
 from napari_tiled_unet.model.geometry import TileGeometry

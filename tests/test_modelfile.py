@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_unet
+from _nets import tiny_unet
 from napari_tiled_unet import ModelFileError, load_model, predict, save_model
 
 
