@@ -247,3 +247,69 @@ def test_default_model_segments_the_sample(tmp_path):
     labels = tifffile.imread(tmp_path / "labels.tif")
     truth = tifffile.imread(data / "nuclei_labels.tif")[crop]
     assert object_f1(truth, labels) > 0.75
+
+
+def _write_images(folder, rng, names):
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        tifffile.imwrite(folder / name, (rng.random((40, 50)) * 4000).astype(np.uint16))
+
+
+def open_image(folder, name):
+    return tifffile.imread(next(folder.glob(f"{name}.tif*")))
+
+
+def test_folder_run_writes_one_output_each_and_resumes(tmp_path, model_path, rng):
+    _write_images(tmp_path / "in", rng, ["a.tif", "b.tiff"])
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    argv = ["predict", str(tmp_path / "in"), "--model", str(model_path), "-o", str(out)]
+    assert main([*argv, "--tile", "64"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a_labels.tif", "b_labels.tif"]
+    for name in ("a", "b"):
+        image = open_image(tmp_path / "in", name)
+        expected = predict(image, model_path, tile_shape=(64, 64))
+        np.testing.assert_array_equal(tifffile.imread(out / f"{name}_labels.tif"), expected)
+    (out / "a_labels.tif").write_bytes(b"done before")  # complete outputs are not redone
+    (out / "b_labels.tif").unlink()
+    assert main([*argv, "--tile", "64"]) == 0
+    assert (out / "a_labels.tif").read_bytes() == b"done before"
+    assert tifffile.imread(out / "b_labels.tif").shape == (40, 50)
+
+
+def test_several_files_to_zarr_and_outputs_beside_inputs_are_not_inputs(tmp_path, model_path, rng):
+    import zarr
+
+    _write_images(tmp_path, rng, ["a.tif", "b.tif"])
+    argv = ["predict", str(tmp_path / "a.tif"), str(tmp_path / "b.tif")]
+    assert main([*argv, "--model", str(model_path), "-o", str(tmp_path), "--format", "zarr"]) == 0
+    labels = zarr.open_array(str(tmp_path / "a_labels.zarr"), mode="r")
+    expected = predict(tifffile.imread(tmp_path / "a.tif"), model_path)
+    np.testing.assert_array_equal(labels[:], expected)
+    # a folder run in the same folder skips a, b and does not treat a_labels.tif as an input
+    assert main(["predict", str(tmp_path), "--model", str(model_path), "-o", str(tmp_path)]) == 0
+    assert not list(tmp_path.glob("*_labels_labels*"))
+
+
+def test_bad_file_in_a_batch_fails_alone(tmp_path, model_path, rng, capsys):
+    _write_images(tmp_path / "in", rng, ["a.tif", "c.tif"])
+    good = tmp_path / "in" / "c.tif"
+    (tmp_path / "in" / "b.tif").write_bytes(good.read_bytes()[:300])  # truncated
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "in"), "--model", str(model_path), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "b.tif" in err and "truncated" in err and "1 of 3 inputs failed" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a_labels.tif", "c_labels.tif"]
+
+
+def test_zarr_output_for_one_file(tmp_path, model_path, image_path):
+    import zarr
+
+    assert (
+        main(
+            ["predict", str(image_path), "--model", str(model_path), "-o", str(tmp_path / "l.zarr")]
+        )
+        == 0
+    )
+    expected = predict(tifffile.imread(image_path), model_path)
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "l.zarr"), mode="r")[:], expected)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -43,59 +42,123 @@ def _progress_bar(events, desc: str, postfix_keys: Sequence[str] = ()):
             bar.close()
 
 
-def _predict(args: argparse.Namespace) -> None:
-    import numpy as np
-    import tifffile
+TIFF_INPUTS = (".tif", ".tiff")
 
-    from napari_tiled_unet.inference import iter_predict, resolve_model
-    from napari_tiled_unet.io.atomic import atomic_path
+
+def _gather_inputs(paths: Sequence[str]) -> tuple[list[Path], bool]:
+    """The input files, and whether this is a batch run (several inputs or a folder)."""
+    files: list[Path] = []
+    for item in paths:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.iterdir()
+                if p.is_file() and p.suffix.lower() in TIFF_INPUTS and not p.name.startswith(".")
+            )
+            if not found:
+                raise CommandError(f"folder {path} holds no .tif or .tiff files")
+            files.extend(found)
+        else:
+            files.append(path)
+    batch = len(paths) > 1 or any(Path(p).is_dir() for p in paths)
+    return files, batch
+
+
+def _batch_target(folder: str, image: Path, what: str, fmt: str) -> Path:
+    return Path(folder) / f"{image.stem}_{what}.{fmt}"
+
+
+def _plan_outputs(args: argparse.Namespace) -> list[tuple[Path, Path, Path | None]]:
+    """(input, labels output, probabilities output or None) for every input to run."""
+    files, batch = _gather_inputs(args.input)
+    if not batch:
+        probs = Path(args.probabilities) if args.probabilities else None
+        return [(files[0], Path(args.output), probs)]
+    for folder in (args.output, args.probabilities):
+        if folder is not None:
+            if Path(folder).exists() and not Path(folder).is_dir():
+                raise CommandError(
+                    f"with several inputs or a folder, --output and --probabilities name folders; {folder} is a file"
+                )
+            Path(folder).mkdir(parents=True, exist_ok=True)
+    jobs = [
+        (
+            image,
+            _batch_target(args.output, image, "labels", args.format),
+            _batch_target(args.probabilities, image, "probabilities", args.format)
+            if args.probabilities
+            else None,
+        )
+        for image in files
+    ]
+    # Outputs of an earlier run in the same folder are not inputs.
+    produced = {p.resolve() for _, *outs in jobs for p in outs if p is not None}
+    return [job for job in jobs if job[0].resolve() not in produced]
+
+
+def _predict_one(args, model, kind: str, image_path: Path, out: Path, probs: Path | None) -> None:
+    from napari_tiled_unet.inference import iter_predict, iter_predict_to_file
+    from napari_tiled_unet.io.store import check_output_path, write_array
     from napari_tiled_unet.io.tiff import open_tiff
+
+    for target in (out, probs):
+        if target is not None and target.resolve() == image_path.resolve():
+            raise CommandError(f"output {target} is the input file; choose another name")
+        if target is not None:
+            check_output_path(target)
+    image = open_tiff(image_path)
+    options = dict(
+        tile_shape=None if args.tile is None else (args.tile,) * model.config.ndim,
+        batch_size=args.batch,
+        device=args.device,
+        name=f"input {image_path}",
+    )
+    if probs is None:
+        # Labels or instances straight to disk (instances keep probabilities in memory).
+        _progress_bar(iter_predict_to_file(image, out, model, output=kind, **options), "predict")
+        return
+    from napari_tiled_unet.postprocess import labels_from_probabilities
+
+    result = _progress_bar(iter_predict(image, model, output="probabilities", **options), "predict")
+    labels = labels_from_probabilities(result, "instance" if kind == "instances" else "semantic")
+    spatial = "ZYX"[-model.config.ndim :]
+    write_array(out, labels, axes=spatial)
+    write_array(probs, result, axes="C" + spatial)
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from napari_tiled_unet.inference import resolve_model
     from napari_tiled_unet.model.modelfile import default_model_path
 
-    inputs = [Path(args.input).resolve()]
-    for out in (args.output, args.probabilities):
-        if out is not None and Path(out).resolve() in inputs:
-            raise CommandError(f"output {out} is the input file; choose another name")
+    jobs = _plan_outputs(args)
     if args.model is None and not default_model_path().is_file():
         raise CommandError(
             f"no --model given and the bundled default model is missing ({default_model_path()})"
         )
     model = resolve_model(args.model)
-    image = open_tiff(args.input)
     kind = args.kind
     if kind == "auto":
         kind = "instances" if model.metadata.get("label_mode") == "instance" else "labels"
-    tile = None if args.tile is None else (args.tile,) * model.config.ndim
-    name = f"input {args.input}"
-
-    with contextlib.ExitStack() as stack:
-        label_tmp = stack.enter_context(atomic_path(args.output))
-        prob_tmp = (
-            stack.enter_context(atomic_path(args.probabilities)) if args.probabilities else None
-        )
-        want_probs = prob_tmp is not None or kind == "instances"
-        events = iter_predict(
-            image,
-            model,
-            tile_shape=tile,
-            batch_size=args.batch,
-            device=args.device,
-            output="probabilities" if want_probs else "labels",
-            name=name,
-        )
-        result = _progress_bar(events, "predict")
-        if want_probs:
-            from napari_tiled_unet.postprocess import labels_from_probabilities
-
-            labels = labels_from_probabilities(
-                result, "instance" if kind == "instances" else "semantic"
-            )
+    if len(jobs) == 1 and len(args.input) == 1 and not Path(args.input[0]).is_dir():
+        image_path, out, probs = jobs[0]
+        _predict_one(args, model, kind, image_path, out, probs)
+        logger.info("wrote %s", out)
+        return
+    failed = []
+    for image_path, out, probs in jobs:
+        if out.exists() and (probs is None or probs.exists()):
+            logger.warning("skipping %s: %s already exists", image_path.name, out)
+            continue
+        try:
+            _predict_one(args, model, kind, image_path, out, probs)
+        except (CommandError, ValueError, TypeError, OSError) as err:
+            print(f"napari-tiled-unet: {image_path}: {err}", file=sys.stderr)
+            failed.append(image_path.name)
         else:
-            labels = result
-        tifffile.imwrite(label_tmp, np.asarray(labels), compression="zlib")
-        if prob_tmp is not None:
-            tifffile.imwrite(prob_tmp, result, compression="zlib", metadata={"axes": "CYX"})
-    logger.info("wrote %s", args.output)
+            logger.info("wrote %s", out)
+    if failed:
+        raise CommandError(f"{len(failed)} of {len(jobs)} inputs failed: {', '.join(failed)}")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -163,10 +226,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("predict", help="segment a TIFF image with a model")
-    p.add_argument("input", help="input TIFF (2D, or C,Y,X for multi-channel models)")
+    p.add_argument(
+        "input",
+        nargs="+",
+        help="input TIFF (2D, or C,Y,X for multi-channel models); several files or a folder for a batch run",
+    )
     p.add_argument("--model", help="model file (.pt); default: the bundled nuclei model")
-    p.add_argument("--output", "-o", required=True, help="output labels TIFF")
-    p.add_argument("--probabilities", help="also write class probabilities (C,Y,X float32) here")
+    p.add_argument(
+        "--output",
+        "-o",
+        required=True,
+        help="output labels (.tif, .tiff or .zarr); for a batch run a folder, which gets NAME_labels.tif per input and lets a rerun skip inputs already done",
+    )
+    p.add_argument(
+        "--probabilities",
+        help="also write class probabilities (C,Y,X float32) here (a folder for a batch run)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("tif", "zarr"),
+        default="tif",
+        help="output format of a batch run (default tif: tiled, compressed BigTIFF)",
+    )
     p.add_argument(
         "--tile", type=int, help="network input tile edge in pixels (default: about 512)"
     )

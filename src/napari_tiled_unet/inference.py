@@ -172,10 +172,10 @@ def iter_predict(
     geometry = net.geometry
     plan = plan_tiles(spatial, geometry, tile_shape)
     num_classes = net.config.num_classes
-    if output == "labels":
-        out_shape, out_dtype = spatial, _labels_dtype(num_classes)
-    else:
-        out_shape, out_dtype = (num_classes, *spatial), np.dtype(np.float32)
+    out_shape, out_dtype, _axes = output_spec(net, spatial, output)
+    if output == "instances":
+        out_dtype = np.dtype(np.float32)
+        out_shape = (num_classes, *spatial)
     target = out if (out is not None and output != "instances") else np.zeros(out_shape, out_dtype)
     if tuple(target.shape) != out_shape:
         raise ValueError(
@@ -209,6 +209,69 @@ def iter_predict(
         out[...] = labels
         return out
     return target
+
+
+def output_spec(
+    model: UNet, spatial: Sequence[int], output: str = "labels"
+) -> tuple[tuple[int, ...], np.dtype, str]:
+    """Shape, dtype and axis letters of :func:`iter_predict`'s result for a spatial shape."""
+    spatial = tuple(int(n) for n in spatial)
+    letters = "ZYX"[-len(spatial) :]
+    if output == "labels":
+        return spatial, _labels_dtype(model.config.num_classes), letters
+    if output == "instances":
+        return spatial, np.dtype(np.int32), letters
+    if output == "probabilities":
+        return (model.config.num_classes, *spatial), np.dtype(np.float32), "C" + letters
+    raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+
+
+def iter_predict_to_file(
+    image,
+    path: str | os.PathLike,
+    model: UNet | str | os.PathLike | None = None,
+    *,
+    output: str = "labels",
+    tile: int = 256,
+    **kwargs: Any,
+) -> Generator[Progress, None, Any]:
+    """Predict ``image`` into a file on disk, tile by tile; the generator returns it, opened lazily.
+
+    The result is streamed into a temporary store beside ``path`` and published under
+    ``path`` only when complete (see :func:`napari_tiled_unet.io.store.create_output`):
+    closing the generator, an error or KeyboardInterrupt leave nothing under ``path`` (an
+    older file there stays as it was). Memory stays bounded by a batch of tiles, except for
+    ``output="instances"``, whose post-processing needs all class probabilities in memory.
+
+    Parameters
+    ----------
+    image : array-like
+        As for :func:`iter_predict`.
+    path : path-like
+        ``.tif``/``.tiff``: tiled zlib-compressed BigTIFF; ``.zarr``: zarr array store.
+    model : UNet or path-like, optional
+        As for :func:`iter_predict`.
+    output : {"labels", "probabilities", "instances"}
+        As for :func:`iter_predict`.
+    tile : int
+        TIFF tile / zarr chunk edge in pixels (multiple of 16); not the network tile.
+    **kwargs
+        ``tile_shape``, ``batch_size``, ``device``, ``name``: as for :func:`iter_predict`.
+
+    Returns
+    -------
+    numpy.memmap or zarr.Array
+        The written file, opened read-only.
+    """
+    from napari_tiled_unet.io.store import check_output_path, create_output, open_output
+
+    check_output_path(path)
+    net = resolve_model(model)
+    source = as_channel_first(image, net, kwargs.get("name", "image"))
+    shape, dtype, axes = output_spec(net, source.shape[1:], output)
+    with create_output(path, shape, dtype, axes=axes, tile=tile) as out:
+        yield from iter_predict(image, net, output=output, out=out, **kwargs)
+    return open_output(path)
 
 
 def predict(image, model: UNet | str | os.PathLike | None = None, **kwargs: Any):
