@@ -270,3 +270,28 @@ def test_auto_output_gives_objects_for_an_instance_model(
     wait_done(predict_widget)
     result = viewer.layers["cells instances"]
     np.testing.assert_array_equal(result.data, predict(image, path, output="instances"))
+
+
+def test_large_results_come_back_lazy_from_a_zarr_store(
+    viewer, predict_widget, wait_done, image, model_file
+):
+    import zarr
+
+    from napari_tiled_unet import predict
+
+    layer = viewer.add_image(image, name="cells")
+    choose(predict_widget, layer, model_file)
+    predict_widget.device.value = "cpu"
+    predict_widget.lazy_result_pixels = image.size  # this image counts as large
+    predict_widget.run()
+    wait_done(predict_widget)
+    result = viewer.layers["cells labels"]
+    assert isinstance(result.data, zarr.Array)
+    np.testing.assert_array_equal(result.data[:], predict(image, model_file, device="cpu"))
+    result.data[0, 0] = 7  # paintable: the store is writable
+    assert result.data[0, 0] == 7
+
+    predict_widget.lazy_result_pixels = image.size + 1  # small again: numpy
+    predict_widget.run()
+    wait_done(predict_widget)
+    assert isinstance(viewer.layers["cells labels [1]"].data, np.ndarray)

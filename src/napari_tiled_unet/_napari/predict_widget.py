@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Generator
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox
@@ -32,10 +34,16 @@ DEFAULT_MODEL = "default model"
 MODEL_FILE = "model file"
 TRAINED = "trained: "
 OUTPUTS = ("auto", "labels", "instances", "probabilities")
+LAZY_RESULT_PIXELS = 8192 * 8192
+"""Images with at least this many pixels get a result backed by a zarr store on disk."""
 
 
 def predict_job(
-    image, model: UNet | str | os.PathLike | None, tile_size: int, **kwargs: Any
+    image,
+    model: UNet | str | os.PathLike | None,
+    tile_size: int,
+    store: str | os.PathLike | None = None,
+    **kwargs: Any,
 ) -> Generator[Progress, None, Any]:
     """Load the model, then run :func:`~napari_tiled_unet.inference.iter_predict`.
 
@@ -49,6 +57,9 @@ def predict_job(
         A network, a model file, or None for the bundled default model.
     tile_size : int
         Tile edge in pixels along every spatial axis of the model; 0 lets the engine choose.
+    store : path-like, optional
+        A ``.zarr`` path: stream the result there (tile by tile, published when complete)
+        and return it opened lazily, instead of a numpy array.
     **kwargs
         Passed to ``iter_predict`` (``batch_size``, ``device``, ``output``, ``name``);
         ``output="auto"`` means "instances" for a model trained on instance labels, else
@@ -76,7 +87,15 @@ def predict_job(
     if kwargs.get("output") == "auto":
         instance = net.metadata.get("label_mode") == "instance"
         kwargs["output"] = "instances" if instance else "labels"
-    result = yield from iter_predict(image, net, tile_shape=tile_shape, **kwargs)
+    if store is not None:
+        import zarr
+
+        from napari_tiled_unet.inference import iter_predict_to_file
+
+        yield from iter_predict_to_file(image, store, net, tile_shape=tile_shape, **kwargs)
+        result = zarr.open_array(str(store), mode="r+")  # the store is ours: labels stay paintable
+    else:
+        result = yield from iter_predict(image, net, tile_shape=tile_shape, **kwargs)
     return kwargs.get("output", "labels"), result
 
 
@@ -92,6 +111,13 @@ class PredictWidget(Container):
     ----------
     napari_viewer : napari.viewer.Viewer
         The viewer whose image layers are offered and to which results are added.
+
+    Attributes
+    ----------
+    lazy_result_pixels : int
+        Results for images with at least this many pixels are streamed into a zarr store in a
+        temporary folder owned by the widget (removed when the widget is deleted or napari
+        exits) and come back as lazy layers; smaller ones as numpy arrays.
     """
 
     def __init__(self, napari_viewer: Viewer):
@@ -143,6 +169,9 @@ class PredictWidget(Container):
         self._trained = trained_models(napari_viewer)
         self._worker: GeneratorWorker | None = None
         self._cancelled = False
+        self.lazy_result_pixels = LAZY_RESULT_PIXELS
+        self._store_dir: tempfile.TemporaryDirectory | None = None
+        self._stores = 0
         self.status.native.setWordWrap(True)
         self.image.choices = self._image_layers
         self.model.choices = self._model_names
@@ -217,6 +246,7 @@ class PredictWidget(Container):
             layer_data(layer),
             model,
             self.tile_size.value,
+            self._result_store(layer),
             batch_size=self.batch_size.value,
             device=self.device.value,
             output=output,
@@ -228,6 +258,19 @@ class PredictWidget(Container):
             on_finished=self._finished,
         )
         return self._worker
+
+    def _result_store(self, layer: Image) -> Path | None:
+        """A fresh ``.zarr`` path for a large layer's result, or None to keep it in memory."""
+        shape = layer_data(layer).shape
+        pixels = 1
+        for n in shape:
+            pixels *= int(n)
+        if pixels < self.lazy_result_pixels:
+            return None
+        if self._store_dir is None:
+            self._store_dir = tempfile.TemporaryDirectory(prefix="napari-tiled-unet-")
+        self._stores += 1
+        return Path(self._store_dir.name) / f"result-{self._stores}.zarr"
 
     def cancel(self) -> None:
         """Stop the running prediction at its next batch; nothing is added."""

@@ -1,0 +1,192 @@
+"""Streamed output on disk: a tiled, compressed BigTIFF or a zarr store, published atomically.
+
+Results are written tile by tile into a temporary zarr array beside the destination. When the
+block that fills it succeeds, a ``.zarr`` destination is that array renamed into place; a
+``.tif``/``.tiff`` destination is streamed from it, one row of tiles at a time, into a tiled
+zlib-compressed BigTIFF under a temporary name that is then renamed. On any error, cancel or
+KeyboardInterrupt the temporary data are removed, so a file under the final name is always
+complete (which is what resumable batch runs rely on).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from napari_tiled_unet.io.atomic import _umask, atomic_path
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+ZARR_SUFFIXES = (".zarr",)
+
+
+def output_format(path: str | os.PathLike) -> str:
+    """``"tiff"`` or ``"zarr"`` from the extension of ``path``; a ValueError for anything else."""
+    suffix = Path(path).suffix.lower()
+    if suffix in TIFF_SUFFIXES:
+        return "tiff"
+    if suffix in ZARR_SUFFIXES:
+        return "zarr"
+    raise ValueError(f"output {path} must end in .tif, .tiff or .zarr")
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Raise a clear error now if ``path`` cannot become an output later; return it as a Path."""
+    path = Path(path)
+    fmt = output_format(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"output folder {path.parent} does not exist")
+    if fmt == "tiff" and path.is_dir():
+        raise IsADirectoryError(
+            f"output {path} is a folder; give a file name such as {path / 'labels.tif'}"
+        )
+    if fmt == "zarr" and path.exists() and not path.is_dir():
+        raise FileExistsError(f"output {path} exists and is not a zarr folder; remove it first")
+    if not os.access(path.parent, os.W_OK):
+        raise PermissionError(f"cannot write to {path.parent}: permission denied")
+    return path
+
+
+def _chunks(shape: Sequence[int], tile: int) -> tuple[int, ...]:
+    """One chunk per TIFF tile: 1 along leading axes, ``tile`` (or less) along Y and X."""
+    lead = (1,) * (len(shape) - 2)
+    return (*lead, *(max(1, min(tile, n)) for n in shape[-2:]))
+
+
+def iter_tiff_tiles(array, tile: int) -> Iterator[np.ndarray]:
+    """Tiles of ``array`` (``(..., Y, X)``) in TIFF order: plane by plane, row-major tiles.
+
+    Only one row of tiles of one plane is read at a time; edge tiles are smaller (tifffile
+    pads them).
+    """
+    *lead, height, width = array.shape
+    for index in np.ndindex(*lead):
+        for y in range(0, height, tile):
+            band = np.asarray(array[(*index, slice(y, y + tile), slice(None))])
+            for x in range(0, width, tile):
+                yield band[:, x : x + tile]
+
+
+def _publish_dir(tmp: Path, path: Path) -> None:
+    """Move the folder ``tmp`` onto ``path``, replacing an older folder there."""
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+    if not path.exists():
+        os.replace(tmp, path)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+    os.replace(path, old / path.name)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        os.replace(old / path.name, path)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def create_output(
+    path: str | os.PathLike,
+    shape: Sequence[int],
+    dtype,
+    *,
+    axes: str | None = None,
+    tile: int = 256,
+) -> Iterator:
+    """Yield an on-disk array to fill; publish it at ``path`` only if the block succeeds.
+
+    Parameters
+    ----------
+    path : path-like
+        Destination; ``.tif``/``.tiff`` gives a tiled zlib-compressed BigTIFF, ``.zarr`` a
+        zarr (v3) array store. An existing output there is replaced only on success.
+    shape : sequence of int
+        Array shape, spatial axes last (e.g. ``(Y, X)`` or ``(C, Y, X)``).
+    dtype : numpy dtype
+        Element type.
+    axes : str, optional
+        Axis letters (e.g. ``"CYX"``), stored in the TIFF metadata / zarr attributes.
+    tile : int
+        TIFF tile and zarr chunk edge along Y and X, in pixels (multiple of 16).
+
+    Yields
+    ------
+    zarr.Array
+        A temporary array of ``shape`` and ``dtype``, filled with 0, written chunk-wise.
+
+    Raises
+    ------
+    ValueError, FileNotFoundError, PermissionError, IsADirectoryError
+        Before the block runs, if ``path`` cannot be written (see :func:`check_output_path`).
+    """
+    import zarr
+
+    path = check_output_path(path)
+    fmt = output_format(path)
+    if tile % 16:
+        raise ValueError(f"tile must be a multiple of 16, got {tile}")
+    shape = tuple(int(n) for n in shape)
+    if len(shape) < 2:
+        raise ValueError(f"output must have at least 2 axes (Y, X), got shape {shape}")
+    if axes is not None and len(axes) != len(shape):
+        raise ValueError(f"axes {axes!r} do not match shape {shape}")
+    dtype = np.dtype(dtype)
+    try:
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as err:
+        raise PermissionError(f"cannot write to {path.parent}: {err.strerror}") from None
+    try:
+        with contextlib.ExitStack() as stack:
+            tiff_tmp = stack.enter_context(atomic_path(path)) if fmt == "tiff" else None
+            array = zarr.create_array(
+                store=str(tmpdir if fmt == "zarr" else tmpdir / "data.zarr"),
+                shape=shape,
+                dtype=dtype,
+                chunks=_chunks(shape, tile),
+                fill_value=0,
+                attributes={"axes": axes} if axes else None,
+                overwrite=True,
+            )
+            yield array
+            if fmt == "zarr":
+                _publish_dir(tmpdir, path)
+            else:
+                import tifffile
+
+                tifffile.imwrite(
+                    tiff_tmp,
+                    iter_tiff_tiles(array, tile),
+                    shape=shape,
+                    dtype=dtype,
+                    tile=(tile, tile),
+                    compression="zlib",
+                    bigtiff=True,
+                    metadata={"axes": axes} if axes else {},
+                )
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def open_output(path: str | os.PathLike):
+    """Open a finished output (TIFF or zarr) lazily, read-only."""
+    path = Path(path)
+    if output_format(path) == "zarr":
+        import zarr
+
+        return zarr.open_array(str(path), mode="r")
+    from napari_tiled_unet.io.tiff import open_tiff
+
+    return open_tiff(path)
+
+
+def write_array(path: str | os.PathLike, array, *, axes: str | None = None) -> Path:
+    """Write an in-memory ``array`` to ``path`` (TIFF or zarr, by extension), atomically."""
+    array = np.asarray(array)
+    with create_output(path, array.shape, array.dtype, axes=axes) as out:
+        out[...] = array
+    return Path(path)

@@ -1,0 +1,116 @@
+"""Lazy TIFF input and streamed, atomic TIFF/zarr output."""
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from _nets import tiny_unet
+from napari_tiled_unet import predict
+from napari_tiled_unet.events import run_to_completion
+from napari_tiled_unet.inference import iter_predict_to_file
+from napari_tiled_unet.io.store import create_output, open_output
+from napari_tiled_unet.io.tiff import open_tiff
+
+
+@pytest.fixture
+def image(rng):
+    return (rng.random((150, 170)) * 4000).astype(np.uint16)
+
+
+def test_tiled_compressed_tiff_opens_as_zarr_and_predicts_like_numpy(tmp_path, image):
+    path = tmp_path / "tiled.tif"
+    tifffile.imwrite(path, image, tile=(64, 64), compression="zlib", bigtiff=True)
+    lazy = open_tiff(path)
+    assert isinstance(lazy, zarr.Array) and not isinstance(lazy, np.ndarray)
+    assert lazy.chunks == (64, 64)  # decoded tile by tile, never whole
+    net = tiny_unet()
+    expected = predict(image, net, tile_shape=(64, 64))
+    np.testing.assert_array_equal(predict(lazy, net, tile_shape=(64, 64)), expected)
+
+
+def test_contiguous_tiff_is_memory_mapped(tmp_path, image):
+    tifffile.imwrite(tmp_path / "plain.tif", image)
+    opened = open_tiff(tmp_path / "plain.tif")
+    assert isinstance(opened, np.memmap)
+    np.testing.assert_array_equal(opened, image)
+
+
+def test_pyramid_opens_level_zero_by_default(tmp_path, image):
+    path = tmp_path / "pyramid.tif"
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        tw.write(image, tile=(64, 64), subifds=1, compression="zlib")
+        tw.write(image[::2, ::2], tile=(64, 64), subfiletype=1, compression="zlib")
+    np.testing.assert_array_equal(open_tiff(path)[:], image)
+    np.testing.assert_array_equal(open_tiff(path, level=1)[:], image[::2, ::2])
+    with pytest.raises(ValueError, match="pyramid level 2"):
+        open_tiff(path, level=2)
+
+
+@pytest.mark.parametrize("layout", ["tiled", "contiguous"])
+def test_truncated_tiff_is_a_clear_error(tmp_path, image, layout):
+    path = tmp_path / "cut.tif"
+    options = {"tile": (64, 64), "compression": "zlib"} if layout == "tiled" else {}
+    tifffile.imwrite(path, image, **options)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match="truncated"):
+        open_tiff(path)
+
+
+def test_non_tiff_is_a_clear_error(tmp_path):
+    (tmp_path / "x.tif").write_text("hello")
+    with pytest.raises(ValueError, match="not a readable TIFF"):
+        open_tiff(tmp_path / "x.tif")
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".zarr"])
+@pytest.mark.parametrize("output", ["labels", "probabilities"])
+def test_streamed_output_equals_in_memory_result(tmp_path, image, suffix, output):
+    net = tiny_unet()
+    path = tmp_path / f"result{suffix}"
+    events = iter_predict_to_file(image, path, net, output=output, tile=64, tile_shape=(64, 64))
+    result = run_to_completion(events)
+    expected = predict(image, net, output=output, tile_shape=(64, 64))
+    assert isinstance(result, zarr.Array) and result.dtype == expected.dtype
+    np.testing.assert_array_equal(result[:], expected)
+    if suffix == ".tif":
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            assert tif.is_bigtiff and page.is_tiled and page.compression == 8  # zlib
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".zarr"])
+def test_cancel_mid_write_leaves_previous_output_and_no_temporaries(tmp_path, image, suffix):
+    path = tmp_path / f"result{suffix}"
+    run_to_completion(iter_predict_to_file(image[:32, :32], path, tiny_unet(), tile=16))
+    before = open_output(path)[:]
+    events = iter_predict_to_file(image, path, tiny_unet(), tile_shape=(64, 64))
+    next(events), next(events)  # a tile written into the temporary store
+    assert len(list(tmp_path.iterdir())) > 1
+    events.close()  # what napari's Cancel does
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    np.testing.assert_array_equal(open_output(path)[:], before)
+
+
+def test_error_mid_write_leaves_no_file(tmp_path, image):
+    bad = image[:60, :60].astype(np.float32)
+    bad[55, 55] = np.nan  # found in the last tile
+    with pytest.raises(ValueError, match="NaN"):
+        run_to_completion(
+            iter_predict_to_file(bad, tmp_path / "o.tif", tiny_unet(), tile_shape=(64, 64))
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_create_output_checks_the_destination_before_work(tmp_path):
+    with pytest.raises(ValueError, match=r"\.tif, \.tiff or \.zarr"):
+        with create_output(tmp_path / "o.png", (4, 4), np.uint8):
+            pass
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        with create_output(tmp_path / "no" / "o.tif", (4, 4), np.uint8):
+            pass
+    (tmp_path / "d.tif").mkdir()
+    with pytest.raises(IsADirectoryError):
+        with create_output(tmp_path / "d.tif", (4, 4), np.uint8):
+            pass
