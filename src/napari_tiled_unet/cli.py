@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -97,7 +98,9 @@ def _plan_outputs(args: argparse.Namespace) -> list[tuple[Path, Path, Path | Non
     return [job for job in jobs if job[0].resolve() not in produced]
 
 
-def _predict_one(args, model, kind: str, image_path: Path, out: Path, probs: Path | None) -> None:
+def _predict_one(
+    args, model, kind: str, image_path: Path, out: Path, probs: Path | None, client=None
+) -> None:
     from napari_tiled_unet.inference import iter_predict, iter_predict_to_file
     from napari_tiled_unet.io.store import check_output_path, write_array
     from napari_tiled_unet.io.tiff import open_tiff
@@ -114,17 +117,38 @@ def _predict_one(args, model, kind: str, image_path: Path, out: Path, probs: Pat
         device=args.device,
         name=f"input {image_path}",
     )
-    if probs is None:
+    if client is not None:
+        import numpy as np
+
+        from napari_tiled_unet.distributed import iter_store, predict_dask
+        from napari_tiled_unet.io.store import create_output
+
+        if probs is None and kind == "labels":
+            lazy = predict_dask(image, model, output="labels", client=client, **options)
+            spatial = "ZYX"[-model.config.ndim :]
+            with create_output(out, lazy.shape, lazy.dtype, axes=spatial) as target:
+                _progress_bar(iter_store(lazy, target, client), "predict")
+            return
+        # Instances and --probabilities: class probabilities gathered here, as below.
+        lazy = predict_dask(image, model, output="probabilities", client=client, **options)
+        result = _progress_bar(
+            iter_store(lazy, np.zeros(lazy.shape, lazy.dtype), client), "predict"
+        )
+    elif probs is None:
         # Labels or instances straight to disk (instances keep probabilities in memory).
         _progress_bar(iter_predict_to_file(image, out, model, output=kind, **options), "predict")
         return
+    else:
+        result = _progress_bar(
+            iter_predict(image, model, output="probabilities", **options), "predict"
+        )
     from napari_tiled_unet.postprocess import labels_from_probabilities
 
-    result = _progress_bar(iter_predict(image, model, output="probabilities", **options), "predict")
     labels = labels_from_probabilities(result, "instance" if kind == "instances" else "semantic")
     spatial = "ZYX"[-model.config.ndim :]
     write_array(out, labels, axes=spatial)
-    write_array(probs, result, axes="C" + spatial)
+    if probs is not None:
+        write_array(probs, result, axes="C" + spatial)
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -140,9 +164,38 @@ def _predict(args: argparse.Namespace) -> None:
     kind = args.kind
     if kind == "auto":
         kind = "instances" if model.metadata.get("label_mode") == "instance" else "labels"
+    with _dask_client(args.dask_scheduler) as client:
+        _predict_jobs(args, model, kind, jobs, client)
+
+
+@contextlib.contextmanager
+def _dask_client(address: str | None):
+    """None, or a dask.distributed Client: a LocalCluster for "local", else the scheduler at address."""
+    if address is None:
+        yield None
+        return
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as err:
+        raise CommandError(
+            "--dask-scheduler needs dask.distributed: pip install 'napari-tiled-unet[dask]'"
+        ) from err
+    if address == "local":
+        with LocalCluster(dashboard_address=None) as cluster, Client(cluster) as client:
+            yield client
+        return
+    try:
+        client = Client(address, timeout=30)
+    except OSError as err:
+        raise CommandError(f"cannot reach the dask scheduler at {address}: {err}") from err
+    with client:
+        yield client
+
+
+def _predict_jobs(args, model, kind: str, jobs, client) -> None:
     if len(jobs) == 1 and len(args.input) == 1 and not Path(args.input[0]).is_dir():
         image_path, out, probs = jobs[0]
-        _predict_one(args, model, kind, image_path, out, probs)
+        _predict_one(args, model, kind, image_path, out, probs, client)
         logger.info("wrote %s", out)
         return
     failed = []
@@ -151,7 +204,7 @@ def _predict(args: argparse.Namespace) -> None:
             logger.warning("skipping %s: %s already exists", image_path.name, out)
             continue
         try:
-            _predict_one(args, model, kind, image_path, out, probs)
+            _predict_one(args, model, kind, image_path, out, probs, client)
         except (CommandError, ValueError, TypeError, OSError) as err:
             print(f"napari-tiled-unet: {image_path}: {err}", file=sys.stderr)
             failed.append(image_path.name)
@@ -260,6 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "labels", "instances"),
         default="auto",
         help="labels: class ids; instances: object ids; auto: instances for models trained on instance labels",
+    )
+    p.add_argument(
+        "--dask-scheduler",
+        metavar="ADDRESS|local",
+        help="run the tiles on a dask cluster: a scheduler address (tcp://host:8786) or 'local' for a LocalCluster on this machine; needs the dask extra",
     )
     p.set_defaults(run=_predict)
 

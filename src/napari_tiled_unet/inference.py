@@ -11,7 +11,7 @@ import numpy as np
 
 from napari_tiled_unet.events import Progress, run_to_completion
 from napari_tiled_unet.normalization import Normalization
-from napari_tiled_unet.tiling.plan import TilePlan, plan_tiles
+from napari_tiled_unet.tiling.plan import Tile, TilePlan, plan_tiles
 from napari_tiled_unet.tiling.stitch import iter_run_plan
 
 if TYPE_CHECKING:
@@ -88,27 +88,48 @@ def _labels_dtype(num_classes: int) -> np.dtype:
     return np.dtype(np.uint8 if num_classes <= 256 else np.uint16)
 
 
+def predict_batch(
+    model: UNet,
+    batch: np.ndarray,
+    tiles: Sequence[Tile],
+    normalization: Normalization,
+    output: str,
+    device: torch.device,
+    name: str = "image",
+) -> np.ndarray:
+    """The per-tile function: normalise a batch of tiles, run the network, return its output.
+
+    ``batch`` is ``(B, C, *tile_shape)`` as read by
+    :func:`~napari_tiled_unet.tiling.stitch.read_tile` for ``tiles``; the result is
+    ``(B, *output_tile_shape)`` class ids for ``output="labels"``, or ``(B, num_classes,
+    *output_tile_shape)`` float32 softmax for ``output="probabilities"``. ``normalization``
+    must be resolved (:meth:`Normalization.resolve`). Top-level and free of closures, so the
+    local loop and the dask tasks (:mod:`napari_tiled_unet.distributed`) share it.
+    """
+    import torch
+
+    x = normalization.apply(batch)
+    if not np.isfinite(x).all():
+        region = ", ".join(
+            f"{a} {s.start}:{s.stop}"
+            for a, s in zip("ZYX"[-len(tiles[0].write) :], tiles[0].write, strict=True)
+        )
+        raise ValueError(
+            f"{name} contains NaN or infinite values (near {region}); replace them, e.g. "
+            "with numpy.nan_to_num, before predicting"
+        )
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(x).to(device))
+        if output == "labels":
+            return logits.argmax(dim=1).to("cpu").numpy().astype(_labels_dtype(logits.shape[1]))
+        return torch.softmax(logits.float(), dim=1).to("cpu").numpy()
+
+
 def _forward_fn(
     model: UNet, device: torch.device, normalization: Normalization, output: str, name: str
 ):
-    import torch
-
     def tile_fn(batch: np.ndarray, tiles) -> np.ndarray:
-        x = normalization.apply(batch)
-        if not np.isfinite(x).all():
-            region = ", ".join(
-                f"{a} {s.start}:{s.stop}"
-                for a, s in zip("ZYX"[-len(tiles[0].write) :], tiles[0].write, strict=True)
-            )
-            raise ValueError(
-                f"{name} contains NaN or infinite values (near {region}); replace them, e.g. "
-                "with numpy.nan_to_num, before predicting"
-            )
-        with torch.inference_mode():
-            logits = model(torch.from_numpy(x).to(device))
-            if output == "labels":
-                return logits.argmax(dim=1).to("cpu").numpy().astype(_labels_dtype(logits.shape[1]))
-            return torch.softmax(logits.float(), dim=1).to("cpu").numpy()
+        return predict_batch(model, batch, tiles, normalization, output, device, name)
 
     return tile_fn
 

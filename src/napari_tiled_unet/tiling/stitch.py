@@ -30,23 +30,37 @@ def mirror_indices(start: int, length: int, size: int) -> np.ndarray:
     return np.where(idx >= size, period - idx, idx)
 
 
-def read_tile(image, tile: Tile) -> np.ndarray:
-    """Read one tile of ``image`` (shape ``(C, *spatial)``) with mirror padding at the borders.
+def tile_window(tile: Tile, spatial: Sequence[int]) -> tuple[tuple[slice, ...], list[np.ndarray]]:
+    """The bounding box of the pixels ``tile`` reads from an image of spatial shape ``spatial``,
+    and per axis the (mirrored) indices of the tile's pixels inside that box.
 
-    Only the bounding box of the needed pixels is read from ``image``.
+    ``take_window(image[(slice(None), *box)], local)`` is the tile; :func:`read_tile` does both.
     """
-    spatial = image.shape[1:]
     indices = [
         mirror_indices(start, length, size)
         for start, length, size in zip(tile.read_start, tile.read_shape, spatial, strict=True)
     ]
     box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in indices)
-    block = np.asarray(image[(slice(None), *box)])
-    for axis, (idx, window) in enumerate(zip(indices, box, strict=True), start=1):
-        local = idx - window.start
-        if not (local.size == block.shape[axis] and np.array_equal(local, np.arange(local.size))):
-            block = np.take(block, local, axis=axis)
+    local = [idx - window.start for idx, window in zip(indices, box, strict=True)]
+    return box, local
+
+
+def take_window(block, local: Sequence[np.ndarray]) -> np.ndarray:
+    """The tile from its bounding-box block ``(C, *box)`` and :func:`tile_window`'s indices."""
+    block = np.asarray(block)
+    for axis, idx in enumerate(local, start=1):
+        if not (idx.size == block.shape[axis] and np.array_equal(idx, np.arange(idx.size))):
+            block = np.take(block, idx, axis=axis)
     return block
+
+
+def read_tile(image, tile: Tile) -> np.ndarray:
+    """Read one tile of ``image`` (shape ``(C, *spatial)``) with mirror padding at the borders.
+
+    Only the bounding box of the needed pixels is read from ``image``.
+    """
+    box, local = tile_window(tile, image.shape[1:])
+    return take_window(image[(slice(None), *box)], local)
 
 
 def _read_batch(image, tiles: Sequence[Tile]) -> np.ndarray:

@@ -1,0 +1,101 @@
+"""The dask path runs the same plan and per-tile function as the local loop: same result."""
+
+import numpy as np
+import pytest
+import tifffile
+
+from _nets import tiny_unet
+from napari_tiled_unet import predict, save_model
+
+dask = pytest.importorskip("dask")
+da = pytest.importorskip("dask.array")
+
+CASES = [("same", (96, 96)), ("valid", (92, 92))]
+
+
+@pytest.fixture(scope="module")
+def client():
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.fixture
+def image(rng):
+    return (rng.random((150, 170)) * 4000).astype(np.uint16)
+
+
+@pytest.mark.parametrize(("padding", "tile"), CASES)
+def test_local_cluster_equals_local_prediction(client, image, padding, tile):
+    from napari_tiled_unet.distributed import iter_store, predict_dask
+
+    net = tiny_unet(padding)
+    net.metadata["normalization"] = {"mode": "percentile", "low": 1.0, "high": 99.8}
+    labels = predict_dask(image, net, tile_shape=tile, device="cpu", client=client)
+    assert labels.numblocks[0] > 1 and labels.numblocks[1] > 1  # several tiles per axis
+    expected = predict(image, net, tile_shape=tile, device="cpu")
+    np.testing.assert_array_equal(labels.compute(), expected)
+
+    probs = predict_dask(
+        image, net, tile_shape=tile, output="probabilities", device="cpu", client=client
+    )
+    expected = predict(image, net, tile_shape=tile, output="probabilities", device="cpu")
+    # Worker processes run torch on one thread: equal up to float rounding.
+    np.testing.assert_allclose(probs.compute(), expected, rtol=1e-5, atol=1e-6)
+    out = np.zeros(probs.shape, probs.dtype)
+    events = list(iter_store(probs, out, client))
+    assert events[-1].done == events[-1].total == np.prod(probs.numblocks)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("padding", "tile"), CASES)
+def test_threaded_scheduler_equals_local_prediction(image, padding, tile):
+    from napari_tiled_unet.distributed import iter_store, predict_dask
+
+    net = tiny_unet(padding, in_channels=2)
+    two = np.stack([image, image[::-1]])
+    lazy = da.from_array(two, chunks=(1, 64, 64))  # a dask input is read box by box
+    for output in ("labels", "probabilities"):
+        result = predict_dask(lazy, net, tile_shape=tile, output=output, device="cpu", batch_size=2)
+        expected = predict(two, net, tile_shape=tile, output=output, device="cpu", batch_size=2)
+        assert result.dtype == expected.dtype
+        # dask's local threaded scheduler, even while the module's Client is the default.
+        with dask.config.set(scheduler="threads"):
+            np.testing.assert_array_equal(result.compute(), expected)
+            out = np.zeros(result.shape, result.dtype)
+            list(iter_store(result, out))
+        np.testing.assert_array_equal(out, expected)
+
+
+def test_errors_match_predict(image):
+    from napari_tiled_unet.distributed import predict_dask
+
+    with pytest.raises(ValueError, match="model expects"):
+        predict_dask(np.stack([image, image]), tiny_unet(), device="cpu")
+    with pytest.raises(ValueError, match="output must be"):
+        predict_dask(image, tiny_unet(), output="instances")
+
+
+@pytest.mark.slow
+def test_cli_dask_scheduler_local(tmp_path, image):
+    from napari_tiled_unet.cli import main
+
+    model = save_model(tiny_unet("same"), tmp_path / "model.pt")
+    tifffile.imwrite(tmp_path / "image.tif", image)
+    out, probs = tmp_path / "labels.tif", tmp_path / "probs.zarr"
+    argv = ["predict", str(tmp_path / "image.tif"), "--model", str(model), "--tile", "96"]
+    argv += ["--device", "cpu", "--dask-scheduler", "local"]
+    assert main([*argv, "--output", str(out)]) == 0
+    expected = predict(image, model, tile_shape=(96, 96))
+    np.testing.assert_array_equal(tifffile.imread(out), expected)
+    assert main([*argv, "--output", str(tmp_path / "l2.tif"), "--probabilities", str(probs)]) == 0
+    import zarr
+
+    p = predict(image, model, tile_shape=(96, 96), output="probabilities")
+    np.testing.assert_allclose(zarr.open_array(probs, mode="r")[...], p, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "l2.tif"), expected)
