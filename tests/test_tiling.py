@@ -1,8 +1,12 @@
+import sys
+
 import numpy as np
 import pytest
+import tifffile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from napari_tiled_unet.inference import _ChannelView
 from napari_tiled_unet.model.geometry import TileGeometry
 from napari_tiled_unet.tiling.plan import plan_tiles
 from napari_tiled_unet.tiling.stitch import iter_run_plan, mirror_indices, read_tile
@@ -89,3 +93,35 @@ def test_reads_only_the_tile_window():
     read_tile(source, plan[7])
     (key,) = source.keys
     assert all(s.stop - s.start <= 256 for s in key[1:])
+
+
+def _mapped_kib(path) -> int:
+    """Resident KiB of this process's mappings of ``path`` (from /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        first = line.split(maxsplit=1)[0]
+        if "-" in first and not first.endswith(":"):
+            inside = line.rstrip().endswith(str(path))
+        elif inside and first == "Rss:":
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_memmapped_input_does_not_stay_resident(tmp_path):
+    """Running a plan over a read-only memmap drops the file pages it read after each batch."""
+    path = tmp_path / "image.tif"
+    data = np.arange(2048 * 2048, dtype=np.uint16).reshape(2048, 2048)
+    tifffile.imwrite(path, data)
+    image = tifffile.memmap(path, mode="r")
+    plan = plan_tiles(
+        image.shape, TileGeometry(grid=16, context_before=16, context_after=16), (256, 256)
+    )
+    out = np.zeros(image.shape, np.uint16)
+    for _ in iter_run_plan(_ChannelView(image), plan, lambda batch, tiles: batch[:, 0], out):
+        pass
+    np.testing.assert_array_equal(out, data)
+    assert _mapped_kib(path) < 1024  # of 8 MiB read
+
+    np.asarray(image).sum()  # the check can fail: a plain read leaves the pages resident
+    assert _mapped_kib(path) > 4096

@@ -14,8 +14,12 @@ from dataclasses import dataclass
 
 from napari_tiled_unet.model.geometry import TileGeometry
 
-#: Default network input tile edge (pixels) for 2D; the engine shrinks it for small images.
-DEFAULT_TILE_EDGE = 512
+#: Default network input tile edge (pixels) per number of spatial axes; the engine shrinks it
+#: for small images. 2D: chosen from benchmarks/predict_throughput.py and predict_memory.py —
+#: with the exact 107 px halo of a depth-4 'same' network a 1024 px tile keeps 63 % of its
+#: work (512 px: 34 %) and peaks below 1 GiB for a base-16 network; 2048 px keeps 80 % but
+#: needs about 2.4 GiB. 3D: a 256³ tile already holds 16.7 M voxels.
+DEFAULT_TILE_EDGE = {2: 1024, 3: 256}
 
 
 @dataclass(frozen=True)
@@ -80,8 +84,8 @@ def smallest_tile(geometry: TileGeometry, covered: int) -> int:
 
 
 def default_tile_shape(geometry: TileGeometry, ndim: int) -> tuple[int, ...]:
-    """The default network input tile: about ``DEFAULT_TILE_EDGE`` px, rounded to a size that works."""
-    edge = geometry.nearest_valid_sizes(DEFAULT_TILE_EDGE)[1]
+    """The default network input tile: about ``DEFAULT_TILE_EDGE[ndim]`` px, rounded to a size that works."""
+    edge = geometry.nearest_valid_sizes(DEFAULT_TILE_EDGE[ndim])[1]
     return (edge,) * ndim
 
 
