@@ -313,3 +313,43 @@ def test_zarr_output_for_one_file(tmp_path, model_path, image_path):
     )
     expected = predict(tifffile.imread(image_path), model_path)
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "l.zarr"), mode="r")[:], expected)
+
+
+def test_axes_the_model_cannot_take_are_named(tmp_path, model_path, rng, capsys):
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, rng.random((5, 40, 50)).astype(np.float32), metadata={"axes": "ZYX"})
+    planar = tmp_path / "planar.tif"  # three colour planes: tifffile says SYX
+    tifffile.imwrite(planar, (rng.random((3, 40, 50)) * 255).astype(np.uint8))
+    flat = tmp_path / "flat.tif"
+    tifffile.imwrite(flat, rng.random((40, 50)).astype(np.float32))
+    two = save_model(tiny_unet("same", depth=2, in_channels=2), tmp_path / "two.pt")
+    cases = [
+        (stack, model_path, "(TIFF axes ZYX: depth, height, width) has shape (5, 40, 50)"),
+        (planar, model_path, "(TIFF axes SYX: sample/colour, height, width)"),
+        (flat, two, "(TIFF axes YX: height, width) has shape (40, 50)"),
+    ]
+    for image, model, axes in cases:
+        before = image.read_bytes()
+        _fails(
+            ["predict", str(image), "--model", str(model), "-o", str(tmp_path / "o.tif")],
+            capsys,
+            f"input {image} {axes}",
+        )
+        assert image.read_bytes() == before
+    _fails(
+        ["predict", str(stack), "--model", str(model_path), "-o", str(tmp_path / "o.tif")],
+        capsys,
+        "expects a 2D single-channel image with axes YX",
+    )
+    _fails(
+        ["predict", str(flat), "--model", str(two), "-o", str(tmp_path / "o.zarr")],
+        capsys,
+        "expects a 2D image with 2 channels, axes CYX",
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "flat.tif",
+        "model.pt",
+        "planar.tif",
+        "stack.tif",
+        "two.pt",
+    ]

@@ -99,3 +99,23 @@ def test_cli_dask_scheduler_local(tmp_path, image):
     p = predict(image, model, tile_shape=(96, 96), output="probabilities")
     np.testing.assert_allclose(zarr.open_array(probs, mode="r")[...], p, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "l2.tif"), expected)
+
+
+def test_cli_dask_instances_are_labelled_block_by_block(client, tmp_path, image):
+    import zarr
+
+    from napari_tiled_unet import load_model
+    from napari_tiled_unet.cli import _predict_one, build_parser
+
+    path = save_model(tiny_unet("same"), tmp_path / "inst.pt", label_mode="instance")
+    model = load_model(path)
+    tifffile.imwrite(tmp_path / "image.tif", image)
+    out = tmp_path / "objects.zarr"
+    args = build_parser().parse_args(
+        ["predict", str(tmp_path / "image.tif"), "-o", str(out), "--tile", "96", "--device", "cpu"]
+    )
+    _predict_one(args, model, "instances", tmp_path / "image.tif", out, None, client)
+    expected = predict(image, model, tile_shape=(96, 96), device="cpu", output="instances")
+    assert expected.max() > 10
+    np.testing.assert_array_equal(zarr.open_array(str(out), mode="r")[...], expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image.tif", "inst.pt", "objects.zarr"]

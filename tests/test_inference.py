@@ -158,3 +158,32 @@ def test_bad_arguments(rng, tmp_path):
         predict(image, 42)
     with pytest.raises(ValueError, match="device must be one of"):
         predict(image, net, device="tpu")
+
+
+def test_channels_last_run_leaves_the_model_as_it_was(rng):
+    net = tiny_unet("same", depth=2)
+    predict(rng.random((100, 100), dtype=np.float32), net, tile_shape=(64, 64))
+    assert all(p.is_contiguous() for p in net.parameters())
+
+
+def test_bfloat16_changes_few_labels_and_float16_needs_a_gpu(rng):
+    net = tiny_unet("same", depth=2)
+    image = rng.random((128, 128), dtype=np.float32)
+    exact = predict(image, net, output="probabilities", tile_shape=(64, 64))
+    fast = predict(image, net, output="probabilities", tile_shape=(64, 64), precision="bfloat16")
+    assert 0 < np.abs(fast - exact).max() < 0.05  # bfloat16 keeps 8 bits of mantissa
+    with pytest.raises(ValueError, match=r"float16.*needs a GPU"):
+        predict(image, net, precision="float16", device="cpu")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        predict(image, net, precision="half")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_float32_on_cuda_is_exact_despite_tf32_defaults(rng):
+    torch.backends.cudnn.allow_tf32 = True  # PyTorch's default
+    net = tiny_unet("same", depth=4)
+    image = rng.random((700, 900), dtype=np.float32) * 3
+    reference = forward_whole_image(image[None], net, device="cpu")
+    tiled = predict(image, net, output="probabilities", device="cuda", tile_shape=(256, 256))
+    np.testing.assert_allclose(tiled, reference, atol=1e-5, rtol=0)
+    assert torch.backends.cudnn.allow_tf32  # put back

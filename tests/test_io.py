@@ -114,3 +114,35 @@ def test_create_output_checks_the_destination_before_work(tmp_path):
     with pytest.raises(IsADirectoryError):
         with create_output(tmp_path / "d.tif", (4, 4), np.uint8):
             pass
+
+
+def test_disk_full_mid_write_leaves_nothing_even_with_writes_in_flight(tmp_path, monkeypatch):
+    """One chunk write fails at once while its siblings are still being written."""
+    import errno
+    import threading
+    import time
+
+    from napari_tiled_unet.io.store import OutputWriteError, write_array
+
+    local = pytest.importorskip("zarr.storage._local")
+    if not hasattr(local, "_put"):
+        pytest.skip("zarr writes chunks some other way")
+    put, failed = local._put, threading.Event()
+
+    def slow_or_full(path, value, *args, **kwargs):
+        if path.name != "zarr.json":
+            if not failed.is_set():
+                failed.set()
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            time.sleep(0.3)  # still writing when the error reaches create_output
+        return put(path, value, *args, **kwargs)
+
+    monkeypatch.setattr(local, "_put", slow_or_full)
+    for name in ("o.zarr", "o.tif"):
+        with pytest.raises(OutputWriteError, match=f"cannot write .*{name}: the disk is full") as e:
+            write_array(tmp_path / name, np.ones((600, 600), np.uint8))
+        assert e.value.errno == errno.ENOSPC
+        assert "nothing was written under" in str(e.value)
+        time.sleep(0.5)  # a write still in flight would have recreated the temporary folder
+        assert list(tmp_path.iterdir()) == []
+        failed.clear()

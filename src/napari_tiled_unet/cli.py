@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from napari_tiled_unet.device import DEVICES
+from napari_tiled_unet.device import DEVICES, PRECISIONS
 
 logger = logging.getLogger("napari_tiled_unet")
 
@@ -18,21 +18,34 @@ class CommandError(Exception):
     """A user error to report as one line on stderr."""
 
 
+_UNITS = {"predict": "tile", "instances": "block"}
+
+
 def _progress_bar(events, desc: str, postfix_keys: Sequence[str] = ()):
-    """Drive a tqdm bar from engine Progress events; return the generator's result."""
+    """Drive a tqdm bar from engine Progress events; return the generator's result.
+
+    A new bar starts whenever the events' stage changes (e.g. "predict", then "instances"),
+    named ``desc`` for the first stage and after the stage for later ones.
+    """
     from tqdm import tqdm
 
     bar = None
+    stage = None
     try:
         while True:
             try:
                 event = next(events)
             except StopIteration as stop:
                 return stop.value
-            if bar is None:
+            if bar is None or event.stage != stage:
+                if bar is not None:
+                    bar.close()
                 bar = tqdm(
-                    total=event.total, desc=desc, unit="tile" if event.stage == "predict" else "it"
+                    total=event.total,
+                    desc=desc if stage is None else event.stage,
+                    unit=_UNITS.get(event.stage, "it"),
                 )
+                stage = event.stage
             bar.update(event.done - bar.n)
             shown = {k: f"{event.metrics[k]:.3g}" for k in postfix_keys if k in event.metrics}
             if shown:
@@ -98,6 +111,32 @@ def _plan_outputs(args: argparse.Namespace) -> list[tuple[Path, Path, Path | Non
     return [job for job in jobs if job[0].resolve() not in produced]
 
 
+def _check_axes(image, model, image_path: Path) -> None:
+    """Raise a ValueError now, naming the file's TIFF axes, if ``image`` cannot feed ``model``."""
+    from napari_tiled_unet.inference import as_channel_first
+    from napari_tiled_unet.io.tiff import tiff_axes
+
+    try:
+        as_channel_first(image, model, name=f"input {image_path}")
+    except ValueError:
+        axes = tiff_axes(image_path)
+        names = ", ".join(_AXIS_NAMES.get(a, a) for a in axes)
+        as_channel_first(image, model, name=f"input {image_path} (TIFF axes {axes}: {names})")
+
+
+# Axis letters as tifffile reports them (tifffile.TIFF.AXES_NAMES, abridged).
+_AXIS_NAMES = {
+    "X": "width",
+    "Y": "height",
+    "Z": "depth",
+    "C": "channel",
+    "S": "sample/colour",
+    "T": "time",
+    "I": "sequence",
+    "Q": "other",
+}
+
+
 def _predict_one(
     args, model, kind: str, image_path: Path, out: Path, probs: Path | None, client=None
 ) -> None:
@@ -111,11 +150,13 @@ def _predict_one(
         if target is not None:
             check_output_path(target)
     image = open_tiff(image_path)
+    _check_axes(image, model, image_path)
     options = dict(
         tile_shape=None if args.tile is None else (args.tile,) * model.config.ndim,
         batch_size=args.batch,
         device=args.device,
         name=f"input {image_path}",
+        precision=args.precision,
     )
     if client is not None:
         import numpy as np
@@ -123,19 +164,35 @@ def _predict_one(
         from napari_tiled_unet.distributed import iter_store, predict_dask
         from napari_tiled_unet.io.store import create_output
 
-        if probs is None and kind == "labels":
+        if probs is None:
             lazy = predict_dask(image, model, output="labels", client=client, **options)
             spatial = "ZYX"[-model.config.ndim :]
-            with create_output(out, lazy.shape, lazy.dtype, axes=spatial) as target:
-                _progress_bar(iter_store(lazy, target, client), "predict")
+            if kind == "labels":
+                with create_output(out, lazy.shape, lazy.dtype, axes=spatial) as target:
+                    _progress_bar(iter_store(lazy, target, client), "predict")
+                return
+            # Instances: the class map goes to a temporary store beside the output, then object
+            # ids are computed block by block; memory is bounded by a block, not the image.
+            from napari_tiled_unet.instances_blockwise import iter_instances_blockwise
+            from napari_tiled_unet.io.store import temporary_array
+            from napari_tiled_unet.postprocess import check_instance_classes
+
+            check_instance_classes(model.config.num_classes)
+            scratch = dict(prefix=f"{out.name}.classes")
+            with (
+                create_output(out, lazy.shape, np.int32, axes=spatial) as target,
+                temporary_array(out.parent, lazy.shape, lazy.dtype, **scratch) as classes,
+            ):
+                _progress_bar(iter_store(lazy, classes, client), "predict")
+                _progress_bar(iter_instances_blockwise(classes, target), "instances")
             return
-        # Instances and --probabilities: class probabilities gathered here, as below.
+        # --probabilities: class probabilities gathered here, as below.
         lazy = predict_dask(image, model, output="probabilities", client=client, **options)
         result = _progress_bar(
             iter_store(lazy, np.zeros(lazy.shape, lazy.dtype), client), "predict"
         )
     elif probs is None:
-        # Labels or instances straight to disk (instances keep probabilities in memory).
+        # Labels or instances straight to disk, memory bounded by a batch of tiles or a block.
         _progress_bar(iter_predict_to_file(image, out, model, output=kind, **options), "predict")
         return
     else:
@@ -152,8 +209,11 @@ def _predict_one(
 
 
 def _predict(args: argparse.Namespace) -> None:
+    from napari_tiled_unet._malloc import keep_freed_memory
     from napari_tiled_unet.inference import resolve_model
     from napari_tiled_unet.model.modelfile import default_model_path
+
+    keep_freed_memory()
 
     jobs = _plan_outputs(args)
     if args.model is None and not default_model_path().is_file():
@@ -293,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--probabilities",
-        help="also write class probabilities (C,Y,X float32) here (a folder for a batch run)",
+        help="also write class probabilities (C,Y,X float32) here (a folder for a batch run); such runs hold the probabilities of one image in memory",
     )
     p.add_argument(
         "--format",
@@ -302,11 +362,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="output format of a batch run (default tif: tiled, compressed BigTIFF)",
     )
     p.add_argument(
-        "--tile", type=int, help="network input tile edge in pixels (default: about 512)"
+        "--tile", type=int, help="network input tile edge in pixels (default: about 1024 for 2D)"
     )
     p.add_argument("--batch", type=int, default=1, help="tiles per forward pass (default 1)")
     p.add_argument(
         "--device", choices=DEVICES, default="auto", help="default: auto (cuda, mps, cpu)"
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="float32",
+        help="network arithmetic: float32 (exact, default), bfloat16 (CPU or GPU) or float16 (GPU); the latter two are faster where supported and change a few labels",
     )
     p.add_argument(
         "--kind",
@@ -367,11 +433,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("napari-tiled-unet: interrupted; no output written", file=sys.stderr)
         return 130
     except (CommandError, ValueError, TypeError, OSError) as err:
+        from napari_tiled_unet.io.store import OutputWriteError
         from napari_tiled_unet.model.modelfile import ModelFileError
 
         kind = (
             ""
-            if isinstance(err, CommandError | ValueError | ModelFileError)
+            if isinstance(err, CommandError | ValueError | ModelFileError | OutputWriteError)
             else f"{type(err).__name__}: "
         )
         print(f"napari-tiled-unet: error: {kind}{err}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("float32", "bfloat16", "float16")  # of the forward pass
 
 
 def resolve_device(device: str = "auto"):

@@ -25,7 +25,9 @@ import numpy as np
 
 from napari_tiled_unet.events import Progress
 from napari_tiled_unet.inference import (
+    _memory_format,
     as_channel_first,
+    check_precision,
     output_spec,
     predict_batch,
     resolve_model,
@@ -53,7 +55,8 @@ def _worker_model(payload: dict, device: str):
             net.load_state_dict(payload["state_dict"])
             while len(_CACHE) >= _CACHE_SIZE:
                 _CACHE.pop(next(iter(_CACHE)))
-            _CACHE[key] = (net.eval().to(torch_device), torch_device)
+            layout = _memory_format(net.config.ndim)
+            _CACHE[key] = (net.eval().to(torch_device, memory_format=layout), torch_device)
         return _CACHE[key]
 
 
@@ -65,12 +68,13 @@ def _run_batch(
     output: str,
     device: str,
     name: str,
+    precision: str,
     *blocks,
 ) -> tuple[np.ndarray, ...]:
     """One dask task: read a batch of tiles from their boxes, predict, crop each to its centre."""
     net, torch_device = _worker_model(payload, device)
     batch = np.stack([take_window(b, loc) for b, loc in zip(blocks, locals_, strict=True)])
-    result = predict_batch(net, batch, tiles, normalization, output, torch_device, name)
+    result = predict_batch(net, batch, tiles, normalization, output, torch_device, name, precision)
     return tuple(
         np.ascontiguousarray(r[(Ellipsis, *t.crop)]) for t, r in zip(tiles, result, strict=True)
     )
@@ -94,6 +98,7 @@ def predict_dask(
     output: str = "labels",
     client=None,
     name: str = "image",
+    precision: str = "float32",
 ):
     """Lazy overlap-tile prediction of ``image`` as a ``dask.array.Array``.
 
@@ -104,15 +109,17 @@ def predict_dask(
         are wrapped with ``dask.array.from_array``. Each task reads only its tiles' boxes.
     model : UNet or path-like, optional
         As for :func:`~napari_tiled_unet.inference.iter_predict` (None: the bundled model).
-    tile_shape, batch_size, name
+    tile_shape, batch_size, name, precision
         As for :func:`~napari_tiled_unet.inference.iter_predict`; the plan and the batches are
         the same, so the result equals :func:`~napari_tiled_unet.inference.predict`'s.
     device : {"auto", "cpu", "cuda", "mps"}
         Resolved on each worker ("auto": cuda, then mps, then cpu there).
     output : {"labels", "probabilities"}
-        As for :func:`~napari_tiled_unet.inference.iter_predict`. For instances, compute
-        probabilities and apply
-        :func:`~napari_tiled_unet.postprocess.labels_from_probabilities` (it needs them whole).
+        As for :func:`~napari_tiled_unet.inference.iter_predict`. For instances, store
+        "labels" (the class map) with :func:`iter_store`, e.g. into a zarr array, and label
+        it block by block with
+        :func:`~napari_tiled_unet.instances_blockwise.iter_instances_blockwise` (the CLI
+        does this).
     client : distributed.Client, optional
         If given, the network's weights are scattered to all workers once; otherwise they
         are one task of the graph. Computing runs on the active scheduler either way.
@@ -130,6 +137,7 @@ def predict_dask(
         raise ValueError(f"output must be 'labels' or 'probabilities', got {output!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    check_precision(precision, device)  # "auto" is checked on the workers
     net = resolve_model(model)
     as_channel_first(image, net, name)  # shape and dtype errors, worded as for predict
     source = image if isinstance(image, da.Array) else da.from_array(image)
@@ -161,6 +169,7 @@ def predict_dask(
             output,
             device,
             name,
+            precision,
             *blocks,
         )
         for tile, part in zip(tiles, task, strict=True):

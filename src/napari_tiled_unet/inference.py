@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_tiled_unet.device import PRECISIONS
 from napari_tiled_unet.events import Progress, run_to_completion
 from napari_tiled_unet.normalization import Normalization
 from napari_tiled_unet.tiling.plan import Tile, TilePlan, plan_tiles
@@ -88,6 +91,52 @@ def _labels_dtype(num_classes: int) -> np.dtype:
     return np.dtype(np.uint8 if num_classes <= 256 else np.uint16)
 
 
+def _memory_format(ndim: int):
+    """The channels-last layout for a 2D or 3D network: 1.5–2× faster convolutions on CPU."""
+    import torch
+
+    return torch.channels_last if ndim == 2 else torch.channels_last_3d
+
+
+def check_precision(precision: str, device_type: str) -> None:
+    """Raise a ValueError unless ``precision`` is known and usable on ``device_type`` ("cpu", …)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "float16" and device_type == "cpu":
+        raise ValueError("precision 'float16' needs a GPU; on the CPU use 'bfloat16' or 'float32'")
+
+
+@contextlib.contextmanager
+def inference_setup(net: UNet, device: torch.device) -> Iterator[UNet]:
+    """``net`` in eval mode on ``device`` with channels-last weights; put back as it was after."""
+    import torch
+
+    first = next(net.parameters())
+    was_training, old_device = net.training, first.device
+    net.eval().to(device, memory_format=_memory_format(net.config.ndim))
+    try:
+        yield net
+    finally:
+        net.to(old_device, memory_format=torch.contiguous_format).train(was_training)
+
+
+@contextlib.contextmanager
+def _ieee_float32(device: torch.device) -> Iterator[None]:
+    """cuDNN convolutions in true float32. PyTorch lets them use TF32 by default, which moved
+    probabilities by 2e-3 on an H200 and would break tiled == whole-image exactness."""
+    import torch
+
+    cudnn = torch.backends.cudnn
+    if device.type != "cuda" or not cudnn.allow_tf32:
+        yield
+        return
+    cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        cudnn.allow_tf32 = True
+
+
 def predict_batch(
     model: UNet,
     batch: np.ndarray,
@@ -96,6 +145,7 @@ def predict_batch(
     output: str,
     device: torch.device,
     name: str = "image",
+    precision: str = "float32",
 ) -> np.ndarray:
     """The per-tile function: normalise a batch of tiles, run the network, return its output.
 
@@ -103,8 +153,10 @@ def predict_batch(
     :func:`~napari_tiled_unet.tiling.stitch.read_tile` for ``tiles``; the result is
     ``(B, *output_tile_shape)`` class ids for ``output="labels"``, or ``(B, num_classes,
     *output_tile_shape)`` float32 softmax for ``output="probabilities"``. ``normalization``
-    must be resolved (:meth:`Normalization.resolve`). Top-level and free of closures, so the
-    local loop and the dask tasks (:mod:`napari_tiled_unet.distributed`) share it.
+    must be resolved (:meth:`Normalization.resolve`); ``model`` should be prepared by
+    :func:`inference_setup`. ``precision`` "bfloat16"/"float16" runs the network under
+    ``torch.autocast`` (softmax and arg-max in float32). Top-level and free of closures, so
+    the local loop and the dask tasks (:mod:`napari_tiled_unet.distributed`) share it.
     """
     import torch
 
@@ -118,18 +170,31 @@ def predict_batch(
             f"{name} contains NaN or infinite values (near {region}); replace them, e.g. "
             "with numpy.nan_to_num, before predicting"
         )
+    layout = _memory_format(x.ndim - 2)
     with torch.inference_mode():
-        logits = model(torch.from_numpy(x).to(device))
+        inputs = torch.from_numpy(x).to(device).contiguous(memory_format=layout)
+        if precision == "float32":
+            with _ieee_float32(device):
+                logits = model(inputs)
+        else:
+            with torch.autocast(device.type, dtype=getattr(torch, precision)):
+                logits = model(inputs)
+        logits = logits.float()
         if output == "labels":
             return logits.argmax(dim=1).to("cpu").numpy().astype(_labels_dtype(logits.shape[1]))
-        return torch.softmax(logits.float(), dim=1).to("cpu").numpy()
+        return torch.softmax(logits, dim=1).to("cpu").numpy()
 
 
 def _forward_fn(
-    model: UNet, device: torch.device, normalization: Normalization, output: str, name: str
+    model: UNet,
+    device: torch.device,
+    normalization: Normalization,
+    output: str,
+    name: str,
+    precision: str,
 ):
     def tile_fn(batch: np.ndarray, tiles) -> np.ndarray:
-        return predict_batch(model, batch, tiles, normalization, output, device, name)
+        return predict_batch(model, batch, tiles, normalization, output, device, name, precision)
 
     return tile_fn
 
@@ -144,6 +209,7 @@ def iter_predict(
     output: str = "labels",
     out: Any = None,
     name: str = "image",
+    precision: str = "float32",
 ) -> Generator[Progress, None, Any]:
     """Predict ``image`` tile by tile, yielding progress; the generator returns the result.
 
@@ -156,7 +222,7 @@ def iter_predict(
         A network or a model file; None uses the bundled default model. The normalisation
         stored in the model's metadata is applied; a bare UNet gets the image as float32.
     tile_shape : sequence of int, optional
-        Network input tile shape in pixels (context included). Default: about 512 px, shrunk
+        Network input tile shape in pixels (context included). Default: about 1024 px (2D; 256 in 3D), shrunk
         for smaller images. Must suit the network (multiples of ``2**depth`` for 'same', valid
         sizes such as 572 for a depth-4 'valid' network); errors name sizes that work.
     batch_size : int
@@ -166,17 +232,29 @@ def iter_predict(
     output : {"labels", "probabilities", "instances"}
         "labels": class index per pixel, ``(Y, X)`` uint8 (uint16 above 256 classes).
         "probabilities": softmax, ``(num_classes, Y, X)`` float32. "instances": object ids
-        ``(Y, X)`` from a model trained on instance labels (background/interior/boundary).
+        ``(Y, X)`` int32 from a model trained on instance labels (background/interior/
+        boundary): the class map, labelled by
+        :func:`~napari_tiled_unet.postprocess.instances_from_classes`.
     out : array-like, optional
         Where to write the result (shape as above); e.g. a memmap or zarr array for images
-        larger than memory. A new numpy array by default.
+        larger than memory. A new numpy array by default. For "instances" with ``out``, the
+        class map goes to a temporary zarr store in the system's temporary folder and is
+        labelled block by block
+        (:func:`~napari_tiled_unet.instances_blockwise.iter_instances_blockwise`), so memory
+        stays bounded; without ``out`` it is held in memory (one byte per pixel).
     name : str
         How to call the image in error messages (e.g. the napari layer name).
+    precision : {"float32", "bfloat16", "float16"}
+        Arithmetic of the network's forward pass. "bfloat16" (CPU or GPU) and "float16" (GPU)
+        run it under ``torch.autocast``: faster where the hardware supports it, results no
+        longer exact (see the README for the measured label agreement).
 
     Yields
     ------
     Progress
-        ``stage="predict"``, ``done`` and ``total`` in tiles; first with ``done=0``.
+        ``stage="predict"``, ``done`` and ``total`` in tiles; first with ``done=0``. For
+        "instances" with ``out``, then ``stage="instances"`` events with their own ``done``
+        and ``total`` (block steps).
 
     Returns
     -------
@@ -188,16 +266,16 @@ def iter_predict(
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
     net = resolve_model(model)
+    if output == "instances":
+        options = dict(tile_shape=tile_shape, batch_size=batch_size, device=device)
+        options.update(name=name, precision=precision)
+        return (yield from _iter_instances(image, net, out, **options))
     source = as_channel_first(image, net, name)
     spatial = tuple(source.shape[1:])
     geometry = net.geometry
     plan = plan_tiles(spatial, geometry, tile_shape)
-    num_classes = net.config.num_classes
     out_shape, out_dtype, _axes = output_spec(net, spatial, output)
-    if output == "instances":
-        out_dtype = np.dtype(np.float32)
-        out_shape = (num_classes, *spatial)
-    target = out if (out is not None and output != "instances") else np.zeros(out_shape, out_dtype)
+    target = out if out is not None else np.zeros(out_shape, out_dtype)
     if tuple(target.shape) != out_shape:
         raise ValueError(
             f"out has shape {tuple(target.shape)}; expected {out_shape} for output={output!r}"
@@ -205,10 +283,8 @@ def iter_predict(
 
     normalization = Normalization.from_dict(net.metadata.get("normalization")).resolve(source)
     torch_device = resolve_device(device)
-    first = next(net.parameters())
-    was_training, old_device = net.training, first.device
-    net.eval().to(torch_device)
-    try:
+    check_precision(precision, torch_device.type)
+    with inference_setup(net, torch_device):
         yield Progress("predict", 0, len(plan), f"{len(plan)} tiles of {plan.tile_shape}")
         tile_fn = _forward_fn(
             net,
@@ -216,20 +292,51 @@ def iter_predict(
             normalization,
             "labels" if output == "labels" else "probabilities",
             name,
+            precision,
         )
         for done in iter_run_plan(source, plan, tile_fn, target, batch_size=batch_size):
             yield Progress("predict", done, len(plan), f"tile {done}/{len(plan)}")
-    finally:
-        net.to(old_device).train(was_training)
-    if output == "instances":
-        from napari_tiled_unet.postprocess import labels_from_probabilities
-
-        labels = labels_from_probabilities(target, "instance")
-        if out is None:
-            return labels
-        out[...] = labels
-        return out
     return target
+
+
+def _iter_instances(
+    image,
+    net: UNet,
+    out: Any = None,
+    *,
+    scratch_dir: str | os.PathLike | None = None,
+    scratch_name: str = "classes",
+    **kwargs: Any,
+) -> Generator[Progress, None, Any]:
+    """``iter_predict(output="instances")``: the class map first, then object ids from it.
+
+    Without ``out`` the class map is stitched in memory and labelled by
+    :func:`~napari_tiled_unet.postprocess.instances_from_classes`. With ``out`` it is
+    streamed into a temporary zarr store in a new folder inside ``scratch_dir`` (None: the
+    system's temporary folder), removed at the end, also on error, cancel or
+    KeyboardInterrupt, and labelled block by block into ``out``
+    (:func:`~napari_tiled_unet.instances_blockwise.iter_instances_blockwise`, the same
+    result); memory then stays bounded by a batch of tiles or a block.
+    """
+    from napari_tiled_unet.postprocess import check_instance_classes, instances_from_classes
+
+    check_instance_classes(net.config.num_classes)
+    if out is None:
+        classes = yield from iter_predict(image, net, output="labels", **kwargs)
+        return instances_from_classes(classes)
+    from napari_tiled_unet.instances_blockwise import iter_instances_blockwise
+    from napari_tiled_unet.io.store import temporary_array
+
+    source = as_channel_first(image, net, kwargs.get("name", "image"))
+    spatial = tuple(source.shape[1:])
+    if tuple(out.shape) != spatial:
+        raise ValueError(
+            f"out has shape {tuple(out.shape)}; expected {spatial} for output='instances'"
+        )
+    dtype = _labels_dtype(net.config.num_classes)
+    with temporary_array(scratch_dir, spatial, dtype, prefix=scratch_name) as classes:
+        yield from iter_predict(image, net, output="labels", out=classes, **kwargs)
+        return (yield from iter_instances_blockwise(classes, out))
 
 
 def output_spec(
@@ -261,8 +368,12 @@ def iter_predict_to_file(
     The result is streamed into a temporary store beside ``path`` and published under
     ``path`` only when complete (see :func:`napari_tiled_unet.io.store.create_output`):
     closing the generator, an error or KeyboardInterrupt leave nothing under ``path`` (an
-    older file there stays as it was). Memory stays bounded by a batch of tiles, except for
-    ``output="instances"``, whose post-processing needs all class probabilities in memory.
+    older file there stays as it was). Memory stays bounded by a batch of tiles, or for
+    ``output="instances"`` by a block: the class map is streamed into a temporary zarr store
+    (in a hidden folder beside ``path``, removed at the end, also on error, cancel or
+    KeyboardInterrupt), then labelled block by block into the output
+    (:func:`~napari_tiled_unet.instances_blockwise.iter_instances_blockwise`; the same
+    result as :func:`predict`), with ``stage="instances"`` progress after the tiles.
 
     Parameters
     ----------
@@ -277,7 +388,8 @@ def iter_predict_to_file(
     tile : int
         TIFF tile / zarr chunk edge in pixels (multiple of 16); not the network tile.
     **kwargs
-        ``tile_shape``, ``batch_size``, ``device``, ``name``: as for :func:`iter_predict`.
+        ``tile_shape``, ``batch_size``, ``device``, ``name``, ``precision``: as for
+        :func:`iter_predict`.
 
     Returns
     -------
@@ -290,8 +402,16 @@ def iter_predict_to_file(
     net = resolve_model(model)
     source = as_channel_first(image, net, kwargs.get("name", "image"))
     shape, dtype, axes = output_spec(net, source.shape[1:], output)
+    if output == "instances":
+        from napari_tiled_unet.postprocess import check_instance_classes
+
+        check_instance_classes(net.config.num_classes)
     with create_output(path, shape, dtype, axes=axes, tile=tile) as out:
-        yield from iter_predict(image, net, output=output, out=out, **kwargs)
+        if output == "instances":
+            scratch = dict(scratch_dir=Path(path).parent, scratch_name=f"{Path(path).name}.classes")
+            yield from _iter_instances(image, net, out, **scratch, **kwargs)
+        else:
+            yield from iter_predict(image, net, output=output, out=out, **kwargs)
     return open_output(path)
 
 

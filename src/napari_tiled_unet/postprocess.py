@@ -1,6 +1,7 @@
-"""From stitched class probabilities to semantic or instance label images.
+"""From stitched class probabilities (or class maps) to semantic or instance label images.
 
-No torch: numpy, scipy and scikit-image only.
+No torch: numpy, scipy and scikit-image only. For class maps larger than memory see
+:mod:`napari_tiled_unet.instances_blockwise`.
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ def labels_from_probabilities(
     method : {"components", "watershed"}
         Instance mode only. Seeds are the connected components of the interior class (pixels
         whose arg-max is "interior"); they grow into the foreground (interior or boundary
-        pixels). "components" grows them by geodesic distance; "watershed" grows them along
-        descending interior probability, so they meet on the most boundary-like pixels.
-        Foreground regions that hold no seed (objects so thin they are all boundary) become
-        objects of their own.
+        pixels). "components" grows them by geodesic distance, a tie going to the seed that
+        comes first in C order (:func:`instances_from_classes` on the arg-max; it needs only
+        the class map, and :func:`~napari_tiled_unet.instances_blockwise.iter_instances_blockwise`
+        computes the same block by block); "watershed" grows them along descending interior
+        probability, so they meet on the most boundary-like pixels. Foreground regions that
+        hold no seed (objects so thin they are all boundary) become objects of their own.
     min_size : int
         Instance mode only: seeds and leftover regions smaller than this many pixels are
         dropped (noise).
@@ -58,32 +61,179 @@ def labels_from_probabilities(
         return np.argmax(probabilities, axis=0).astype(dtype)
     if label_mode != "instance":
         raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
-    if num_classes != 3:
-        raise ValueError(
-            f"instance mode needs 3 probability channels (background, interior, boundary), "
-            f"got {num_classes} (shape {probabilities.shape}); was the model trained with "
-            f"label_mode='instance'?"
-        )
+    check_instance_classes(num_classes, probabilities.shape)
     if method not in INSTANCE_METHODS:
         raise ValueError(f"method must be one of {INSTANCE_METHODS}, got {method!r}")
-    classes = np.argmax(probabilities, axis=0)
+    classes = np.argmax(probabilities, axis=0).astype(np.uint8)
+    if method == "components":
+        return instances_from_classes(classes, min_size=min_size)
     foreground = classes != 0
-    ndim = classes.ndim
-    structure = ndi.generate_binary_structure(ndim, 1)
+    structure = ndi.generate_binary_structure(classes.ndim, 1)
     seeds, _ = ndi.label(classes == 1, structure=structure)
     if min_size > 1:
         seeds = _remove_small(seeds, min_size)
-    if method == "watershed":
-        landscape = -np.asarray(probabilities[1], np.float32)
-    else:
-        landscape = np.zeros(classes.shape, np.float32)  # flat: growth in order of distance
+    landscape = -np.asarray(probabilities[1], np.float32)
     labels = watershed(landscape, markers=seeds, mask=foreground, connectivity=1)
+    return _add_leftover(labels, foreground, min_size)
+
+
+def check_instance_classes(num_classes: int, shape: tuple[int, ...] | None = None) -> None:
+    """Raise a ValueError unless a network with ``num_classes`` outputs can give instances."""
+    if num_classes != 3:
+        seen = "" if shape is None else f" (shape {shape})"
+        raise ValueError(
+            f"instance mode needs 3 probability channels (background, interior, boundary), "
+            f"got {num_classes}{seen}; was the model trained with label_mode='instance'?"
+        )
+
+
+def instances_from_classes(classes: np.ndarray, min_size: int = 4) -> np.ndarray:
+    """Object ids from a class map of an instance-trained model ("components" method).
+
+    This is the definition that the blockwise labeller
+    (:func:`napari_tiled_unet.instances_blockwise.iter_instances_blockwise`) reproduces
+    exactly, for images larger than memory.
+
+    1. Seeds: connected components (face connectivity: 4 in 2D, 6 in 3D) of the interior
+       pixels; seeds with fewer than ``min_size`` pixels are dropped.
+    2. Growth: every foreground pixel (interior or boundary) connected to a seed goes to the
+       nearest seed, by geodesic distance (steps between face neighbours, through foreground
+       only). A pixel at the same distance from several seeds goes to the seed whose first
+       pixel comes first in C (raster) order; so does each pixel grown from it. (A
+       breadth-first search, layer by layer, in which a tie goes to the smallest seed
+       number.)
+    3. Leftovers: foreground regions that hold no seed (objects that are all boundary)
+       become objects of their own, unless smaller than ``min_size`` pixels.
+    4. Ids 1..N in order of first appearance in C order; 0 is background.
+
+    Parameters
+    ----------
+    classes : ndarray of int, shape (*spatial)
+        0 background, 1 interior, 2 boundary (any other non-zero value counts as boundary):
+        the arg-max class per pixel.
+    min_size : int
+        Seeds and leftover regions smaller than this many pixels are dropped.
+
+    Returns
+    -------
+    ndarray of int32, shape (*spatial)
+    """
+    classes = np.asarray(classes)
+    foreground = classes != 0
+    structure = ndi.generate_binary_structure(classes.ndim, 1)
+    seeds, _ = ndi.label(classes == 1, structure=structure)
+    if min_size > 1:
+        seeds = _remove_small(seeds, min_size)
+    seeds = _relabel(seeds)  # seed numbers in raster order of their first pixel: the tie rule
+    labels, _ = grow_seeds(seeds, foreground)
+    return _add_leftover(labels, foreground, min_size)
+
+
+def _add_leftover(labels: np.ndarray, foreground: np.ndarray, min_size: int) -> np.ndarray:
+    """Foreground regions without a seed become objects; then ids 1..N, first seen first."""
+    structure = ndi.generate_binary_structure(labels.ndim, 1)
     leftover, n_left = ndi.label(foreground & (labels == 0), structure=structure)
     if n_left:
         if min_size > 1:
             leftover = _remove_small(leftover, min_size)
-        labels = np.where(leftover > 0, leftover + labels.max(), labels)
-    return _relabel(labels).astype(np.int32)
+        labels = np.where(leftover > 0, leftover + labels.max(initial=0), labels)
+    return _relabel(labels).astype(np.int32, copy=False)
+
+
+def grow_seeds(
+    seeds: np.ndarray, foreground: np.ndarray, max_steps: int | None = None
+) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+    """Grow seeds into the foreground by geodesic distance; a tie goes to the smaller id.
+
+    A breadth-first search, one distance layer at a time (face neighbours): a foreground
+    pixel at distance ``d`` from the nearest seed takes the smallest label among its
+    neighbours at distance ``d - 1``. The result is fully determined by ``seeds`` and
+    ``foreground`` (unlike a priority-queue watershed, whose ties depend on the queue), so
+    a block with a wide enough halo gives the same labels as the whole image.
+
+    Parameters
+    ----------
+    seeds : ndarray of int, shape (*spatial)
+        Seed ids (> 0), 0 elsewhere; ids below 2**31. Seeds must lie in the foreground.
+    foreground : ndarray of bool, shape (*spatial)
+        Where seeds may grow.
+    max_steps : int, optional
+        Stop after this many layers (pixels farther away stay 0).
+
+    Returns
+    -------
+    labels : ndarray of int32, shape (*spatial)
+        Seeds and grown pixels; 0 elsewhere (background, and foreground no seed reached).
+    last : tuple of ndarray or None
+        Only when the search stopped at ``max_steps`` with pixels left to grow into: the
+        coordinates of the pixels of the last layer (distance ``max_steps``) that have an
+        unreached foreground neighbour. None otherwise.
+    """
+    seeds = np.asarray(seeds)
+    foreground = np.asarray(foreground, dtype=bool)
+    if seeds.shape != foreground.shape:
+        raise ValueError(f"seeds {seeds.shape} and foreground {foreground.shape} differ")
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be at least 1, got {max_steps}")
+    ndim = seeds.ndim
+    inner = (slice(1, -1),) * ndim
+    padded = tuple(n + 2 for n in seeds.shape)  # a frame of non-foreground: no wrap-around
+    labels = np.zeros(padded, np.int32)
+    labels[inner] = seeds
+    open_ = np.zeros(padded, bool)  # foreground not reached yet
+    open_[inner] = foreground & (seeds == 0)
+
+    # Layer 1, on whole arrays: the smallest seed id among the face neighbours. Seen as
+    # unsigned, ``id - 1`` turns "no seed" (0) into the largest value.
+    best = np.full(seeds.shape, np.iinfo(np.uint32).max, np.uint32)
+    as_unsigned = labels.view(np.uint32)
+    for axis in range(ndim):
+        for step in (-1, 1):
+            window = list(inner)
+            window[axis] = slice(1 + step, padded[axis] - 1 + step)
+            np.minimum(best, as_unsigned[tuple(window)] - np.uint32(1), out=best)
+    grown = open_[inner] & (best != np.iinfo(np.uint32).max)
+    best += np.uint32(1)
+    labels[inner][grown] = best.view(np.int32)[grown]
+    open_[inner] &= ~grown
+    del best
+
+    flat_labels = labels.ravel()
+    flat_open = open_.ravel()
+    strides = np.cumprod((1, *padded[::-1][:-1]))[::-1]
+    offsets = [int(s) * d for s in strides for d in (-1, 1)]
+    frontier = np.flatnonzero(np.pad(grown, 1))
+    del grown
+    steps = 1
+    while frontier.size and (max_steps is None or steps < max_steps):
+        frontier_labels = flat_labels[frontier]
+        found, found_labels = [], []
+        for offset in offsets:
+            neighbour = frontier + offset
+            hit = flat_open[neighbour]
+            found.append(neighbour[hit])
+            found_labels.append(frontier_labels[hit])
+        candidates = np.concatenate(found)
+        if not candidates.size:
+            frontier = candidates
+            break
+        candidate_labels = np.concatenate(found_labels)
+        order = np.argsort(candidates, kind="stable")
+        candidates = candidates[order]
+        starts = np.flatnonzero(np.r_[True, candidates[1:] != candidates[:-1]])
+        frontier = candidates[starts]
+        flat_labels[frontier] = np.minimum.reduceat(candidate_labels[order], starts)
+        flat_open[frontier] = False
+        steps += 1
+    last = None
+    if frontier.size and max_steps is not None and steps >= max_steps:
+        touching = np.zeros(frontier.size, bool)
+        for offset in offsets:
+            touching |= flat_open[frontier + offset]
+        if touching.any():
+            coords = np.unravel_index(frontier[touching], padded)
+            last = tuple(c - 1 for c in coords)
+    return labels[inner], last
 
 
 def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
@@ -94,11 +244,29 @@ def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     return np.where(small[labels], 0, labels)
 
 
+def _first_pixels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The non-zero ids of ``labels`` and the flat (C-order) index of each one's first pixel.
+
+    Only the starts of runs along the last axis can be first pixels, so only they are sorted.
+    """
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        empty = np.zeros(0, np.intp)
+        return empty, empty
+    rows = labels.reshape(-1, labels.shape[-1])
+    starts = np.ones(rows.shape, bool)
+    np.not_equal(rows[:, 1:], rows[:, :-1], out=starts[:, 1:])
+    starts &= rows != 0
+    where = np.flatnonzero(starts)
+    ids, first = np.unique(rows.ravel()[where], return_index=True)
+    return ids, where[first]
+
+
 def _relabel(labels: np.ndarray) -> np.ndarray:
     """Consecutive ids 1..N in order of first appearance (C order), 0 kept."""
-    ids, first = np.unique(labels.ravel(), return_index=True)
+    ids, first = _first_pixels(labels)
     order = ids[np.argsort(first)]
-    order = order[order != 0]
-    lookup = np.zeros(int(labels.max(initial=0)) + 1, np.int64)
+    dtype = np.int32 if order.size < 2**31 - 1 else np.int64
+    lookup = np.zeros(int(labels.max(initial=0)) + 1, dtype)
     lookup[order] = np.arange(1, order.size + 1)
     return lookup[labels]

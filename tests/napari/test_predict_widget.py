@@ -272,6 +272,33 @@ def test_auto_output_gives_objects_for_an_instance_model(
     np.testing.assert_array_equal(result.data, predict(image, path, output="instances"))
 
 
+def test_large_instance_results_are_labelled_block_by_block(
+    viewer, predict_widget, wait_done, image, tiny_unet, tmp_path
+):
+    import os
+
+    import zarr
+
+    from napari_tiled_unet import predict, save_model
+
+    path = save_model(tiny_unet(num_classes=3), tmp_path / "inst.pt", label_mode="instance")
+    layer = viewer.add_image(image, name="cells")
+    choose(predict_widget, layer, path)
+    predict_widget.device.value = "cpu"
+    predict_widget.lazy_result_pixels = image.size  # streamed: class map, then blockwise ids
+    seen = []
+    predict_widget._show_progress = lambda event: seen.append(event.stage)
+    predict_widget.run()
+    wait_done(predict_widget)
+    result = viewer.layers["cells instances"]
+    assert isinstance(result.data, zarr.Array)
+    expected = predict(image, path, output="instances", device="cpu")
+    np.testing.assert_array_equal(result.data[:], expected)
+    assert "instances" in seen
+    # The temporary class map beside the result is gone.
+    assert os.listdir(predict_widget._store_dir.name) == ["result-1.zarr"]
+
+
 def test_large_results_come_back_lazy_from_a_zarr_store(
     viewer, predict_widget, wait_done, image, model_file
 ):

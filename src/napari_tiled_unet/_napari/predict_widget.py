@@ -143,15 +143,15 @@ class PredictWidget(Container):
                     min=0,
                     max=8192,
                     step=16,
-                    tooltip="Tile edge in pixels, context included; 0 = automatic (about 512)",
+                    tooltip="Tile edge in pixels, context included; 0 = automatic (about 1024)",
                 ),
                 SpinBox(
                     name="batch_size",
                     label="batch size",
-                    value=4,
+                    value=1,
                     min=1,
                     max=512,
-                    tooltip="Tiles per forward pass; lower it if the device runs out of memory",
+                    tooltip="Tiles per forward pass; on a GPU with memory to spare, more can be faster",
                 ),
                 ComboBox(name="device", choices=DEVICES, value="auto"),
                 ComboBox(

@@ -10,7 +10,9 @@ complete (which is what resumable batch runs rely on).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -23,6 +25,30 @@ from napari_tiled_unet.io.atomic import _umask, atomic_path
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 ZARR_SUFFIXES = (".zarr",)
+
+# Errors that can only come from writing, with what they mean for the user.
+_WRITE_ERRORS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EFBIG: "a file would exceed the size limit (ulimit -f, or the file system's maximum)",
+}
+
+
+class OutputWriteError(OSError):
+    """An output could not be written (e.g. disk full); nothing was left under its name.
+
+    ``errno`` is that of the underlying error (``ENOSPC``, ``EFBIG``, ...); ``str()`` is a
+    one-line message naming the output.
+    """
+
+
+def _write_error(path: Path, err: OSError, existed: bool) -> OutputWriteError:
+    reason = _WRITE_ERRORS.get(err.errno, "writing failed")
+    detail = f"[Errno {err.errno}] {err.strerror}" if err.errno and err.strerror else str(err)
+    left = f"{path} was left as it was" if existed else f"nothing was written under {path}"
+    new = OutputWriteError(f"cannot write {path}: {reason} ({detail}); {left}")
+    new.errno = err.errno
+    return new
 
 
 def output_format(path: str | os.PathLike) -> str:
@@ -70,6 +96,27 @@ def iter_tiff_tiles(array, tile: int) -> Iterator[np.ndarray]:
             band = np.asarray(array[(*index, slice(y, y + tile), slice(None))])
             for x in range(0, width, tile):
                 yield band[:, x : x + tile]
+
+
+def _wait_for_pending_writes(timeout: float = 60.0) -> None:
+    """Let the chunk writes zarr still has in flight finish.
+
+    zarr writes the chunks of one assignment concurrently; when one fails (disk full), the
+    others go on in zarr's I/O thread and would recreate the temporary folder after it is
+    removed. This waits (up to ``timeout`` seconds) for every task on zarr's event loop.
+    """
+    try:
+        from zarr.core.sync import sync
+    except ImportError:  # pragma: no cover - another zarr layout
+        return
+
+    async def drain():
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if others:
+            await asyncio.wait(others, timeout=timeout)
+
+    with contextlib.suppress(Exception):
+        sync(drain())
 
 
 def _publish_dir(tmp: Path, path: Path) -> None:
@@ -123,6 +170,9 @@ def create_output(
     ------
     ValueError, FileNotFoundError, PermissionError, IsADirectoryError
         Before the block runs, if ``path`` cannot be written (see :func:`check_output_path`).
+    OutputWriteError
+        If writing fails (disk full, file too large, ...), after removing the temporary data:
+        a one-line message naming ``path``; an older output there is left as it was.
     """
     import zarr
 
@@ -136,40 +186,57 @@ def create_output(
     if axes is not None and len(axes) != len(shape):
         raise ValueError(f"axes {axes!r} do not match shape {shape}")
     dtype = np.dtype(dtype)
+    existed = path.exists()
     try:
         tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     except OSError as err:
+        if err.errno in _WRITE_ERRORS:
+            raise _write_error(path, err, existed) from None
         raise PermissionError(f"cannot write to {path.parent}: {err.strerror}") from None
+    publishing = done = False
     try:
-        with contextlib.ExitStack() as stack:
-            tiff_tmp = stack.enter_context(atomic_path(path)) if fmt == "tiff" else None
-            array = zarr.create_array(
-                store=str(tmpdir if fmt == "zarr" else tmpdir / "data.zarr"),
-                shape=shape,
-                dtype=dtype,
-                chunks=_chunks(shape, tile),
-                fill_value=0,
-                attributes={"axes": axes} if axes else None,
-                overwrite=True,
-            )
-            yield array
-            if fmt == "zarr":
-                _publish_dir(tmpdir, path)
-            else:
-                import tifffile
-
-                tifffile.imwrite(
-                    tiff_tmp,
-                    iter_tiff_tiles(array, tile),
+        try:
+            with contextlib.ExitStack() as stack:
+                tiff_tmp = stack.enter_context(atomic_path(path)) if fmt == "tiff" else None
+                array = zarr.create_array(
+                    store=str(tmpdir if fmt == "zarr" else tmpdir / "data.zarr"),
                     shape=shape,
                     dtype=dtype,
-                    tile=(tile, tile),
-                    compression="zlib",
-                    bigtiff=True,
-                    metadata={"axes": axes} if axes else {},
+                    chunks=_chunks(shape, tile),
+                    fill_value=0,
+                    attributes={"axes": axes} if axes else None,
+                    overwrite=True,
                 )
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+                yield array
+                publishing = True
+                if fmt == "zarr":
+                    _publish_dir(tmpdir, path)
+                else:
+                    import tifffile
+
+                    tifffile.imwrite(
+                        tiff_tmp,
+                        iter_tiff_tiles(array, tile),
+                        shape=shape,
+                        dtype=dtype,
+                        tile=(tile, tile),
+                        compression="zlib",
+                        bigtiff=True,
+                        metadata={"axes": axes} if axes else {},
+                    )
+                done = True
+        finally:
+            if not done:
+                _wait_for_pending_writes()
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    except OutputWriteError:
+        raise
+    except OSError as err:
+        # Inside the block only write-only errors (disk full, file too large) are ours; the
+        # block may also fail reading its input. Publishing only writes.
+        if publishing or err.errno in _WRITE_ERRORS:
+            raise _write_error(path, err, existed) from err
+        raise
 
 
 def open_output(path: str | os.PathLike):
@@ -190,3 +257,39 @@ def write_array(path: str | os.PathLike, array, *, axes: str | None = None) -> P
     with create_output(path, array.shape, array.dtype, axes=axes) as out:
         out[...] = array
     return Path(path)
+
+
+@contextlib.contextmanager
+def temporary_array(
+    directory: str | os.PathLike | None,
+    shape: Sequence[int],
+    dtype,
+    *,
+    tile: int = 256,
+    prefix: str = "scratch",
+) -> Iterator:
+    """Yield a scratch zarr array (filled with 0) in a new hidden folder inside ``directory``.
+
+    For intermediate results larger than memory, such as the class map behind streamed
+    instance labels. The folder (``.PREFIX.XXXXXXXX.tmp``; in the system's temporary folder
+    when ``directory`` is None) is removed when the block ends, however it ends: error,
+    cancel (``GeneratorExit``) or KeyboardInterrupt.
+    """
+    import zarr
+
+    shape = tuple(int(n) for n in shape)
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{prefix}.", suffix=".tmp", dir=directory))
+    done = False
+    try:
+        yield zarr.create_array(
+            store=str(tmpdir / "data.zarr"),
+            shape=shape,
+            dtype=np.dtype(dtype),
+            chunks=_chunks(shape, tile) if len(shape) >= 2 else shape,
+            fill_value=0,
+        )
+        done = True
+    finally:
+        if not done:
+            _wait_for_pending_writes()
+        shutil.rmtree(tmpdir, ignore_errors=True)

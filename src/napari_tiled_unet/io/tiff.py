@@ -14,6 +14,15 @@ def tiff_levels(path: str | os.PathLike) -> int:
         return len(tif.series[0].levels)
 
 
+def tiff_axes(path: str | os.PathLike, level: int = 0) -> str:
+    """Axis letters of the first image series at ``path`` as tifffile names them, e.g. ``"ZYX"``.
+
+    ``S`` is colour samples (RGB), ``Q`` an axis of unknown meaning.
+    """
+    with tifffile.TiffFile(path) as tif:
+        return tif.series[0].levels[level].axes
+
+
 def _check_readable(path: Path, level: int) -> None:
     """Raise a ValueError if ``path`` is no TIFF, lacks ``level`` or is cut short."""
     try:
