@@ -324,7 +324,6 @@ def test_axes_the_model_cannot_take_are_named(tmp_path, model_path, rng, capsys)
     tifffile.imwrite(flat, rng.random((40, 50)).astype(np.float32))
     two = save_model(tiny_unet("same", depth=2, in_channels=2), tmp_path / "two.pt")
     cases = [
-        (stack, model_path, "(TIFF axes ZYX: depth, height, width) has shape (5, 40, 50)"),
         (planar, model_path, "(TIFF axes SYX: sample/colour, height, width)"),
         (flat, two, "(TIFF axes YX: height, width) has shape (40, 50)"),
     ]
@@ -337,14 +336,19 @@ def test_axes_the_model_cannot_take_are_named(tmp_path, model_path, rng, capsys)
         )
         assert image.read_bytes() == before
     _fails(
-        ["predict", str(stack), "--model", str(model_path), "-o", str(tmp_path / "o.tif")],
+        ["predict", str(planar), "--model", str(model_path), "-o", str(tmp_path / "o.tif")],
         capsys,
-        "expects a 2D single-channel image with axes YX",
+        "3 channels, the model takes 1 (select one with channels=[k], --channels k)",
     )
     _fails(
         ["predict", str(flat), "--model", str(two), "-o", str(tmp_path / "o.zarr")],
         capsys,
         "expects a 2D image with 2 channels, axes CYX",
+    )
+    _fails(
+        [*("predict", str(stack), "--model", str(model_path)), "--axes", "CYX", "-o", "o.tif"],
+        capsys,
+        "has shape (5, 40, 50) and axes CYX, but the model expects a 2D single-channel image",
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "flat.tif",
@@ -353,3 +357,67 @@ def test_axes_the_model_cannot_take_are_named(tmp_path, model_path, rng, capsys)
         "stack.tif",
         "two.pt",
     ]
+    # A Z stack for a 2D model is predicted plane by plane, its axes kept.
+    out = tmp_path / "planes.tif"
+    assert main(["predict", str(stack), "--model", str(model_path), "-o", str(out)]) == 0
+    with tifffile.TiffFile(out) as tif:
+        assert tif.series[0].axes == "ZYX" and tif.series[0].shape == (5, 40, 50)
+    image = tifffile.imread(stack)
+    np.testing.assert_array_equal(
+        tifffile.imread(out), np.stack([predict(plane, model_path) for plane in image])
+    )
+
+
+def test_axes_and_channels_options(tmp_path, model_path, rng, capsys):
+    movie = tmp_path / "movie.tif"  # (T, C, Y, X) with unlabelled axes: tifffile says QQYX
+    data = rng.random((2, 2, 40, 48)).astype(np.float32)
+    tifffile.imwrite(movie, data)
+    two = save_model(tiny_unet("same", depth=2, in_channels=2), tmp_path / "two.pt")
+    _fails(
+        ["predict", str(movie), "--model", str(two), "-o", str(tmp_path / "o.tif")],
+        capsys,
+        "ambiguous for this model. Readings considered: ZCYX: 2 channel(s), YX planes, one per Z",
+    )
+    out, probs = tmp_path / "o.tif", tmp_path / "p.tif"
+    argv = ["predict", str(movie), "--model", str(two), "-o", str(out), "--axes", "tcyx"]
+    assert main([*argv, "--channels", "1,0", "--probabilities", str(probs)]) == 0
+    expected = np.stack([predict(frame[[1, 0]], two, output="probabilities") for frame in data], 1)
+    np.testing.assert_array_equal(tifffile.imread(probs), expected)
+    np.testing.assert_array_equal(tifffile.imread(out), expected.argmax(0))
+    with tifffile.TiffFile(out) as tif, tifffile.TiffFile(probs) as ptif:
+        assert tif.series[0].axes == "TYX" and ptif.series[0].axes == "CTYX"
+    argv = ["predict", str(movie), "--model", str(model_path), "-o", str(tmp_path / "c.tif")]
+    assert main([*argv, "--axes", "TCYX", "--channels", "1"]) == 0
+    _fails([*argv, "--axes", "TCYX", "--channels", "1,x"], capsys, "--channels takes channel")
+    _fails([*argv, "--axes", "TCYX", "--channels", "4"], capsys, "channels [4] selected")
+    _fails([*argv, "--axes", "TXYZC"], capsys, "5 letters for an image of 4 axes")
+
+
+def test_train_on_multichannel_files(tmp_path, rng, capsys):
+    from napari_tiled_unet import load_model
+
+    labels = np.zeros((64, 64), np.uint8)
+    labels[10:30, 12:40] = 1
+    image = rng.random((64, 64, 3)).astype(np.float32) + labels[..., None]
+    rgb, planar, lab = tmp_path / "rgb.tif", tmp_path / "planar.tif", tmp_path / "lab.tif"
+    tifffile.imwrite(rgb, (image * 100).astype(np.uint8))  # tifffile says YXS
+    tifffile.imwrite(planar, np.moveaxis(image, -1, 0)[:2])  # QYX: the labels say C
+    tifffile.imwrite(lab, labels)
+    small = ["--iterations", "2", "--tile", "32", "--batch", "2", "--base-channels", "4"]
+    small += ["--depth", "2", "--validate-every", "2", "--device", "cpu"]
+    for image_path, extra, channels in [
+        (rgb, [], 3),
+        (planar, [], 2),
+        (rgb, ["--axes", "YXC", "--channels", "2,0"], 2),
+    ]:
+        model = tmp_path / "m.pt"
+        argv = ["train", "--image", str(image_path), "--labels", str(lab), "-o", str(model)]
+        assert main([*argv, *small, *extra]) == 0, capsys.readouterr().err
+        net = load_model(model)
+        assert net.config.in_channels == channels
+        assert net.metadata["normalization"]["per_channel"] is True
+    out = tmp_path / "o.tif"
+    assert (
+        main(["predict", str(rgb), "--model", str(model), "--channels", "2,0", "-o", str(out)]) == 0
+    )
+    assert tifffile.imread(out).shape == (64, 64)

@@ -121,15 +121,15 @@ def test_multichannel_model_takes_channel_first_images(rng):
 
 
 @pytest.mark.parametrize(
-    ("shape", "match"),
+    ("shape", "axes", "match"),
     [
-        ((64, 64, 3), r"layer 'cells' has shape \(64, 64, 3\).*RGB"),
-        ((5, 64, 64), r"layer 'cells'.*2D single-channel.*YX"),
+        ((64, 64, 3), None, r"layer 'cells' has shape \(64, 64, 3\).*RGB"),
+        ((5, 64, 64), "CYX", r"layer 'cells'.*axes CYX.*2D single-channel.*YX.*5 channels"),
     ],
 )
-def test_wrong_dimensionality_is_explained(shape, match):
+def test_wrong_dimensionality_is_explained(shape, axes, match):
     with pytest.raises(ValueError, match=match):
-        predict(np.zeros(shape, np.float32), tiny_unet(), name="layer 'cells'")
+        predict(np.zeros(shape, np.float32), tiny_unet(), axes=axes, name="layer 'cells'")
 
 
 def test_nan_is_reported_with_its_location(rng):

@@ -111,17 +111,44 @@ def _plan_outputs(args: argparse.Namespace) -> list[tuple[Path, Path, Path | Non
     return [job for job in jobs if job[0].resolve() not in produced]
 
 
-def _check_axes(image, model, image_path: Path) -> None:
-    """Raise a ValueError now, naming the file's TIFF axes, if ``image`` cannot feed ``model``."""
-    from napari_tiled_unet.inference import as_channel_first
+def _tiff_name(image_path: Path) -> tuple[str, str]:
+    """The file's TIFF axes and how errors name the file: ``input PATH (TIFF axes ZYX: ...)``."""
     from napari_tiled_unet.io.tiff import tiff_axes
 
+    axes = tiff_axes(image_path)
+    names = ", ".join(_AXIS_NAMES.get(a, a) for a in axes)
+    return axes, f"input {image_path} (TIFF axes {axes}: {names})"
+
+
+def _parse_channels(text: str | None) -> list[int] | None:
+    """``"0,2"`` -> ``[0, 2]``."""
+    if text is None:
+        return None
     try:
-        as_channel_first(image, model, name=f"input {image_path}")
+        channels = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        axes = tiff_axes(image_path)
-        names = ", ".join(_AXIS_NAMES.get(a, a) for a in axes)
-        as_channel_first(image, model, name=f"input {image_path} (TIFF axes {axes}: {names})")
+        raise CommandError(
+            f"--channels takes channel numbers separated by commas, e.g. 0,2; got {text!r}"
+        ) from None
+    if not channels:
+        raise CommandError("--channels needs at least one channel number, e.g. 0")
+    return channels
+
+
+def _check_axes(image, model, image_path: Path, axes: str | None = None, channels=None):
+    """The layout to read ``image`` with (``--axes``, else the TIFF metadata, else the shape).
+
+    Raises a ValueError now, naming the file's TIFF axes, if ``image`` cannot feed ``model``
+    or its layout is ambiguous (listing the readings considered).
+    """
+    from napari_tiled_unet.axes import choose_layout
+    from napari_tiled_unet.inference import image_layout
+
+    tiff, name = _tiff_name(image_path)
+    layout = choose_layout(
+        image.shape, model, axes=axes, channels=channels, tiff_axes=tiff, name=name
+    )
+    return image_layout(image, model, axes=layout, name=name)
 
 
 # Axis letters as tifffile reports them (tifffile.TIFF.AXES_NAMES, abridged).
@@ -140,6 +167,8 @@ _AXIS_NAMES = {
 def _predict_one(
     args, model, kind: str, image_path: Path, out: Path, probs: Path | None, client=None
 ) -> None:
+    import numpy as np
+
     from napari_tiled_unet.inference import iter_predict, iter_predict_to_file
     from napari_tiled_unet.io.store import check_output_path, write_array
     from napari_tiled_unet.io.tiff import open_tiff
@@ -150,7 +179,7 @@ def _predict_one(
         if target is not None:
             check_output_path(target)
     image = open_tiff(image_path)
-    _check_axes(image, model, image_path)
+    layout = _check_axes(image, model, image_path, args.axes, _parse_channels(args.channels))
     options = dict(
         tile_shape=None if args.tile is None else (args.tile,) * model.config.ndim,
         batch_size=args.batch,
@@ -158,9 +187,15 @@ def _predict_one(
         name=f"input {image_path}",
         precision=args.precision,
     )
+    if client is not None and not layout.is_plain:
+        raise CommandError(
+            f"--dask-scheduler takes images in the model's own layout "
+            f"({'C' if model.config.in_channels > 1 else ''}{'ZYX'[-model.config.ndim :]}) for "
+            f"now; {image_path} is read as {layout.axes}"
+            + (f" with channels {list(layout.channels)}" if layout.channels else "")
+            + "; run without --dask-scheduler"
+        )
     if client is not None:
-        import numpy as np
-
         from napari_tiled_unet.distributed import iter_store, predict_dask
         from napari_tiled_unet.io.store import create_output
 
@@ -193,19 +228,25 @@ def _predict_one(
         )
     elif probs is None:
         # Labels or instances straight to disk, memory bounded by a batch of tiles or a block.
-        _progress_bar(iter_predict_to_file(image, out, model, output=kind, **options), "predict")
+        events = iter_predict_to_file(image, out, model, output=kind, axes=layout, **options)
+        _progress_bar(events, "predict")
         return
     else:
         result = _progress_bar(
-            iter_predict(image, model, output="probabilities", **options), "predict"
+            iter_predict(image, model, output="probabilities", axes=layout, **options), "predict"
         )
     from napari_tiled_unet.postprocess import labels_from_probabilities
 
-    labels = labels_from_probabilities(result, "instance" if kind == "instances" else "semantic")
-    spatial = "ZYX"[-model.config.ndim :]
-    write_array(out, labels, axes=spatial)
+    mode = "instance" if kind == "instances" else "semantic"
+    labels = None
+    for index in layout.frames():  # objects never join across iterated axes
+        frame = labels_from_probabilities(np.asarray(layout.frame_out(result, index, lead=1)), mode)
+        if labels is None:
+            labels = np.zeros(layout.output_shape, frame.dtype)
+        layout.frame_out(labels, index)[...] = frame
+    write_array(out, labels, axes=layout.output_axes)
     if probs is not None:
-        write_array(probs, result, axes="C" + spatial)
+        write_array(probs, result, axes="C" + layout.output_axes)
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -307,14 +348,34 @@ def _train(args: argparse.Namespace) -> None:
     if args.tile is not None:
         options["tile_shape"] = (args.tile, args.tile)
     config = TrainConfig(**options)
+    channels = _parse_channels(args.channels)
     images = [open_tiff(p) for p in args.image]
     labels = [open_tiff(p) for p in args.labels]
+    spec = _train_spec(args.resume, config.ndim, channels)
+    axes = [
+        _train_axes(image, lab, Path(p), args.axes, spec, channels)
+        for image, lab, p in zip(images, labels, args.image, strict=True)
+    ]
     validation = [
         (open_tiff(i), open_tiff(lab))
         for i, lab in zip(args.validation_image, args.validation_labels, strict=True)
-    ] or None
+    ]
+    validation_axes = [
+        _train_axes(image, lab, Path(i), args.axes, spec, channels)
+        for (image, lab), i in zip(validation, args.validation_image, strict=True)
+    ]
     names = [f"pair {i + 1} ({Path(p).name})" for i, p in enumerate(args.image)]
-    trainer = Trainer(images, labels, config, model=args.resume, names=names, validation=validation)
+    trainer = Trainer(
+        images,
+        labels,
+        config,
+        model=args.resume,
+        names=names,
+        validation=validation or None,
+        axes=axes,
+        validation_axes=validation_axes or None,
+        channels=channels,
+    )
     try:
         _progress_bar(trainer.iter_run(), "train", ("loss", "val_iou", "val_f1"))
     except KeyboardInterrupt:
@@ -330,6 +391,34 @@ def _train(args: argparse.Namespace) -> None:
     logger.warning("saved %s %s", output, " ".join(f"{k}={v:.3f}" for k, v in scores.items()))
 
 
+def _train_spec(resume: str | None, ndim: int, channels):
+    """What the model to train takes: the resumed model's channels, else any number."""
+    from napari_tiled_unet.axes import ModelSpec
+
+    if resume is None:
+        return ModelSpec(None if channels is None else len(channels), ndim)
+    from napari_tiled_unet.model.modelfile import load_model
+
+    return ModelSpec.of(load_model(resume))
+
+
+def _train_axes(image, labels, image_path: Path, axes: str | None, spec, channels) -> str:
+    """The layout of a training image: ``--axes``, else its TIFF metadata and the labels' shape."""
+    from napari_tiled_unet.axes import choose_layout
+
+    tiff, name = _tiff_name(image_path)
+    layout = choose_layout(
+        image.shape,
+        spec,
+        axes=axes,
+        channels=channels,
+        tiff_axes=tiff,
+        labels_shape=labels.shape,
+        name=name,
+    )
+    return layout.axes
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napari-tiled-unet",
@@ -342,9 +431,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "input",
         nargs="+",
-        help="input TIFF (2D, or C,Y,X for multi-channel models); several files or a folder for a batch run",
+        help="input TIFF (Y,X; C,Y,X for multi-channel models; any T,Z,C,Y,X layout with --axes or metadata); several files or a folder for a batch run",
     )
     p.add_argument("--model", help="model file (.pt); default: the bundled nuclei model")
+    p.add_argument(
+        "--axes",
+        help="axis layout of the input(s), letters T Z C Y X in file order, e.g. TZCYX, YXC, "
+        "ZYX; T (and Z for a 2D model) are predicted frame by frame. Default: from the TIFF "
+        "metadata, else the model's layout or the shape; ambiguous files are an error listing "
+        "the readings",
+    )
+    p.add_argument(
+        "--channels",
+        help="channels of the C axis to feed the model, in order, e.g. 0,2 (default: all)",
+    )
     p.add_argument(
         "--output",
         "-o",
@@ -353,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--probabilities",
-        help="also write class probabilities (C,Y,X float32) here (a folder for a batch run); such runs hold the probabilities of one image in memory",
+        help="also write class probabilities (C then the input's axes without C, float32) here (a folder for a batch run); such runs hold the probabilities of one image in memory",
     )
     p.add_argument(
         "--format",
@@ -395,6 +495,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels", action="append", required=True, help="label TIFF for the --image before it"
     )
     t.add_argument("--output", "-o", required=True, help="model file to write (.pt)")
+    t.add_argument(
+        "--axes",
+        help="axis layout of every --image (and --validation-image), e.g. YXC, CYX, TYX; "
+        "labels have the same axes without C; T and Z become separate 2D training images. "
+        "Default: from each TIFF's metadata and the labels' shape",
+    )
+    t.add_argument(
+        "--channels", help="channels of the C axis to train on, in order, e.g. 0,2 (default: all)"
+    )
     t.add_argument(
         "--mode",
         choices=("semantic", "instance", "sparse"),

@@ -37,6 +37,14 @@ class UNetConfig:
         Convolution padding: "same" (tutorial) or "valid" (paper).
     ndim : {2, 3}
         Spatial dimensions.
+    anisotropic_levels : int
+        For 3D stacks whose Z spacing is coarser than Y/X: the first ``anisotropic_levels``
+        levels pool and up-sample only in Y and X (2x2 max pooling and transposed convolution
+        over (1, 2, 2) voxels), the later levels in all three axes. With a Z spacing about
+        ``2**k`` times the Y/X spacing, ``k`` such levels make the voxels roughly cubic from
+        level ``k`` on. Z then sits on a grid of ``2**(depth - anisotropic_levels)`` planes
+        instead of ``2**depth``, and needs less context. 0 (the default, and the only value
+        for 2D) pools every axis at every level. Between 0 and ``depth``.
     """
 
     in_channels: int = 1
@@ -45,6 +53,7 @@ class UNetConfig:
     base_channels: int = 64
     padding: str = "same"
     ndim: int = 2
+    anisotropic_levels: int = 0
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "num_classes", "depth", "base_channels"):
@@ -59,9 +68,28 @@ class UNetConfig:
             raise ValueError(f"UNetConfig.padding must be one of {PADDINGS}, got {self.padding!r}")
         if self.ndim not in (2, 3):
             raise ValueError(f"UNetConfig.ndim must be 2 or 3, got {self.ndim!r}")
+        k = self.anisotropic_levels
+        if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= self.depth:
+            raise ValueError(
+                f"UNetConfig.anisotropic_levels must be an integer between 0 and depth "
+                f"({self.depth}), got {k!r}"
+            )
+        if k and self.ndim != 3:
+            raise ValueError(
+                f"UNetConfig.anisotropic_levels is for 3D networks (pooling only in Y and X "
+                f"while Z is coarse); got {k} with ndim={self.ndim}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as a plain dict, as stored in model files.
+
+        ``anisotropic_levels`` is left out while it is 0, so files of 2D and isotropic 3D
+        networks stay readable by versions that predate it; :meth:`from_dict` fills it in.
+        """
+        data = dataclasses.asdict(self)
+        if not self.anisotropic_levels:
+            del data["anisotropic_levels"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UNetConfig:

@@ -148,7 +148,8 @@ def predict_dask(
     out_shape, out_dtype, _axes = output_spec(net, spatial, output)
     lead = out_shape[: len(out_shape) - len(spatial)]
 
-    normalization = Normalization.from_dict(net.metadata.get("normalization")).resolve(source)
+    normalization = Normalization.from_dict(net.metadata.get("normalization"))
+    normalization = normalization.resolve(source, channel_axis=0)  # per channel, as predict
     payload = _model_payload(net)
     if client is not None:
         # A list: scattering a dict would scatter its values under the dict's keys.

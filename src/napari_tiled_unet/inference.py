@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_tiled_unet.axes import Layout, choose_layout
 from napari_tiled_unet.device import PRECISIONS
 from napari_tiled_unet.events import Progress, run_to_completion
 from napari_tiled_unet.normalization import Normalization
@@ -87,6 +88,59 @@ class _ChannelView:
         return np.asarray(self.array[key[1:]])[None]
 
 
+def _check_dtype(image, name: str) -> None:
+    dtype = np.dtype(image.dtype)
+    if not (np.issubdtype(dtype, np.number) or dtype.kind == "b") or np.issubdtype(
+        dtype, np.complexfloating
+    ):
+        raise ValueError(f"{name} has dtype {dtype}; expected real numbers (integer or float)")
+
+
+def image_layout(
+    image,
+    model: UNet,
+    *,
+    axes: str | Layout | None = None,
+    channels: Sequence[int] | None = None,
+    name: str = "image",
+) -> Layout:
+    """How ``model`` reads ``image``: its axis layout, the iterated axes and the channels.
+
+    Parameters
+    ----------
+    image : array-like
+        Only its ``shape`` and ``dtype`` are used.
+    model : UNet
+        The network (``in_channels``, ``ndim``).
+    axes : str or Layout, optional
+        The image's layout, e.g. ``"TZCYX"``, ``"YXC"`` (see :mod:`napari_tiled_unet.axes`).
+        None: the model's plain layout (``YX``, ``ZYX``, ``CYX``, ``CZYX``) when the image has
+        that many axes and fits it, else inferred from the shape
+        (:func:`~napari_tiled_unet.axes.infer_axes`); an ambiguous shape is an error listing
+        the readings considered.
+    channels : sequence of int, optional
+        Channels of the C axis to feed the model, in order.
+    name : str
+        How to call the image in errors.
+
+    Raises
+    ------
+    ValueError
+        (:class:`~napari_tiled_unet.axes.AxesError`) naming the shape, the axes and what the
+        model expects; or for a dtype that is not real numbers.
+    """
+    if isinstance(axes, Layout):
+        layout = axes
+        if layout.shape != tuple(int(n) for n in image.shape):
+            raise ValueError(
+                f"{name} has shape {tuple(image.shape)}; the layout is for {layout.shape}"
+            )
+    else:
+        layout = choose_layout(image.shape, model, axes=axes, channels=channels, name=name)
+    _check_dtype(image, name)
+    return layout
+
+
 def _labels_dtype(num_classes: int) -> np.dtype:
     return np.dtype(np.uint8 if num_classes <= 256 else np.uint16)
 
@@ -160,7 +214,7 @@ def predict_batch(
     """
     import torch
 
-    x = normalization.apply(batch)
+    x = normalization.apply(batch, channel_axis=1)
     if not np.isfinite(x).all():
         region = ", ".join(
             f"{a} {s.start}:{s.stop}"
@@ -203,6 +257,8 @@ def iter_predict(
     image,
     model: UNet | str | os.PathLike | None = None,
     *,
+    axes: str | Layout | None = None,
+    channels: Sequence[int] | None = None,
     tile_shape: Sequence[int] | None = None,
     batch_size: int = 1,
     device: str = "auto",
@@ -216,11 +272,25 @@ def iter_predict(
     Parameters
     ----------
     image : array-like
-        ``(Y, X)`` for a single-channel 2D model, ``(C, Y, X)`` for a C-channel model. Any
-        array-like with numpy-style slicing (numpy, memmap, zarr, dask) is read tile by tile.
+        ``(Y, X)`` for a single-channel 2D model, ``(C, Y, X)`` for a C-channel model, or any
+        layout named by ``axes``. Any array-like with numpy-style slicing (numpy, memmap,
+        zarr, dask, napari layer data) is read tile by tile.
     model : UNet or path-like, optional
         A network or a model file; None uses the bundled default model. The normalisation
         stored in the model's metadata is applied; a bare UNet gets the image as float32.
+    axes : str, optional
+        The image's axis layout, letters T, Z, C, Y, X in the image's order (case-insensitive),
+        e.g. ``"TZCYX"``, ``"YXC"`` (RGB), ``"TYX"``. Axes the model does not take (T; Z for a
+        2D model) are iterated: each frame is predicted in turn, streaming, into its slice of
+        the result. None: the model's plain layout (``YX``, ``ZYX``, ``CYX``, ``CZYX``) when
+        the image has that many axes and fits it, otherwise inferred from the shape (a stack
+        of planes for a 2D model, a last axis of at most 4 as channels, e.g. RGB); an
+        ambiguous shape raises a ValueError listing the readings considered
+        (:mod:`napari_tiled_unet.axes`).
+    channels : sequence of int, optional
+        Channels of the C axis to feed the model, in order (picks and reorders); needed when
+        the image has more channels than the model takes (e.g. ``[1]`` for a single-channel
+        model).
     tile_shape : sequence of int, optional
         Network input tile shape in pixels (context included). Default: about 1024 px (2D; 256 in 3D), shrunk
         for smaller images. Must suit the network (multiples of ``2**depth`` for 'same', valid
@@ -230,11 +300,13 @@ def iter_predict(
     device : {"auto", "cpu", "cuda", "mps"}
         "auto" picks cuda, then mps, then cpu.
     output : {"labels", "probabilities", "instances"}
-        "labels": class index per pixel, ``(Y, X)`` uint8 (uint16 above 256 classes).
-        "probabilities": softmax, ``(num_classes, Y, X)`` float32. "instances": object ids
-        ``(Y, X)`` int32 from a model trained on instance labels (background/interior/
-        boundary): the class map, labelled by
-        :func:`~napari_tiled_unet.postprocess.instances_from_classes`.
+        "labels": class index per pixel, uint8 (uint16 above 256 classes), shaped like the
+        image without its C axis, in the image's axis order (``(Y, X)``, ``(T, Y, X)``, ...).
+        "probabilities": softmax, float32, with a leading class axis (``(num_classes, Y, X)``).
+        "instances": object ids, int32, shaped like "labels", from a model trained on instance
+        labels (background/interior/boundary): the class map, labelled by
+        :func:`~napari_tiled_unet.postprocess.instances_from_classes` frame by frame (objects
+        never join across iterated axes).
     out : array-like, optional
         Where to write the result (shape as above); e.g. a memmap or zarr array for images
         larger than memory. A new numpy array by default. For "instances" with ``out``, the
@@ -252,51 +324,92 @@ def iter_predict(
     Yields
     ------
     Progress
-        ``stage="predict"``, ``done`` and ``total`` in tiles; first with ``done=0``. For
-        "instances" with ``out``, then ``stage="instances"`` events with their own ``done``
-        and ``total`` (block steps).
+        ``stage="predict"``, ``done`` and ``total`` in tiles over the whole job (all frames);
+        first with ``done=0``. For "instances" with ``out``, then ``stage="instances"``
+        events with their own ``done`` and ``total`` (block steps over all frames).
 
     Returns
     -------
     array-like
         ``out`` (or the new array) holding the result.
-    """
-    from napari_tiled_unet.device import resolve_device
 
+    Notes
+    -----
+    A "percentile" normalisation is resolved once for the whole image (every frame, per
+    channel), so the planes of a stack or the frames of a movie share one intensity mapping
+    and an empty plane is not stretched into noise; a frame predicted on its own may then
+    differ by its normalisation (with a model normalising "none" or "fixed", a time series
+    gives exactly the per-frame predictions).
+    """
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
     net = resolve_model(model)
+    layout = image_layout(image, net, axes=axes, channels=channels, name=name)
+    options = dict(tile_shape=tile_shape, batch_size=batch_size, device=device)
+    options.update(name=name, precision=precision)
     if output == "instances":
-        options = dict(tile_shape=tile_shape, batch_size=batch_size, device=device)
-        options.update(name=name, precision=precision)
-        return (yield from _iter_instances(image, net, out, **options))
-    source = as_channel_first(image, net, name)
-    spatial = tuple(source.shape[1:])
-    geometry = net.geometry
-    plan = plan_tiles(spatial, geometry, tile_shape)
-    out_shape, out_dtype, _axes = output_spec(net, spatial, output)
+        return (yield from _iter_instances(image, net, out, layout=layout, **options))
+    return (yield from _iter_layout(image, net, layout, output=output, out=out, **options))
+
+
+def _iter_layout(
+    image,
+    net: UNet,
+    layout: Layout,
+    *,
+    output: str,
+    out: Any = None,
+    tile_shape: Sequence[int] | None = None,
+    batch_size: int = 1,
+    device: str = "auto",
+    name: str = "image",
+    precision: str = "float32",
+) -> Generator[Progress, None, Any]:
+    """Labels or probabilities of every frame of ``layout``, one Progress stream."""
+    from napari_tiled_unet.device import resolve_device
+
+    plan = plan_tiles(layout.spatial_shape, net.geometry, tile_shape)
+    out_shape, out_dtype, _axes = layout_output_spec(net, layout, output)
     target = out if out is not None else np.zeros(out_shape, out_dtype)
     if tuple(target.shape) != out_shape:
         raise ValueError(
             f"out has shape {tuple(target.shape)}; expected {out_shape} for output={output!r}"
         )
-
-    normalization = Normalization.from_dict(net.metadata.get("normalization")).resolve(source)
+    _check_model_channels(net, layout, name)
+    stored = Normalization.from_dict(net.metadata.get("normalization"))
+    normalization = stored.resolve(layout.job(image), channel_axis=0)
     torch_device = resolve_device(device)
     check_precision(precision, torch_device.type)
+    frames, per_frame = layout.n_frames, len(plan)
+    total = frames * per_frame
+    lead = 1 if output == "probabilities" else 0
+    kind = "labels" if output == "labels" else "probabilities"
     with inference_setup(net, torch_device):
-        yield Progress("predict", 0, len(plan), f"{len(plan)} tiles of {plan.tile_shape}")
-        tile_fn = _forward_fn(
-            net,
-            torch_device,
-            normalization,
-            "labels" if output == "labels" else "probabilities",
-            name,
-            precision,
-        )
-        for done in iter_run_plan(source, plan, tile_fn, target, batch_size=batch_size):
-            yield Progress("predict", done, len(plan), f"tile {done}/{len(plan)}")
+        message = f"{per_frame} tiles of {plan.tile_shape}"
+        if frames > 1:
+            message = f"{frames} frames of {message}"
+        yield Progress("predict", 0, total, message)
+        for k, index in enumerate(layout.frames()):
+            where = layout.frame_name(index)
+            frame_name = f"{name} at {where}" if where else name
+            tile_fn = _forward_fn(net, torch_device, normalization, kind, frame_name, precision)
+            source = layout.frame(image, index)
+            frame_out = layout.frame_out(target, index, lead=lead)
+            for done in iter_run_plan(source, plan, tile_fn, frame_out, batch_size=batch_size):
+                done += k * per_frame
+                detail = f" ({where})" if where else ""
+                yield Progress("predict", done, total, f"tile {done}/{total}{detail}")
     return target
+
+
+def _check_model_channels(net: UNet, layout: Layout, name: str) -> None:
+    if layout.in_channels != net.config.in_channels:  # a Layout built for another model
+        raise ValueError(
+            f"{name}: the layout feeds {layout.in_channels} channel(s); the model takes "
+            f"{net.config.in_channels}"
+        )
+    if layout.ndim != net.config.ndim:
+        raise ValueError(f"{name}: the layout is {layout.ndim}D; the model is {net.config.ndim}D")
 
 
 def _iter_instances(
@@ -304,6 +417,7 @@ def _iter_instances(
     net: UNet,
     out: Any = None,
     *,
+    layout: Layout | None = None,
     scratch_dir: str | os.PathLike | None = None,
     scratch_name: str = "classes",
     **kwargs: Any,
@@ -316,27 +430,53 @@ def _iter_instances(
     system's temporary folder), removed at the end, also on error, cancel or
     KeyboardInterrupt, and labelled block by block into ``out``
     (:func:`~napari_tiled_unet.instances_blockwise.iter_instances_blockwise`, the same
-    result); memory then stays bounded by a batch of tiles or a block.
+    result); memory then stays bounded by a batch of tiles or a block. An image with
+    iterated axes (``layout``) is labelled frame by frame.
     """
     from napari_tiled_unet.postprocess import check_instance_classes, instances_from_classes
 
     check_instance_classes(net.config.num_classes)
+    if layout is None:
+        layout = image_layout(image, net, name=kwargs.get("name", "image"))
+    frames = list(layout.frames())
     if out is None:
-        classes = yield from iter_predict(image, net, output="labels", **kwargs)
-        return instances_from_classes(classes)
+        classes = yield from _iter_layout(image, net, layout, output="labels", out=None, **kwargs)
+        if len(frames) == 1 and layout.frame_out(classes, frames[0]) is classes:
+            return instances_from_classes(classes)
+        result = np.zeros(layout.output_shape, np.int32)
+        for index in frames:
+            frame = np.asarray(layout.frame_out(classes, index)[...])
+            layout.frame_out(result, index)[...] = instances_from_classes(frame)
+        return result
     from napari_tiled_unet.instances_blockwise import iter_instances_blockwise
     from napari_tiled_unet.io.store import temporary_array
 
-    source = as_channel_first(image, net, kwargs.get("name", "image"))
-    spatial = tuple(source.shape[1:])
-    if tuple(out.shape) != spatial:
+    shape = layout.output_shape
+    if tuple(out.shape) != shape:
         raise ValueError(
-            f"out has shape {tuple(out.shape)}; expected {spatial} for output='instances'"
+            f"out has shape {tuple(out.shape)}; expected {shape} for output='instances'"
         )
     dtype = _labels_dtype(net.config.num_classes)
-    with temporary_array(scratch_dir, spatial, dtype, prefix=scratch_name) as classes:
-        yield from iter_predict(image, net, output="labels", out=classes, **kwargs)
-        return (yield from iter_instances_blockwise(classes, out))
+    with temporary_array(scratch_dir, shape, dtype, prefix=scratch_name) as classes:
+        yield from _iter_layout(image, net, layout, output="labels", out=classes, **kwargs)
+        if len(frames) == 1:
+            frame_classes = layout.frame_out(classes, frames[0])
+            frame_out = layout.frame_out(out, frames[0])
+            yield from iter_instances_blockwise(frame_classes, frame_out)
+            return out
+        steps = None
+        for k, index in enumerate(frames):
+            blockwise = iter_instances_blockwise(
+                layout.frame_out(classes, index), layout.frame_out(out, index)
+            )
+            where = layout.frame_name(index)
+            for event in blockwise:
+                steps = event.total if steps is None else steps
+                done = k * steps + event.done
+                if k and not event.done:
+                    continue  # one stream: each frame's opening event is the last one's end
+                yield Progress(event.stage, done, steps * len(frames), f"{event.message} ({where})")
+        return out
 
 
 def output_spec(
@@ -354,6 +494,38 @@ def output_spec(
     raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
 
 
+def layout_output_spec(
+    model: UNet, layout: Layout, output: str = "labels"
+) -> tuple[tuple[int, ...], np.dtype, str]:
+    """Shape, dtype and axis letters of :func:`iter_predict`'s result for an image layout.
+
+    The image's shape and axes without C (``"TZYX"`` for a ``"TZCYX"`` image); probabilities
+    add a leading class axis, lettered ``C``.
+    """
+    _shape, dtype, _letters = output_spec(model, layout.spatial_shape, output)
+    if output == "probabilities":
+        return (model.config.num_classes, *layout.output_shape), dtype, "C" + layout.output_axes
+    return layout.output_shape, dtype, layout.output_axes
+
+
+def predicted_spec(
+    image,
+    model: UNet | str | os.PathLike | None = None,
+    *,
+    output: str = "labels",
+    axes: str | Layout | None = None,
+    channels: Sequence[int] | None = None,
+    name: str = "image",
+) -> tuple[tuple[int, ...], np.dtype, str]:
+    """Shape, dtype and axes of what :func:`iter_predict` would return for ``image``.
+
+    Raises the same layout errors as :func:`iter_predict`, before any work.
+    """
+    net = resolve_model(model)
+    layout = image_layout(image, net, axes=axes, channels=channels, name=name)
+    return layout_output_spec(net, layout, output)
+
+
 def iter_predict_to_file(
     image,
     path: str | os.PathLike,
@@ -361,6 +533,8 @@ def iter_predict_to_file(
     *,
     output: str = "labels",
     tile: int = 256,
+    axes: str | Layout | None = None,
+    channels: Sequence[int] | None = None,
     **kwargs: Any,
 ) -> Generator[Progress, None, Any]:
     """Predict ``image`` into a file on disk, tile by tile; the generator returns it, opened lazily.
@@ -380,13 +554,16 @@ def iter_predict_to_file(
     image : array-like
         As for :func:`iter_predict`.
     path : path-like
-        ``.tif``/``.tiff``: tiled zlib-compressed BigTIFF; ``.zarr``: zarr array store.
+        ``.tif``/``.tiff``: tiled zlib-compressed BigTIFF; ``.zarr``: zarr array store. The
+        result's axis letters (e.g. ``"TYX"``) are stored in its metadata.
     model : UNet or path-like, optional
         As for :func:`iter_predict`.
     output : {"labels", "probabilities", "instances"}
         As for :func:`iter_predict`.
     tile : int
         TIFF tile / zarr chunk edge in pixels (multiple of 16); not the network tile.
+    axes, channels
+        As for :func:`iter_predict`.
     **kwargs
         ``tile_shape``, ``batch_size``, ``device``, ``name``, ``precision``: as for
         :func:`iter_predict`.
@@ -398,25 +575,32 @@ def iter_predict_to_file(
     """
     from napari_tiled_unet.io.store import check_output_path, create_output, open_output
 
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
     check_output_path(path)
     net = resolve_model(model)
-    source = as_channel_first(image, net, kwargs.get("name", "image"))
-    shape, dtype, axes = output_spec(net, source.shape[1:], output)
+    layout = image_layout(
+        image, net, axes=axes, channels=channels, name=kwargs.get("name", "image")
+    )
+    shape, dtype, out_axes = layout_output_spec(net, layout, output)
     if output == "instances":
         from napari_tiled_unet.postprocess import check_instance_classes
 
         check_instance_classes(net.config.num_classes)
-    with create_output(path, shape, dtype, axes=axes, tile=tile) as out:
+    with create_output(path, shape, dtype, axes=out_axes, tile=tile) as out:
         if output == "instances":
             scratch = dict(scratch_dir=Path(path).parent, scratch_name=f"{Path(path).name}.classes")
-            yield from _iter_instances(image, net, out, **scratch, **kwargs)
+            yield from _iter_instances(image, net, out, layout=layout, **scratch, **kwargs)
         else:
-            yield from iter_predict(image, net, output=output, out=out, **kwargs)
+            yield from iter_predict(image, net, axes=layout, output=output, out=out, **kwargs)
     return open_output(path)
 
 
 def predict(image, model: UNet | str | os.PathLike | None = None, **kwargs: Any):
-    """Blocking form of :func:`iter_predict`; takes the same arguments and returns the result."""
+    """Blocking form of :func:`iter_predict`; takes the same arguments and returns the result.
+
+    E.g. ``predict(movie, "model.pt", axes="TCYX", channels=[0, 2])``.
+    """
     return run_to_completion(iter_predict(image, model, **kwargs))
 
 
@@ -443,16 +627,17 @@ def forward_whole_image(image: np.ndarray, model: UNet, device: str = "cpu") -> 
 
     from napari_tiled_unet.device import resolve_device
 
-    geometry = model.geometry
     spatial = image.shape[1:]
-    pads = []
-    for n in spatial:
+    pads, crop = [], []
+    for n, geometry in zip(spatial, model.geometry.axes, strict=True):  # per axis: Z may differ
         size = geometry.nearest_valid_sizes(n + geometry.context_before + geometry.context_after)[1]
         pads.append((geometry.context_before, size - n - geometry.context_before))
+        first = geometry.context_before - geometry.output_offset
+        crop.append(slice(first, first + n))
     padded = np.pad(np.asarray(image, dtype=np.float32), [(0, 0), *pads], mode="reflect")
     dev = resolve_device(device)
-    with torch.inference_mode():
-        logits = model.eval().to(dev)(torch.from_numpy(padded[None]).to(dev))
+    layout = _memory_format(model.config.ndim)
+    with inference_setup(model, dev), torch.inference_mode(), _ieee_float32(dev):
+        logits = model(torch.from_numpy(padded[None]).to(dev).contiguous(memory_format=layout))
         probs = torch.softmax(logits, dim=1)[0].cpu().numpy()
-    first = geometry.context_before - geometry.output_offset
-    return probs[(slice(None), *(slice(first, first + n) for n in spatial))]
+    return probs[(slice(None), *crop)]

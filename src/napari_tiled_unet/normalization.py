@@ -15,9 +15,12 @@ MODES = ("none", "percentile", "fixed")
 SAMPLE_PIXELS = 2**22
 
 
+Params = float | tuple[float, ...]
+
+
 @dataclass(frozen=True)
 class Normalization:
-    """How raw intensities become network input: ``(x - offset) / scale``.
+    """How raw intensities become network input: ``(x - offset) / scale``, per channel.
 
     Parameters
     ----------
@@ -27,57 +30,168 @@ class Normalization:
         ``offset`` and ``scale`` as given.
     low, high : float
         Percentiles for mode "percentile", in [0, 100].
-    offset, scale : float
-        Affine parameters for mode "fixed"; ``scale`` must be non-zero.
+    offset, scale : float or tuple of float
+        Affine parameters for mode "fixed": one number for all channels, or one per channel
+        (a list or tuple; one entry per model input channel). ``scale`` must be non-zero.
+    per_channel : bool
+        Mode "percentile": resolve percentiles for each channel on its own (default) rather
+        than over all channels together. Model files written before per-channel
+        normalisation existed have no such entry and keep their joint percentiles.
     """
 
     mode: str = "percentile"
     low: float = 1.0
     high: float = 99.8
-    offset: float = 0.0
-    scale: float = 1.0
+    offset: Params = 0.0
+    scale: Params = 1.0
+    per_channel: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("offset", "scale"):
+            value = getattr(self, name)
+            if isinstance(value, list | tuple | np.ndarray):
+                value = tuple(float(v) for v in value)
+                if not value:
+                    raise ValueError(f"Normalization.{name} must not be an empty list")
+                object.__setattr__(self, name, value)
+            elif isinstance(value, np.generic | int):
+                object.__setattr__(self, name, float(value))
         if self.mode not in MODES:
             raise ValueError(f"Normalization.mode must be one of {MODES}, got {self.mode!r}")
         if not 0 <= self.low < self.high <= 100:
             raise ValueError(
                 f"Normalization percentiles must satisfy 0 <= low < high <= 100, got {self.low}, {self.high}"
             )
-        if self.scale == 0 or not np.isfinite(self.scale):
-            raise ValueError(f"Normalization.scale must be finite and non-zero, got {self.scale}")
+        for s in _as_tuple(self.scale):
+            if s == 0 or not np.isfinite(s):
+                raise ValueError(
+                    f"Normalization.scale must be finite and non-zero, got {self.scale}"
+                )
+        if not all(np.isfinite(o) for o in _as_tuple(self.offset)):
+            raise ValueError(f"Normalization.offset must be finite, got {self.offset}")
+        sizes = {len(v) for v in (self.offset, self.scale) if isinstance(v, tuple)}
+        if len(sizes) > 1:
+            raise ValueError(
+                f"Normalization.offset and scale have different numbers of channels: "
+                f"{self.offset} and {self.scale}"
+            )
+
+    @property
+    def channels(self) -> int | None:
+        """Channels of per-channel ``offset``/``scale`` (None: the same for every channel)."""
+        for value in (self.offset, self.scale):
+            if isinstance(value, tuple):
+                return len(value)
+        return None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain data (per-channel values as lists) for model files and JSON."""
+        data = dataclasses.asdict(self)
+        for name in ("offset", "scale"):
+            if isinstance(data[name], tuple):
+                data[name] = list(data[name])
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Normalization:
-        return cls(mode="none") if data is None else _from_dict(cls, data)
+        """Inverse of :meth:`to_dict`; None gives mode "none".
 
-    def resolve(self, image) -> Normalization:
+        A dict without ``per_channel`` (model files from before per-channel normalisation)
+        keeps joint percentiles, so old models normalise as they were trained.
+        """
+        if data is None:
+            return cls(mode="none")
+        data = dict(data)
+        data.setdefault("per_channel", False)
+        return _from_dict(cls, data)
+
+    def resolve(self, image, channel_axis: int | None = None) -> Normalization:
         """Return a "fixed" (or "none") normalisation with this image's parameters.
 
-        Percentiles are estimated from a strided subsample of at most ``SAMPLE_PIXELS`` pixels,
-        so a memory-mapped or lazy image is never read whole.
+        Percentiles are estimated from a strided subsample of at most ``SAMPLE_PIXELS`` pixels
+        (per channel), so a memory-mapped or lazy image is never read whole.
+
+        Parameters
+        ----------
+        image : array-like
+            The image, e.g. ``(C, *spatial)`` or a lazy view of a whole time series
+            (:meth:`napari_tiled_unet.axes.Layout.job`).
+        channel_axis : int, optional
+            The axis of ``image`` holding channels. With ``per_channel`` and more than one
+            channel, each gets its own offset and scale; None (or one channel): one pair for
+            the whole image.
         """
         if self.mode != "percentile":
             return self
-        sample = np.asarray(image[_subsample_slices(image.shape)], dtype=np.float64)
+        n = 1 if channel_axis is None else int(image.shape[channel_axis])
+        if not self.per_channel or n == 1:
+            lo, hi = self._percentiles(image[_subsample_slices(tuple(image.shape))], "the image")
+            return Normalization(mode="fixed", offset=lo, scale=_scale(lo, hi))
+        axis = channel_axis % len(image.shape)
+        rest = tuple(n for i, n in enumerate(image.shape) if i != axis)
+        slices = _subsample_slices(rest)
+        offsets, scales = [], []
+        for c in range(n):
+            key = (*slices[:axis], c, *slices[axis:])
+            lo, hi = self._percentiles(image[key], f"channel {c} of the image")
+            offsets.append(lo)
+            scales.append(_scale(lo, hi))
+        return Normalization(mode="fixed", offset=tuple(offsets), scale=tuple(scales))
+
+    def _percentiles(self, sample, what: str) -> tuple[float, float]:
+        sample = np.asarray(sample, dtype=np.float64)
         finite = sample[np.isfinite(sample)]
         if finite.size == 0:
-            raise ValueError("the image has no finite values to normalise (all NaN or inf)")
+            raise ValueError(f"{what} has no finite values to normalise (all NaN or inf)")
         lo, hi = np.percentile(finite, [self.low, self.high])
-        scale = float(hi - lo) if hi > lo else 1.0
-        return Normalization(mode="fixed", offset=float(lo), scale=scale)
+        return float(lo), float(hi)
 
-    def apply(self, tile: np.ndarray) -> np.ndarray:
-        """Return ``tile`` as float32 with a resolved normalisation applied."""
+    def apply(self, tile: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
+        """Return ``tile`` as float32 with a resolved normalisation applied.
+
+        Parameters
+        ----------
+        tile : array-like
+            E.g. ``(C, *spatial)`` or a batch ``(B, C, *spatial)``.
+        channel_axis : int, optional
+            The axis of ``tile`` holding channels; needed for per-channel parameters of more
+            than one channel.
+        """
         if self.mode == "percentile":
             raise RuntimeError("call resolve(image) before apply(tile)")
         out = np.asarray(tile, dtype=np.float32)
         if self.mode == "fixed":
-            out = (out - np.float32(self.offset)) / np.float32(self.scale)
+            offset = self._broadcast(self.offset, out, channel_axis)
+            scale = self._broadcast(self.scale, out, channel_axis)
+            out = (out - offset) / scale
         return out
+
+    def _broadcast(self, value: Params, out: np.ndarray, channel_axis: int | None):
+        if not isinstance(value, tuple):
+            return np.float32(value)
+        if len(value) == 1:
+            return np.float32(value[0])
+        if channel_axis is None:
+            raise ValueError(
+                f"this normalisation has {len(value)} channels; apply() needs channel_axis"
+            )
+        axis = channel_axis % out.ndim
+        if out.shape[axis] != len(value):
+            raise ValueError(
+                f"the normalisation has {len(value)} channels but the image has "
+                f"{out.shape[axis]} (shape {out.shape}, channel axis {axis})"
+            )
+        shape = [1] * out.ndim
+        shape[axis] = len(value)
+        return np.asarray(value, dtype=np.float32).reshape(shape)
+
+
+def _as_tuple(value: Params) -> tuple[float, ...]:
+    return value if isinstance(value, tuple) else (value,)
+
+
+def _scale(lo: float, hi: float) -> float:
+    return float(hi - lo) if hi > lo else 1.0
 
 
 def _subsample_slices(shape: tuple[int, ...]) -> tuple[slice, ...]:

@@ -161,31 +161,75 @@ def assert_refused(widget, viewer, errors, n_layers, *fragments):
     assert not widget.running
 
 
-def test_rgb_layer_is_refused_before_starting(viewer, predict_widget, errors, model_file):
-    layer = viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="photo")
-    assert layer.rgb
-    choose(predict_widget, layer, model_file)
-    n = len(viewer.layers)
-    assert predict_widget.run() is None
-    assert_refused(
-        predict_widget, viewer, errors, n, "'photo'", "RGB", "3 axes: -2, -1, RGB", "Split RGB"
-    )
-
-
-def test_3d_layer_for_a_2d_model_names_the_layer_and_its_axes(
+def test_rgb_layer_needs_a_channel_for_a_one_channel_model(
     viewer, predict_widget, wait_done, errors, model_file
 ):
-    layer = viewer.add_image(
-        np.zeros((4, 32, 32), np.float32), name="stack", axis_labels=("z", "y", "x")
-    )
+    from napari_tiled_unet import predict
+
+    rgb = np.random.default_rng(0).integers(0, 255, (32, 40, 3), dtype=np.uint8)
+    layer = viewer.add_image(rgb, name="photo", scale=(2.0, 3.0))
+    assert layer.rgb
     choose(predict_widget, layer, model_file)
+    predict_widget.device.value = "cpu"
     n = len(viewer.layers)
     predict_widget.run()
     wait_done(predict_widget)
-    assert_refused(
-        predict_widget, viewer, errors, n, "'stack'", "3 axes: z, y, x", "2D single-channel"
-    )
-    assert "Failed" in predict_widget.status.value
+    assert_refused(predict_widget, viewer, errors, n, "'photo'", "YXC", "channel")
+
+    predict_widget.channels.value = "1"
+    predict_widget.run()
+    wait_done(predict_widget)
+    result = viewer.layers["photo labels"]
+    expected = predict(rgb[..., 1], model_file, device="cpu")
+    np.testing.assert_array_equal(result.data, expected)
+    np.testing.assert_allclose(result.scale, (2.0, 3.0))
+    assert "YXC" in predict_widget.status.value
+
+
+def test_bad_channel_list_is_refused_before_starting(viewer, predict_widget, errors, image):
+    layer = viewer.add_image(image, name="cells")
+    choose(predict_widget, layer)
+    predict_widget.channels.value = "red"
+    n = len(viewer.layers)
+    assert predict_widget.run() is None
+    assert_refused(predict_widget, viewer, errors, n, "channels", "2,0,1")
+
+
+def test_stack_with_a_2d_model_is_predicted_plane_by_plane(
+    viewer, predict_widget, wait_done, model_file
+):
+    from napari_tiled_unet import predict
+
+    stack = np.random.default_rng(1).random((3, 32, 40), dtype=np.float32)
+    layer = viewer.add_image(stack, name="stack", scale=(5.0, 0.5, 0.5))
+    choose(predict_widget, layer, model_file)
+    predict_widget.device.value = "cpu"
+    predict_widget.run()
+    wait_done(predict_widget)
+    result = viewer.layers["stack labels"]
+    for z in range(3):
+        np.testing.assert_array_equal(result.data[z], predict(stack[z], model_file, device="cpu"))
+    np.testing.assert_allclose(result.scale, (5.0, 0.5, 0.5))
+
+
+def test_layer_axes_can_be_corrected(viewer, predict_widget, wait_done, errors, model_file):
+    """A CYX layer is read as ZYX by default; the user says where the channel axis is."""
+    stack = np.random.default_rng(2).random((2, 32, 40), dtype=np.float32)
+    layer = viewer.add_image(stack, name="two", axis_labels=("c", "y", "x"))
+    choose(predict_widget, layer, model_file)
+    predict_widget.device.value = "cpu"
+    predict_widget.axes.value = "CYX"
+    predict_widget.channels.value = "1"
+    predict_widget.run()
+    wait_done(predict_widget)
+    result = viewer.layers["two labels"]
+    assert result.data.shape == (32, 40) and tuple(result.axis_labels) == ("y", "x")
+
+    predict_widget.axes.value = "CZYX"  # 4 letters for 3 axes
+    n = len(viewer.layers)
+    predict_widget.run()
+    wait_done(predict_widget)
+    assert_refused(predict_widget, viewer, errors, n, "CZYX")
 
 
 def test_nan_pixels_are_reported(viewer, predict_widget, wait_done, errors, image, model_file):
@@ -322,3 +366,25 @@ def test_large_results_come_back_lazy_from_a_zarr_store(
     predict_widget.run()
     wait_done(predict_widget)
     assert isinstance(viewer.layers["cells labels [1]"].data, np.ndarray)
+
+
+def test_results_larger_than_the_screen_come_back_as_a_pyramid(
+    viewer, predict_widget, wait_done, image, model_file, monkeypatch
+):
+    from napari_tiled_unet import predict
+    from napari_tiled_unet.io import pyramid
+
+    monkeypatch.setattr(pyramid, "COARSEST_EDGE", 16)
+    layer = viewer.add_image(image, name="cells", scale=(0.5, 0.25))
+    choose(predict_widget, layer, model_file)
+    predict_widget.device.value = "cpu"
+    predict_widget.lazy_result_pixels = image.size
+    predict_widget.run()
+    wait_done(predict_widget)
+    result = viewer.layers["cells labels"]
+    assert result.multiscale and [d.shape for d in result.data] == [(48, 40), (24, 20), (12, 10)]
+    expected = predict(image, model_file, device="cpu")
+    np.testing.assert_array_equal(result.data[0][:], expected)
+    np.testing.assert_array_equal(result.data[2][:], expected[::4, ::4])
+    np.testing.assert_allclose(result.scale, layer.scale)
+    assert "multiscale" in predict_widget.status.value

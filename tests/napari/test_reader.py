@@ -34,3 +34,19 @@ def test_reader_declines_other_files():
     assert get_reader("image.png") is None
     assert get_reader(["a.tif", "b.tif"]) is None
     assert get_reader("image.TIF") is not None
+
+
+def test_reader_gives_large_memmapped_images_strided_levels(viewer, tmp_path, monkeypatch):
+    from napari_tiled_unet._napari import reader
+    from napari_tiled_unet.io import pyramid
+
+    monkeypatch.setattr(reader, "MULTISCALE_PIXELS", 100 * 100)
+    monkeypatch.setattr(pyramid, "COARSEST_EDGE", 64)
+    image = np.random.default_rng(0).integers(0, 4000, (300, 200), dtype=np.uint16)
+    path = tmp_path / "plain.tif"
+    tifffile.imwrite(path, image)  # uncompressed, contiguous: memory-mapped
+    [layer] = viewer.open(path, plugin="napari-tiled-unet")
+    assert layer.multiscale
+    assert [d.shape for d in layer.data] == [(300, 200), (150, 100), (75, 50), (38, 25)]
+    assert isinstance(layer.data[0], np.memmap)
+    np.testing.assert_array_equal(layer.data[2], image[::4, ::4])

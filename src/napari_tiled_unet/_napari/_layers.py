@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -42,12 +43,18 @@ def rgb_error(layer) -> str | None:
     )
 
 
-def result_layer_kwargs(source, result_shape: tuple[int, ...], leading: str | None = None) -> dict:
+def result_layer_kwargs(
+    source,
+    result_shape: tuple[int, ...],
+    leading: str | None = None,
+    dims: Sequence[int] | None = None,
+) -> dict:
     """Keyword arguments that place a result array on top of its ``source`` layer.
 
-    The result's trailing axes are the source's spatial axes and take their ``scale``,
-    ``translate``, ``axis_labels`` and ``units``. An extra leading axis (e.g. classes of a
-    probability map) is named ``leading`` and gets scale 1 and translate 0.
+    The result's axes (after ``leading``) are the source's dims ``dims`` (default: its
+    trailing ones) and take their ``scale``, ``translate``, ``axis_labels`` and ``units``.
+    An extra leading axis (e.g. classes of a probability map) is named ``leading`` and gets
+    scale 1 and translate 0.
 
     Parameters
     ----------
@@ -57,21 +64,29 @@ def result_layer_kwargs(source, result_shape: tuple[int, ...], leading: str | No
         Shape of the result array.
     leading : str, optional
         Name of one leading non-spatial axis in the result, if there is one.
+    dims : sequence of int, optional
+        The source dims the result's other axes correspond to, e.g. all but a channel axis.
     """
     spatial = len(result_shape) - (1 if leading is not None else 0)
-    if spatial > source.ndim:
+    dims = list(range(source.ndim - spatial, source.ndim)) if dims is None else list(dims)
+    if spatial > source.ndim or len(dims) != spatial:
         raise ValueError(
-            f"result of shape {result_shape} has more spatial axes than layer {source.name!r}"
+            f"result of shape {result_shape} does not match the dims {dims} of layer "
+            f"{source.name!r} ({source.ndim} dims)"
         )
     extra = [] if leading is None else [leading]
+
+    def pick(values) -> list:
+        return [tuple(values)[d] for d in dims]
+
     kwargs: dict[str, Any] = {
-        "scale": [1.0] * len(extra) + list(np.asarray(source.scale)[-spatial:]),
-        "translate": [0.0] * len(extra) + list(np.asarray(source.translate)[-spatial:]),
+        "scale": [1.0] * len(extra) + pick(np.asarray(source.scale)),
+        "translate": [0.0] * len(extra) + pick(np.asarray(source.translate)),
     }
     labels = getattr(source, "axis_labels", None)
     if labels is not None:
-        kwargs["axis_labels"] = (*extra, *tuple(labels)[-spatial:])
+        kwargs["axis_labels"] = (*extra, *pick(labels))
     units = getattr(source, "units", None)
     if units is not None:
-        kwargs["units"] = (*(["pixel"] * len(extra)), *tuple(units)[-spatial:])
+        kwargs["units"] = (*(["pixel"] * len(extra)), *pick(units))
     return kwargs

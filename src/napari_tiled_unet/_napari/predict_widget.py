@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, PushButton, SpinBox
 from napari.layers import Image
 from napari.utils.notifications import show_error
 from napari.viewer import Viewer
@@ -18,7 +18,6 @@ from napari_tiled_unet._napari._layers import (
     engine_name,
     layer_data,
     result_layer_kwargs,
-    rgb_error,
 )
 from napari_tiled_unet._napari._models import trained_models
 from napari_tiled_unet._napari._worker import start_engine
@@ -28,6 +27,7 @@ from napari_tiled_unet.events import Progress
 if TYPE_CHECKING:
     from napari.qt.threading import GeneratorWorker
 
+    from napari_tiled_unet.axes import Layout
     from napari_tiled_unet.model.unet import UNet
 
 DEFAULT_MODEL = "default model"
@@ -43,6 +43,11 @@ def predict_job(
     model: UNet | str | os.PathLike | None,
     tile_size: int,
     store: str | os.PathLike | None = None,
+    *,
+    axes: str | None = None,
+    channels: Sequence[int] | None = None,
+    rgb: bool = False,
+    axis_labels: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> Generator[Progress, None, Any]:
     """Load the model, then run :func:`~napari_tiled_unet.inference.iter_predict`.
@@ -59,7 +64,15 @@ def predict_job(
         Tile edge in pixels along every spatial axis of the model; 0 lets the engine choose.
     store : path-like, optional
         A ``.zarr`` path: stream the result there (tile by tile, published when complete)
-        and return it opened lazily, instead of a numpy array.
+        and return it opened lazily, instead of a numpy array; with coarser levels written
+        beside it (``<store>-levels/``) when it is larger than the screen, as a list
+        ``[level0, level1, ...]`` for a multiscale layer.
+    axes, channels : optional
+        The user's layout (e.g. ``"TZCYX"``) and channel selection; without ``axes`` it comes
+        from the layer (``rgb``, ``axis_labels``) and the model
+        (:func:`napari_tiled_unet.axes.choose_layout`).
+    rgb, axis_labels
+        The layer's, as hints for the layout.
     **kwargs
         Passed to ``iter_predict`` (``batch_size``, ``device``, ``output``, ``name``);
         ``output="auto"`` means "instances" for a model trained on instance labels, else
@@ -68,8 +81,10 @@ def predict_job(
     Returns
     -------
     tuple
-        The output kind used and the result array.
+        The output kind used, the result (an array, or a list of levels) and the
+        :class:`~napari_tiled_unet.axes.Layout` used.
     """
+    from napari_tiled_unet.axes import choose_layout
     from napari_tiled_unet.inference import iter_predict, resolve_model
     from napari_tiled_unet.model import modelfile
 
@@ -83,6 +98,16 @@ def predict_job(
             )
         model = path
     net = resolve_model(model)
+    layout = choose_layout(
+        image.shape,
+        net,
+        axes=axes or None,
+        channels=channels,
+        rgb=rgb,
+        axis_labels=axis_labels,
+        name=kwargs.get("name", "image"),
+    )
+    kwargs["axes"] = layout
     tile_shape = (tile_size,) * net.config.ndim if tile_size else None
     if kwargs.get("output") == "auto":
         instance = net.metadata.get("label_mode") == "instance"
@@ -91,12 +116,18 @@ def predict_job(
         import zarr
 
         from napari_tiled_unet.inference import iter_predict_to_file
+        from napari_tiled_unet.io.pyramid import iter_write_pyramid
 
         yield from iter_predict_to_file(image, store, net, tile_shape=tile_shape, **kwargs)
-        result = zarr.open_array(str(store), mode="r+")  # the store is ours: labels stay paintable
+        result = zarr.open_array(str(store), mode="r+")  # the store is ours: paintable
+        # A pyramid, so napari reads only what it shows; one big array it would read whole,
+        # twice, on the GUI thread (23 s for a 32768² result).
+        levels_dir = Path(store).with_name(Path(store).stem + "-levels")
+        levels = yield from iter_write_pyramid(result, levels_dir)
+        result = levels if len(levels) > 1 else result
     else:
         result = yield from iter_predict(image, net, tile_shape=tile_shape, **kwargs)
-    return kwargs.get("output", "labels"), result
+    return kwargs.get("output", "labels"), result, layout
 
 
 class PredictWidget(Container):
@@ -124,6 +155,18 @@ class PredictWidget(Container):
         super().__init__(
             widgets=[
                 ComboBox(name="image", tooltip="Image layer to segment"),
+                LineEdit(
+                    name="axes",
+                    value="",
+                    tooltip="The layer's axes, e.g. YX, ZYX, CYX, TZCYX, YXC (RGB); empty: from "
+                    "the layer and the model. Extra axes (T, or Z for a 2D model) are predicted "
+                    "frame by frame.",
+                ),
+                LineEdit(
+                    name="channels",
+                    value="",
+                    tooltip="Channels to feed the model, e.g. 0 or 2,0,1; empty: all",
+                ),
                 ComboBox(
                     name="model",
                     tooltip="The bundled default model, a model file, or a model trained in this session",
@@ -230,10 +273,9 @@ class PredictWidget(Container):
                 "There is no image layer to segment. Open one (e.g. File ▸ Open Sample ▸ "
                 "Tiled U-Net ▸ Synthetic nuclei) and choose it in 'image'."
             )
-        if message := rgb_error(layer):
-            return self._refuse(message)
         try:
             model = self._chosen_model()
+            channels = _parse_channels(self.channels.value)
         except ValueError as err:
             return self._refuse(str(err))
 
@@ -247,6 +289,10 @@ class PredictWidget(Container):
             model,
             self.tile_size.value,
             self._result_store(layer),
+            axes=self.axes.value.strip() or None,
+            channels=channels,
+            rgb=bool(getattr(layer, "rgb", False)),
+            axis_labels=getattr(layer, "axis_labels", None),
             batch_size=self.batch_size.value,
             device=self.device.value,
             output=output,
@@ -301,14 +347,37 @@ class PredictWidget(Container):
         if self._cancelled:
             self.status.value = "Cancelled; nothing was added."
 
-    def _add_result(self, source: Image, output_and_result: tuple[str, Any]) -> None:
-        output, result = output_and_result
+    def _add_result(self, source: Image, job_result: tuple[str, Any, Layout]) -> None:
+        output, result, layout = job_result
+        multiscale = isinstance(result, list)
+        shape = tuple((result[0] if multiscale else result).shape)
+        # The result has the layer's axes less its channel axis (an RGB layer's is no dim).
+        dims = [d for d in range(source.ndim) if source.rgb or d != layout.channel_axis]
         if output == "probabilities":
-            kwargs = result_layer_kwargs(source, tuple(result.shape), leading="class")
+            kwargs = result_layer_kwargs(source, shape, leading="class", dims=dims)
             layer = self._viewer.add_image(
-                result, name=f"{source.name} probabilities", contrast_limits=(0.0, 1.0), **kwargs
+                result,
+                name=f"{source.name} probabilities",
+                contrast_limits=(0.0, 1.0),
+                multiscale=multiscale,
+                **kwargs,
             )
         else:
-            kwargs = result_layer_kwargs(source, tuple(result.shape))
-            layer = self._viewer.add_labels(result, name=f"{source.name} {output}", **kwargs)
-        self.status.value = f"Added layer {layer.name!r}."
+            kwargs = result_layer_kwargs(source, shape, dims=dims)
+            layer = self._viewer.add_labels(
+                result, name=f"{source.name} {output}", multiscale=multiscale, **kwargs
+            )
+        note = " (multiscale, on disk; napari cannot paint multiscale labels)" if multiscale else ""
+        self.status.value = f"Added layer {layer.name!r}{note}; read as {layout.describe()}."
+
+
+def _parse_channels(text: str) -> list[int] | None:
+    """``"2, 0"`` → ``[2, 0]``; empty → None; a ValueError that says what is expected."""
+    if not text.strip():
+        return None
+    try:
+        return [int(part) for part in text.replace(";", ",").split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(
+            f"channels must be channel numbers separated by commas, e.g. 0 or 2,0,1; got {text!r}"
+        ) from None

@@ -1,10 +1,14 @@
 """Sizes a U-Net accepts, the size it returns, and the context (halo) a tile needs.
 
-Everything here is per spatial axis and purely arithmetic: no torch.
+Everything here is per spatial axis and purely arithmetic: no torch. A :class:`UNetGeometry`
+holds one :class:`UNetAxisGeometry` per spatial axis; they are all equal except for 3D networks
+with ``anisotropic_levels``, whose first levels neither pool nor up-sample along Z.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from napari_tiled_unet.config import UNetConfig
@@ -57,89 +61,292 @@ class TileGeometry:
 
 
 @dataclass(frozen=True)
-class UNetGeometry(TileGeometry):
-    """Geometry of a :class:`~napari_tiled_unet.model.unet.UNet`.
+class UNetAxisGeometry(TileGeometry):
+    """Geometry of a :class:`~napari_tiled_unet.model.unet.UNet` along one spatial axis.
 
-    Build it with :meth:`from_config`. Valid-padding networks accept only some input sizes
-    (572 → 388 for depth 4); same-padding networks accept multiples of ``2**depth``.
+    Build it with :meth:`build`. Along an axis a U-Net is a chain of double 3-wide
+    convolutions with a 2x pooling (encoder) and a 2x up-sampling (decoder) at each level
+    that pools along this axis; ``pools`` says which levels do.
+
+    Parameters
+    ----------
+    grid, context_before, context_after, output_offset, shrink : int
+        As for :class:`TileGeometry`.
+    depth : int
+        Number of levels (pooling steps of the network).
+    padding : {"same", "valid"}
+        Convolution padding.
+    pools : tuple of bool
+        Per level, from full resolution (level 0) down, whether it pools and up-samples along
+        this axis. All True except along Z for the first ``anisotropic_levels`` levels.
     """
 
     depth: int = 4
     padding: str = "same"
-    ndim: int = 2
+    pools: tuple[bool, ...] = (True, True, True, True)
 
     @classmethod
-    def from_config(cls, config: UNetConfig) -> UNetGeometry:
-        depth, padding, grid = config.depth, config.padding, 2**config.depth
+    def build(
+        cls, depth: int, padding: str = "same", pools: Sequence[bool] | None = None
+    ) -> UNetAxisGeometry:
+        """The geometry along an axis pooled at the levels ``pools`` (default: every level).
+
+        The grid is ``2**sum(pools)``. 'valid': the context is what the network trims off.
+        'same': the exact worst-case receptive field, see :func:`_same_padding_field`.
+        """
+        pools = (True,) * depth if pools is None else tuple(bool(p) for p in pools)
+        if len(pools) != depth:
+            raise ValueError(f"pools needs one entry per level ({depth}), got {len(pools)}")
+        grid = 2 ** sum(pools)
         if padding == "valid":
             # A valid network never sees padding: the context is what it trims off.
-            probe = cls(grid, depth=depth, padding=padding, ndim=config.ndim)
+            probe = cls(grid, depth=depth, padding=padding, pools=pools)
             size = probe.min_input_size
             halo = (size - probe.output_size(size)) // 2
-            return cls(grid, halo, halo, halo, 2 * halo, depth, padding, config.ndim)
-        before, after = _same_padding_field(depth)
-        return cls(grid, before, after, 0, 0, depth, padding, config.ndim)
+            return cls(grid, halo, halo, halo, 2 * halo, depth, padding, pools)
+        before, after = _same_padding_field(depth, pools)
+        return cls(grid, before, after, 0, 0, depth, padding, pools)
 
     @property
     def halo(self) -> tuple[int, int]:
-        """Context (before, after) per side a tile needs for an exact prediction."""
+        """Context (before, after) a tile needs for an exact prediction."""
         return self.context_before, self.context_after
 
     def output_size(self, size: int) -> int | None:
         if self.padding == "same":
             return super().output_size(size)
         n = size
-        for _ in range(self.depth):
+        for pooled in self.pools:
             n -= 4
-            if n <= 0 or n % 2:
+            if n <= 0 or (pooled and n % 2):
                 return None
-            n //= 2
+            n = n // 2 if pooled else n
         n -= 4
         if n <= 0:
             return None
-        for _ in range(self.depth):
-            n = 2 * n - 4
+        for pooled in reversed(self.pools):
+            n = (2 * n if pooled else n) - 4
             if n <= 0:
                 return None
         return n
 
-    def check_input_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        """Return the output spatial shape for an input spatial shape, or raise ValueError."""
-        if len(shape) != self.ndim:
-            raise ValueError(f"expected {self.ndim} spatial axes, got shape {shape}")
-        names = "ZYX"[-self.ndim :]
-        return tuple(self.check_size(n, axis) for n, axis in zip(shape, names, strict=True))
-
     @property
     def min_input_size(self) -> int:
+        """The smallest input length the network accepts along this axis."""
         return self.nearest_valid_sizes(1)[1]
 
 
-def _same_padding_field(depth: int) -> tuple[int, int]:
-    """Input pixels (before, after) an output pixel of a 'same' U-Net depends on.
+@dataclass(frozen=True)
+class UNetGeometry:
+    """Geometry of a :class:`~napari_tiled_unet.model.unet.UNet`: one geometry per spatial axis.
+
+    Build it with :meth:`from_config`. Valid-padding networks accept only some input sizes
+    (572 → 388 for depth 4); same-padding networks accept multiples of the grid (``2**depth``,
+    along Z ``2**(depth - anisotropic_levels)``).
+
+    Parameters
+    ----------
+    axes : tuple of UNetAxisGeometry
+        Per spatial axis, in the order of the input (``(Y, X)`` or ``(Z, Y, X)``). Pass it (or
+        the whole UNetGeometry) to :func:`~napari_tiled_unet.tiling.plan.plan_tiles`.
+    depth : int
+        Number of levels.
+    padding : {"same", "valid"}
+        Convolution padding.
+    anisotropic_levels : int
+        Leading levels that do not pool along Z (3D).
+
+    Notes
+    -----
+    The :class:`TileGeometry` attributes and methods (``grid``, ``context_before``,
+    ``context_after``, ``output_offset``, ``shrink``, ``halo``, ``output_size``,
+    ``nearest_valid_sizes``, ``check_size``, ``min_input_size``) are those of every axis when
+    all axes are alike (2D, isotropic 3D). For an anisotropic network they raise a ValueError:
+    use :attr:`axes`.
+    """
+
+    axes: tuple[UNetAxisGeometry, ...]
+    depth: int = 4
+    padding: str = "same"
+    anisotropic_levels: int = 0
+
+    @classmethod
+    def from_config(cls, config: UNetConfig) -> UNetGeometry:
+        """The geometry of the network ``config`` describes (cached: configs are immutable)."""
+        return _geometry_from_config(config)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.axes)
+
+    @property
+    def axis_names(self) -> str:
+        """Letters of the spatial axes, ``"YX"`` or ``"ZYX"``."""
+        return "ZYX"[-self.ndim :]
+
+    @property
+    def halos(self) -> tuple[tuple[int, int], ...]:
+        """Per axis, the context (before, after) a tile needs for an exact prediction."""
+        return tuple(axis.halo for axis in self.axes)
+
+    @property
+    def grids(self) -> tuple[int, ...]:
+        """Per axis, the grid tile origins must lie on."""
+        return tuple(axis.grid for axis in self.axes)
+
+    @property
+    def min_input_shape(self) -> tuple[int, ...]:
+        """The smallest input shape the network accepts."""
+        return tuple(axis.min_input_size for axis in self.axes)
+
+    def check_input_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Return the output spatial shape for an input spatial shape, or raise ValueError.
+
+        The message names the axis ("Z", "Y" or "X") and the nearest sizes that work along it.
+        """
+        if len(shape) != self.ndim:
+            raise ValueError(f"expected {self.ndim} spatial axes, got shape {shape}")
+        return tuple(
+            axis.check_size(n, name)
+            for n, axis, name in zip(shape, self.axes, self.axis_names, strict=True)
+        )
+
+    def describe(self) -> str:
+        """One line per group of equal axes: grid and halo, e.g. for error messages."""
+        groups: dict[UNetAxisGeometry, str] = {}
+        for axis, name in zip(self.axes, self.axis_names, strict=True):
+            groups[axis] = groups.get(axis, "") + name
+        return "; ".join(
+            f"{names}: grid {g.grid}, halo {g.context_before}+{g.context_after}"
+            for g, names in groups.items()
+        )
+
+    # The single-axis interface, for networks whose axes are all alike.
+
+    @property
+    def isotropic(self) -> bool:
+        """Whether every axis has the same geometry (always in 2D)."""
+        return len(set(self.axes)) == 1
+
+    def _common(self) -> UNetAxisGeometry:
+        if not self.isotropic:
+            raise ValueError(
+                f"this anisotropic network's geometry differs per axis ({self.describe()}); "
+                "use geometry.axes[i] for axis i"
+            )
+        return self.axes[0]
+
+    @property
+    def grid(self) -> int:
+        return self._common().grid
+
+    @property
+    def context_before(self) -> int:
+        return self._common().context_before
+
+    @property
+    def context_after(self) -> int:
+        return self._common().context_after
+
+    @property
+    def output_offset(self) -> int:
+        return self._common().output_offset
+
+    @property
+    def shrink(self) -> int:
+        return self._common().shrink
+
+    @property
+    def halo(self) -> tuple[int, int]:
+        """Context (before, after) per side a tile needs for an exact prediction."""
+        return self._common().halo
+
+    @property
+    def min_input_size(self) -> int:
+        return self._common().min_input_size
+
+    def output_size(self, size: int) -> int | None:
+        """Output length for an input length (every axis alike), None if rejected."""
+        return self._common().output_size(size)
+
+    def nearest_valid_sizes(self, size: int) -> tuple[int | None, int]:
+        """See :meth:`TileGeometry.nearest_valid_sizes` (every axis alike)."""
+        return self._common().nearest_valid_sizes(size)
+
+    def check_size(self, size: int, axis: str = "") -> int:
+        """See :meth:`TileGeometry.check_size` (every axis alike)."""
+        return self._common().check_size(size, axis)
+
+
+@functools.lru_cache(maxsize=64)
+def _geometry_from_config(config: UNetConfig) -> UNetGeometry:
+    depth, padding, k = config.depth, config.padding, config.anisotropic_levels
+    full = UNetAxisGeometry.build(depth, padding)
+    axes = (full,) * config.ndim
+    if k:
+        z = UNetAxisGeometry.build(depth, padding, [level >= k for level in range(depth)])
+        axes = (z, *axes[1:])
+    return UNetGeometry(axes, depth, padding, k)
+
+
+def axis_geometries(
+    geometry: TileGeometry | UNetGeometry | Sequence[TileGeometry], ndim: int
+) -> tuple[TileGeometry, ...]:
+    """One :class:`TileGeometry` per axis of an ``ndim``-axis image.
+
+    ``geometry`` is a TileGeometry (used for every axis), a :class:`UNetGeometry` (its
+    :attr:`~UNetGeometry.axes`) or a sequence with one TileGeometry per axis.
+    """
+    if isinstance(geometry, TileGeometry):
+        return (geometry,) * ndim
+    axes = tuple(geometry.axes if isinstance(geometry, UNetGeometry) else geometry)
+    if len(axes) != ndim or not all(isinstance(g, TileGeometry) for g in axes):
+        raise ValueError(
+            f"expected one TileGeometry per image axis ({ndim}), got {len(axes)} "
+            f"({', '.join(type(g).__name__ for g in axes)})"
+        )
+    return axes
+
+
+def _same_padding_field(depth: int, pools: Sequence[bool] | None = None) -> tuple[int, int]:
+    """Input pixels (before, after) an output pixel of a 'same' U-Net depends on, along one axis.
 
     Intervals of feature-map indices are traced back through the network; max pooling maps
     level-l+1 index j to level-l indices 2j and 2j+1, so the field is asymmetric by up to
-    ``2**depth - 1`` pixels depending on where a pixel sits on the pooling grid. The worst case
+    ``grid - 1`` pixels depending on where a pixel sits on the pooling grid. The worst case
     over all grid phases is returned.
+
+    Parameters
+    ----------
+    depth : int
+        Number of levels.
+    pools : sequence of bool, optional
+        Per level, whether it pools (and its decoder up-samples) along this axis; a level that
+        does not maps index j to j both ways. Default: every level (grid ``2**depth``).
     """
+    pools = (True,) * depth if pools is None else tuple(pools)
+
+    def down(level: int, lo: int, hi: int) -> tuple[int, int]:
+        """Indices of level ``level`` read by the pooling into level ``level + 1``."""
+        return (2 * lo, 2 * hi + 1) if pools[level] else (lo, hi)
 
     def encoder(level: int, lo: int, hi: int) -> tuple[int, int]:
-        lo, hi = lo - 2, hi + 2  # double 3x3 conv
+        lo, hi = lo - 2, hi + 2  # double 3-wide conv
         if level == 0:
             return lo, hi
-        return encoder(level - 1, 2 * lo, 2 * hi + 1)  # through the 2x2 max pool
+        return encoder(level - 1, *down(level - 1, lo, hi))
 
     def decoder(level: int, lo: int, hi: int) -> tuple[int, int]:
-        lo, hi = lo - 2, hi + 2  # double 3x3 conv
+        lo, hi = lo - 2, hi + 2  # double 3-wide conv
         if level == depth:  # bottleneck over pool(E_{depth-1})
-            return encoder(depth - 1, 2 * lo, 2 * hi + 1)
-        up_lo, up_hi = decoder(level + 1, lo // 2, hi // 2)  # 2x2 transposed conv
+            return encoder(depth - 1, *down(depth - 1, lo, hi))
+        up = (lo // 2, hi // 2) if pools[level] else (lo, hi)  # 2-wide transposed conv
+        up_lo, up_hi = decoder(level + 1, *up)
         skip_lo, skip_hi = encoder(level, lo, hi)
         return min(up_lo, skip_lo), max(up_hi, skip_hi)
 
     before = after = 0
-    for phase in range(2**depth):
+    for phase in range(2 ** sum(pools)):
         lo, hi = decoder(0, phase, phase)
         before = max(before, phase - lo)
         after = max(after, hi - phase)

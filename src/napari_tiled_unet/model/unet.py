@@ -3,6 +3,9 @@
 Ronneberger, Fischer & Brox (2015): a contracting path of double 3x3 convolutions and 2x2 max
 pooling, a bottleneck, and an expansive path of 2x2 transposed convolutions whose output is
 concatenated with the skip connection of the same level, then a 1x1 output convolution.
+
+In 3D the same network is built from 3x3x3 convolutions and 2x2x2 pooling; for stacks with a
+coarse Z spacing the first levels can pool and up-sample in Y and X only (``anisotropic_levels``).
 """
 
 from __future__ import annotations
@@ -11,10 +14,16 @@ import torch
 from torch import nn
 
 from napari_tiled_unet.config import UNetConfig
+from napari_tiled_unet.model.geometry import UNetGeometry
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
 _UPCONV = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+
+
+def _window(planar: bool) -> int | tuple[int, ...]:
+    """Pooling / up-sampling window: 2 along every axis, or (1, 2, 2) (3D, Y and X only)."""
+    return (1, 2, 2) if planar else 2
 
 
 class DoubleConvolution(nn.Module):
@@ -47,12 +56,23 @@ class DoubleConvolution(nn.Module):
 
 
 class DownSampling(nn.Module):
-    """Double convolution, then 2x2 max pooling; returns the skip and the pooled map."""
+    """Double convolution, then 2x2 max pooling; returns the skip and the pooled map.
 
-    def __init__(self, in_channels: int, out_channels: int, padding: str = "same", ndim: int = 2):
+    ``planar=True`` (3D only) pools over (1, 2, 2) voxels: Y and X are halved, Z is kept.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        padding: str = "same",
+        ndim: int = 2,
+        planar: bool = False,
+    ):
         super().__init__()
         self.conv = DoubleConvolution(in_channels, out_channels, padding, ndim)
-        self.pool = _POOL[ndim](kernel_size=2, stride=2)
+        window = _window(planar)
+        self.pool = _POOL[ndim](kernel_size=window, stride=window)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         down = self.conv(x)
@@ -72,12 +92,21 @@ class UpSampling(nn.Module):
     """2x2 transposed convolution halving the channels, concatenation with the skip, double conv.
 
     With 'valid' padding the skip is larger than the upsampled map and is centre-cropped to it,
-    as in the paper.
+    as in the paper. ``planar=True`` (3D only) up-samples over (1, 2, 2) voxels: Y and X are
+    doubled, Z is kept.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, padding: str = "same", ndim: int = 2):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        padding: str = "same",
+        ndim: int = 2,
+        planar: bool = False,
+    ):
         super().__init__()
-        self.up = _UPCONV[ndim](in_channels, in_channels // 2, kernel_size=2, stride=2)
+        window = _window(planar)
+        self.up = _UPCONV[ndim](in_channels, in_channels // 2, kernel_size=window, stride=window)
         self.conv = DoubleConvolution(in_channels, out_channels, padding, ndim)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
@@ -107,10 +136,23 @@ class UNet(nn.Module):
         paper's unpadded network (572x572 in → 388x388 out for depth 4).
     ndim : {2, 3}
         Number of spatial dimensions.
+    anisotropic_levels : int
+        3D only: the first this many levels pool and up-sample in Y and X only, for stacks
+        whose Z spacing is coarser than Y/X (see
+        :attr:`~napari_tiled_unet.config.UNetConfig.anisotropic_levels`). Their double
+        convolutions stay 3x3x3, as everywhere else.
 
     Notes
     -----
     Input shape ``(N, in_channels, *spatial)``, output ``(N, num_classes, *output_spatial)``.
+
+    The convolutions of the anisotropic levels are deliberately not made (1, 3, 3): the
+    network keeps the tutorial's structure (every level a double 3-wide convolution, the same
+    parameters as the isotropic 3D network), and the full-resolution levels, whose skip
+    connections carry the fine detail to the output, still see the neighbouring planes. A
+    3x3x3 kernel at a coarse Z spacing reaches physically further along Z than in Y/X, which
+    is the price; with (1, 3, 3) kernels Z information would reach those levels only through
+    the coarse bottom of the network.
     """
 
     def __init__(
@@ -121,6 +163,7 @@ class UNet(nn.Module):
         base_channels: int = 64,
         padding: str = "same",
         ndim: int = 2,
+        anisotropic_levels: int = 0,
     ):
         super().__init__()
         self.config = UNetConfig(
@@ -130,18 +173,24 @@ class UNet(nn.Module):
             base_channels=base_channels,
             padding=padding,
             ndim=ndim,
+            anisotropic_levels=anisotropic_levels,
         )
         #: Plain data stored with the model file: normalization, class_names, axes, ...
         self.metadata: dict = {}
         widths = [base_channels * 2**i for i in range(depth + 1)]
+        planar = [level < anisotropic_levels for level in range(depth)]
         self.downs = nn.ModuleList(
-            DownSampling(c_in, c_out, padding, ndim)
-            for c_in, c_out in zip([in_channels, *widths[:-2]], widths[:-1], strict=True)
+            DownSampling(c_in, c_out, padding, ndim, flat)
+            for c_in, c_out, flat in zip(
+                [in_channels, *widths[:-2]], widths[:-1], planar, strict=True
+            )
         )
         self.bottleneck = DoubleConvolution(widths[-2], widths[-1], padding, ndim)
-        self.ups = nn.ModuleList(
-            UpSampling(c_in, c_out, padding, ndim)
-            for c_in, c_out in zip(widths[:0:-1], widths[-2::-1], strict=True)
+        self.ups = nn.ModuleList(  # deepest level first
+            UpSampling(c_in, c_out, padding, ndim, flat)
+            for c_in, c_out, flat in zip(
+                widths[:0:-1], widths[-2::-1], reversed(planar), strict=True
+            )
         )
         self.out = _CONV[ndim](base_channels, num_classes, kernel_size=1)
 
@@ -151,10 +200,12 @@ class UNet(nn.Module):
         return cls(**config.to_dict())
 
     @property
-    def geometry(self):
-        """The :class:`~napari_tiled_unet.model.geometry.UNetGeometry` of this network."""
-        from napari_tiled_unet.model.geometry import UNetGeometry
+    def geometry(self) -> UNetGeometry:
+        """The :class:`~napari_tiled_unet.model.geometry.UNetGeometry` of this network.
 
+        One geometry per spatial axis (:attr:`UNetGeometry.axes`); they differ along Z when
+        ``anisotropic_levels`` is set.
+        """
         return UNetGeometry.from_config(self.config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -9,16 +9,23 @@ whole-image prediction.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from napari_tiled_unet.model.geometry import TileGeometry
+from napari_tiled_unet.model.geometry import TileGeometry, UNetGeometry, axis_geometries
+
+#: Geometry of a network for :func:`plan_tiles`: one TileGeometry for every axis, one per axis,
+#: or a :class:`~napari_tiled_unet.model.geometry.UNetGeometry` (its per-axis geometries).
+GeometryLike = TileGeometry | UNetGeometry | Sequence[TileGeometry]
 
 #: Default network input tile edge (pixels) per number of spatial axes; the engine shrinks it
 #: for small images. 2D: chosen from benchmarks/predict_throughput.py and predict_memory.py —
 #: with the exact 107 px halo of a depth-4 'same' network a 1024 px tile keeps 63 % of its
 #: work (512 px: 34 %) and peaks below 1 GiB for a base-16 network; 2048 px keeps 80 % but
-#: needs about 2.4 GiB. 3D: a 256³ tile already holds 16.7 M voxels.
+#: needs about 2.4 GiB. 3D: a 256³ tile already holds 16.7 M voxels. Where the context differs
+#: between axes (anisotropic 3D networks need less along Z), :func:`default_tile_shape` shares
+#: the same ``edge**ndim`` budget out in proportion to each axis's context.
 DEFAULT_TILE_EDGE = {2: 1024, 3: 256}
 
 
@@ -83,15 +90,34 @@ def smallest_tile(geometry: TileGeometry, covered: int) -> int:
     return edge
 
 
-def default_tile_shape(geometry: TileGeometry, ndim: int) -> tuple[int, ...]:
-    """The default network input tile: about ``DEFAULT_TILE_EDGE[ndim]`` px, rounded to a size that works."""
-    edge = geometry.nearest_valid_sizes(DEFAULT_TILE_EDGE[ndim])[1]
-    return (edge,) * ndim
+def default_tile_shape(geometry: GeometryLike, ndim: int) -> tuple[int, ...]:
+    """The default network input tile: about ``DEFAULT_TILE_EDGE[ndim]**ndim`` pixels.
+
+    Where all axes need the same context the tile is a square / cube of about
+    ``DEFAULT_TILE_EDGE[ndim]`` px. Otherwise (anisotropic 3D networks) each edge is made
+    proportional to its axis's context (``context_before + context_after``), for the same
+    number of voxels: for a given tile volume that keeps the largest share of it as output.
+    A depth-4 'same' network with two anisotropic levels (Z context 62, Y/X 214) gets
+    112 x 400 x 400 instead of 256³. Each edge is rounded up to a size the network accepts,
+    and to at least the smallest tile that leaves output.
+    """
+    axes = axis_geometries(geometry, ndim)
+    budget = DEFAULT_TILE_EDGE[ndim]
+    contexts = [g.context_before + g.context_after for g in axes]
+    if len(set(contexts)) == 1 or min(contexts) == 0:
+        targets = [budget] * ndim
+    else:
+        mean = math.prod(contexts) ** (1 / ndim)
+        targets = [round(budget * c / mean) for c in contexts]
+    return tuple(
+        max(g.nearest_valid_sizes(t)[1], smallest_tile(g, g.grid))
+        for g, t in zip(axes, targets, strict=True)
+    )
 
 
 def plan_tiles(
     image_shape: Sequence[int],
-    geometry: TileGeometry,
+    geometry: GeometryLike,
     tile_shape: Sequence[int] | None = None,
 ) -> TilePlan:
     """Plan overlap tiles for an image.
@@ -99,9 +125,11 @@ def plan_tiles(
     Parameters
     ----------
     image_shape : sequence of int
-        Spatial shape of the image, e.g. ``(Y, X)``.
-    geometry : TileGeometry
-        Grid, context and sizes accepted by the network.
+        Spatial shape of the image, e.g. ``(Y, X)`` or ``(Z, Y, X)``.
+    geometry : TileGeometry, sequence of TileGeometry, or UNetGeometry
+        Grid, context and sizes accepted by the network: one TileGeometry for every axis, or
+        one per axis (a :class:`~napari_tiled_unet.model.geometry.UNetGeometry` gives its
+        :attr:`~napari_tiled_unet.model.geometry.UNetGeometry.axes`).
     tile_shape : sequence of int, optional
         Network input tile shape (pixels, with context). Defaults to
         :func:`default_tile_shape`. Along axes where the image is smaller, the tile shrinks to
@@ -121,8 +149,9 @@ def plan_tiles(
     ndim = len(image_shape)
     if any(n < 1 for n in image_shape):
         raise ValueError(f"cannot tile an empty image of shape {image_shape}")
+    axes = axis_geometries(geometry, ndim)
     if tile_shape is None:
-        tile_shape = default_tile_shape(geometry, ndim)
+        tile_shape = default_tile_shape(axes, ndim)
     tile_shape = tuple(int(n) for n in tile_shape)
     if len(tile_shape) != ndim:
         raise ValueError(
@@ -131,7 +160,7 @@ def plan_tiles(
     names = "ZYX"[-ndim:] if ndim <= 3 else [str(i) for i in range(ndim)]
 
     shape, strides = [], []
-    for n, edge, axis in zip(image_shape, tile_shape, names, strict=True):
+    for n, edge, axis, geometry in zip(image_shape, tile_shape, names, axes, strict=True):
         geometry.check_size(edge, axis)
         stride = _axis_stride(geometry, edge)
         if stride < geometry.grid:
@@ -151,7 +180,7 @@ def plan_tiles(
     tiles = []
     for index, origin in enumerate(itertools.product(*starts)):
         read_start, write, crop = [], [], []
-        for o, n, s in zip(origin, image_shape, strides, strict=True):
+        for o, n, s, geometry in zip(origin, image_shape, strides, axes, strict=True):
             width = min(s, n - o)
             first = geometry.context_before - geometry.output_offset
             read_start.append(o - geometry.context_before)

@@ -59,7 +59,7 @@ from napari_tiled_unet.training.sampling import (
     count_classes,
     describe_pairs,
     load_validation_tiles,
-    make_pair,
+    make_pairs,
     scan_pair,
     window_origin,
 )
@@ -78,11 +78,12 @@ class Trainer:
     ----------
     images : array-like or sequence of array-likes
         Images of shape ``(Y, X)`` (or ``(C, Y, X)`` channels first; ``(Z, Y, X)`` with a 3D
-        ``tile_shape``), any size, any real dtype. Read lazily, window by window: numpy arrays,
+        ``tile_shape``), or any layout named by ``axes`` (e.g. RGB ``(Y, X, 3)``, a ``TYX``
+        movie), any size, any real dtype. Read lazily, window by window: numpy arrays,
         ``tifffile`` memmaps, zarr and dask arrays all work, and are never loaded whole.
     labels : array-like or sequence of array-likes
-        Integer labels of the same spatial shape as each image, read as ``config.label_mode``
-        says (see :class:`TrainConfig`).
+        Integer labels of each image's shape without its C axis (same axis order), read as
+        ``config.label_mode`` says (see :class:`TrainConfig`).
     config : TrainConfig
         How to train.
     model : UNet, path-like or None
@@ -98,6 +99,17 @@ class Trainer:
         Held-out pairs to validate on (up to ``config.max_validation_tiles`` annotated tiles
         of them). None: hold out ``config.validation_fraction`` of the annotated tile-sized
         blocks of the training pairs instead.
+    axes : str or sequence of (str or None), optional
+        The images' axis layout (letters T, Z, C, Y, X; see :mod:`napari_tiled_unet.axes`),
+        one string for all or one per image. Axes the network does not take (T; Z for a 2D
+        ``tile_shape``) are split into frames, each a training pair; a frame's normalisation
+        is resolved over its whole image (per channel). None: ``(*spatial)`` or ``(C,
+        *spatial)``, else inferred from the image's and the labels' shapes (e.g. ``YXC`` for
+        an RGB image), an ambiguous layout being an error that lists the readings.
+    validation_axes : str or sequence, optional
+        The same for the validation images; None: ``axes`` if it is one string.
+    channels : sequence of int, optional
+        Channels of the C axis to train on, in order (picks and reorders).
 
     Raises
     ------
@@ -132,6 +144,9 @@ class Trainer:
         model: ModelSource = None,
         names: Sequence[Any] | None = None,
         validation: Sequence[Sequence[Any]] | None = None,
+        axes: str | Sequence[str | None] | None = None,
+        validation_axes: str | Sequence[str | None] | None = None,
+        channels: Sequence[int] | None = None,
     ):
         config = TrainConfig() if config is None else config
         if not isinstance(config, TrainConfig):
@@ -148,11 +163,22 @@ class Trainer:
             raise ValueError("no training data: pass at least one (image, labels) pair")
         ndim = config.ndim
         described = describe_pairs(names, len(images))
-        self.pairs = [
-            make_pair(im, lab, im_name, lab_name, ndim)
-            for im, lab, (im_name, lab_name) in zip(images, labels, described, strict=True)
-        ]
-        self.validation_pairs = self._validation_pairs(validation, ndim)
+        self._fine_tuned_from: str | None = None
+        base = self._load_model(model)
+        self._pair_options = dict(
+            in_channels=None if base is None else base.config.in_channels,
+            channels=None if channels is None else [int(c) for c in channels],
+        )
+        if validation_axes is None and isinstance(axes, str):
+            validation_axes = axes
+        self.pairs = []
+        for im, lab, (im_name, lab_name), ax in zip(
+            images, labels, described, _per_image(axes, len(images), "axes"), strict=True
+        ):
+            self.pairs.extend(
+                make_pairs(im, lab, im_name, lab_name, ndim, axes=ax, **self._pair_options)
+            )
+        self.validation_pairs = self._validation_pairs(validation, ndim, validation_axes)
         channels = self.pairs[0].channels
         for pair in self.pairs[1:] + self.validation_pairs:
             if pair.channels != channels:
@@ -161,8 +187,7 @@ class Trainer:
                     f"{self.pairs[0].image_name} has {channels}; all images need the same channels"
                 )
 
-        self._fine_tuned_from: str | None = None
-        self._base_model = self._resolve_model(model, channels, ndim)
+        self._base_model = self._check_model(base, channels, ndim)
         if self._base_model is not None:
             geometry = self._base_model.geometry
         else:
@@ -212,7 +237,9 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     # Setup
 
-    def _validation_pairs(self, validation: Any, ndim: int) -> list[TrainingPair]:
+    def _validation_pairs(
+        self, validation: Any, ndim: int, axes: str | Sequence[str | None] | None
+    ) -> list[TrainingPair]:
         if validation is None:
             return []
         if hasattr(validation, "shape") or not isinstance(validation, Sequence):
@@ -220,6 +247,7 @@ class Trainer:
                 "validation must be a list of (image, labels) or (image, labels, name) tuples"
             )
         pairs = []
+        per_pair = _per_image(axes, len(validation), "validation_axes")
         for i, item in enumerate(validation):
             if not isinstance(item, Sequence) or len(item) not in (2, 3):
                 raise ValueError(
@@ -234,22 +262,37 @@ class Trainer:
                     f"image of validation pair {i}",
                     f"labels of validation pair {i}",
                 )
-            pairs.append(make_pair(item[0], item[1], im_name, lab_name, ndim))
+            pairs.extend(
+                make_pairs(
+                    item[0],
+                    item[1],
+                    im_name,
+                    lab_name,
+                    ndim,
+                    axes=per_pair[i],
+                    **self._pair_options,
+                )
+            )
         return pairs
 
-    def _resolve_model(self, model: ModelSource, channels: int, ndim: int) -> UNet | None:
+    def _load_model(self, model: ModelSource) -> UNet | None:
+        """The model to fine-tune (a copy), or None."""
         if model is None:
             return None
         if isinstance(model, str | os.PathLike):
             self._fine_tuned_from = str(Path(model))
-            model = load_model(model)
-        elif isinstance(model, UNet):
+            return load_model(model)
+        if isinstance(model, UNet):
             self._fine_tuned_from = "UNet object"
-            model = copy.deepcopy(model).cpu()
-        else:
-            raise TypeError(
-                f"model must be None, a UNet or a model file path, got {type(model).__name__}"
-            )
+            return copy.deepcopy(model).cpu()
+        raise TypeError(
+            f"model must be None, a UNet or a model file path, got {type(model).__name__}"
+        )
+
+    def _check_model(self, model: UNet | None, channels: int, ndim: int) -> UNet | None:
+        """Raise a ValueError unless ``model`` can be fine-tuned on the pairs."""
+        if model is None:
+            return None
         if model.config.ndim != ndim:
             raise ValueError(
                 f"the model to fine-tune is {model.config.ndim}D but tile_shape "
@@ -667,12 +710,13 @@ def iter_train(
     *,
     model: ModelSource = None,
     names: Sequence[Any] | None = None,
-    validation: Sequence[Sequence[Any]] | None = None,
+    **kwargs: Any,
 ) -> Generator[Progress, None, UNet]:
     """Train a U-Net, yielding progress; the generator returns the best model.
 
     Equivalent to ``yield from Trainer(...).iter_run()``; see :class:`Trainer` for the
-    parameters. To keep the best model after stopping early (``close()``), create the
+    parameters (``validation``, ``axes``, ``validation_axes``, ``channels`` as keywords),
+    e.g. ``iter_train(rgb_images, labels, config, axes="YXC")``. To keep the best model after stopping early (``close()``), create the
     :class:`Trainer` yourself and read :attr:`Trainer.best_model`, or set
     ``config.checkpoint_path``.
 
@@ -688,7 +732,7 @@ def iter_train(
         The best model by validation score, on CPU, in eval mode, with ``metadata``
         (normalization, label_mode, class_names, axes, tile_shape, training).
     """
-    trainer = Trainer(images, labels, config, model=model, names=names, validation=validation)
+    trainer = Trainer(images, labels, config, model=model, names=names, **kwargs)
     return (yield from trainer.iter_run())
 
 
@@ -699,9 +743,22 @@ def train(
     *,
     model: ModelSource = None,
     names: Sequence[Any] | None = None,
-    validation: Sequence[Sequence[Any]] | None = None,
+    **kwargs: Any,
 ) -> UNet:
-    """Blocking form of :func:`iter_train`: same arguments, returns the best model."""
-    return run_to_completion(
-        iter_train(images, labels, config, model=model, names=names, validation=validation)
-    )
+    """Blocking form of :func:`iter_train`: same arguments, returns the best model.
+
+    E.g. ``train(movie, movie_labels, config, axes="TCYX", channels=[0, 2])``.
+    """
+    return run_to_completion(iter_train(images, labels, config, model=model, names=names, **kwargs))
+
+
+def _per_image(axes: Any, count: int, what: str) -> list[str | None]:
+    """One layout (or None) per image from None, one string, or a sequence of them."""
+    if axes is None or isinstance(axes, str):
+        return [axes] * count
+    axes = list(axes)
+    if len(axes) != count:
+        raise ValueError(
+            f"{what} must be one string or one entry per image ({count}), got {len(axes)}"
+        )
+    return axes

@@ -51,6 +51,8 @@ class TrainingPair:
         Whether the image has a leading channel axis.
     spatial : tuple of int
         Spatial shape, pixels.
+    normalization : Normalization or None
+        Resolved by :func:`scan_pair` (per channel, on ``norm_source`` if set).
     """
 
     image: Any
@@ -61,6 +63,9 @@ class TrainingPair:
     channel_axis: bool
     spatial: tuple[int, ...]
     normalization: Normalization | None = None
+    #: What the normalisation is resolved on (None: ``image``): for the frames of one stack,
+    #: the whole stack as ``(C, ...)`` (:meth:`napari_tiled_unet.axes.Layout.job`).
+    norm_source: Any = None
     block_shape: tuple[int, ...] = ()
     grid: tuple[int, ...] = ()
     #: (n_blocks, n_columns) pixel counts per block: label values (semantic, sparse) or
@@ -135,6 +140,10 @@ def as_sequence(arrays: Any, what: str) -> list[Any]:
     return list(arrays)
 
 
+class PairShapeError(ValueError):
+    """An image and labels whose shapes do not match as ``(*spatial)`` or ``(C, *spatial)``."""
+
+
 def make_pair(
     image: Any, labels: Any, image_name: str, labels_name: str, ndim: int
 ) -> TrainingPair:
@@ -146,14 +155,7 @@ def make_pair(
         If either is not an array, the labels are not integers, their spatial shapes differ, or
         the number of axes does not suit ``ndim`` spatial axes.
     """
-    for array, name in ((image, image_name), (labels, labels_name)):
-        if not (
-            hasattr(array, "shape") and hasattr(array, "dtype") and hasattr(array, "__getitem__")
-        ):
-            raise ValueError(
-                f"{name} must be an array-like with shape, dtype and slicing (numpy, zarr, dask, "
-                f"tifffile memmap), got {type(array).__name__}"
-            )
+    _check_arrays(image, labels, image_name, labels_name)
     labels_dtype = np.dtype(labels.dtype)
     if labels_dtype.kind == "f":
         raise ValueError(
@@ -170,7 +172,7 @@ def make_pair(
     spatial = tuple(int(n) for n in labels.shape)
     axes = "ZYX"[-ndim:]
     if len(spatial) != ndim:
-        raise ValueError(
+        raise PairShapeError(
             f"{labels_name} have shape {spatial}, expected {ndim} spatial axes ({axes}) to match "
             f"tile_shape; pass one 2D labels array per 2D image"
         )
@@ -180,7 +182,7 @@ def make_pair(
     elif len(image_shape) == ndim + 1 and image_shape[1:] == spatial:
         channels, channel_axis = image_shape[0], True
     else:
-        raise ValueError(
+        raise PairShapeError(
             f"{image_name} and {labels_name} differ in shape: image {image_shape}, labels "
             f"{spatial}. The image must have the labels' shape {spatial} (axes {axes}), or "
             f"{('C', *spatial)} with channels first"
@@ -188,6 +190,109 @@ def make_pair(
     if min(spatial) < 1:
         raise ValueError(f"{image_name} is empty (shape {image_shape})")
     return TrainingPair(image, labels, image_name, labels_name, channels, channel_axis, spatial)
+
+
+def make_pairs(
+    image: Any,
+    labels: Any,
+    image_name: str,
+    labels_name: str,
+    ndim: int,
+    *,
+    axes: str | None = None,
+    in_channels: int | None = None,
+    channels: Sequence[int] | None = None,
+) -> list[TrainingPair]:
+    """Check an (image, labels) pair of any axis layout; one :class:`TrainingPair` per frame.
+
+    Parameters
+    ----------
+    image, labels : array-like
+        The labels have the image's axes without C, in the same order.
+    image_name, labels_name : str
+        For messages.
+    ndim : int
+        Spatial axes of the network (2: ``YX``, 3: ``ZYX``).
+    axes : str, optional
+        The image's layout (e.g. ``"TYX"``, ``"YXC"``, ``"ZCYX"``; see
+        :mod:`napari_tiled_unet.axes`). None: ``(*spatial)`` or ``(C, *spatial)`` as
+        :func:`make_pair` reads them, else inferred from the shapes (e.g. an RGB ``(Y, X, 3)``
+        image, or a stack of planes with a stack of labels).
+    in_channels : int, optional
+        Channels of the model to fine-tune (None: any).
+    channels : sequence of int, optional
+        Channels of the C axis to train on, in order.
+
+    Returns
+    -------
+    list of TrainingPair
+        One pair, or one per frame along the iterated axes (T; Z for a 2D network), named
+        e.g. ``"image of 'movie' at T=3"``; frames of one image share its normalisation
+        (resolved over the whole image, per channel).
+
+    Raises
+    ------
+    ValueError
+        As :func:`make_pair`, or an :class:`~napari_tiled_unet.axes.AxesError` naming the
+        layouts considered.
+    """
+    from napari_tiled_unet.axes import AxesError, ModelSpec, choose_layout
+
+    if axes is None and channels is None:
+        try:
+            return [make_pair(image, labels, image_name, labels_name, ndim)]
+        except PairShapeError as err:
+            original = err
+    else:
+        original = None
+    _check_arrays(image, labels, image_name, labels_name)
+    spec = ModelSpec(in_channels if channels is None else len(channels), ndim)
+    try:
+        layout = choose_layout(
+            image.shape,
+            spec,
+            axes=axes,
+            channels=channels,
+            labels_shape=labels.shape,
+            name=image_name,
+        )
+    except AxesError as err:
+        if original is None:
+            raise
+        considered = "; ".join(f"{a}: {p}" for a, p in err.readings if p)
+        raise PairShapeError(
+            f"{original} Other axis layouts considered: {considered}. Name the image's axes "
+            f"with axes='...' (e.g. 'YXC', 'TYX')"
+        ) from None
+    if layout.is_plain:  # (*spatial) or (C, *spatial) with all channels: as make_pair reads it
+        return [make_pair(image, labels, image_name, labels_name, ndim)]
+    label_layout = layout.without_channels()
+    source = layout.job(image)
+    pairs = []
+    for index in layout.frames():
+        where = layout.frame_name(index)
+        suffix = f" at {where}" if where else ""
+        pair = make_pair(
+            layout.frame(image, index),
+            label_layout.frame_out(labels, index),
+            image_name + suffix,
+            labels_name + suffix,
+            ndim,
+        )
+        pair.norm_source = source
+        pairs.append(pair)
+    return pairs
+
+
+def _check_arrays(image: Any, labels: Any, image_name: str, labels_name: str) -> None:
+    for array, name in ((image, image_name), (labels, labels_name)):
+        if not (
+            hasattr(array, "shape") and hasattr(array, "dtype") and hasattr(array, "__getitem__")
+        ):
+            raise ValueError(
+                f"{name} must be an array-like with shape, dtype and slicing (numpy, zarr, dask, "
+                f"tifffile memmap), got {type(array).__name__}"
+            )
 
 
 def check_pair_size(
@@ -350,7 +455,10 @@ def scan_pair(
         class_counts = counts.sum(axis=0)[1:]
     pair.block_shape, pair.grid = block_shape, grid
     pair.block_counts, pair.class_counts = counts, class_counts
-    pair.normalization = normalization.resolve(pair.image)
+    if pair.normalization is None:
+        source = pair.image if pair.norm_source is None else pair.norm_source
+        axis = 0 if pair.channel_axis or pair.norm_source is not None else None
+        pair.normalization = normalization.resolve(source, channel_axis=axis)
 
 
 def count_classes(pairs: Sequence[TrainingPair], label_mode: str) -> np.ndarray:
@@ -539,7 +647,7 @@ class TileSampler:
         pair = self.pairs[pair_index]
         start, stop = layout.read_bounds(origin)
         image = read_window(pair.image, start, stop, pair.channel_axis)
-        image = pair.normalization.apply(image)
+        image = pair.normalization.apply(image, channel_axis=0 if pair.channel_axis else None)
         if not pair.channel_axis:
             image = image[None]
         labels = read_window(pair.labels, start, stop)
@@ -670,7 +778,8 @@ def load_validation_tiles(
     images, targets, annotated, instances = [], [], [], []
     for pair, origin in tiles:
         start, stop = bare.read_bounds(origin)
-        image = pair.normalization.apply(read_window(pair.image, start, stop, pair.channel_axis))
+        image = read_window(pair.image, start, stop, pair.channel_axis)
+        image = pair.normalization.apply(image, channel_axis=0 if pair.channel_axis else None)
         images.append(image if pair.channel_axis else image[None])
         stop_out = tuple(o + n for o, n in zip(origin, layout.out_shape, strict=True))
         labels = read_window(pair.labels, origin, stop_out)
