@@ -421,3 +421,35 @@ def test_train_on_multichannel_files(tmp_path, rng, capsys):
         main(["predict", str(rgb), "--model", str(model), "--channels", "2,0", "-o", str(out)]) == 0
     )
     assert tifffile.imread(out).shape == (64, 64)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGTERM")
+def test_sigterm_removes_unfinished_output(tmp_path, model_path, rng):
+    """A batch scheduler's kill (SIGTERM) cleans up like Ctrl-C: no output, no temporary files."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    source = tmp_path / "in"
+    source.mkdir()
+    image = source / "big.tif"
+    tifffile.imwrite(image, rng.random((1500, 1500), dtype=np.float32))
+    before = image.read_bytes()
+    out = tmp_path / "out"
+    out.mkdir()
+    cmd = [sys.executable, "-m", "napari_tiled_unet.cli", "predict", str(image)]
+    cmd += ["-o", str(out / "labels.tif"), "--model", str(model_path), "--tile", "64"]
+    cmd += ["--device", "cpu"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(out.iterdir()) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be terminated"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "terminated" in stderr and "Traceback" not in stderr
+    assert list(out.iterdir()) == []
+    assert image.read_bytes() == before

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -529,6 +531,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a batch scheduler's time limit) arrived."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """Turn SIGTERM into an exception while the command runs, so that temporary outputs are
+    removed and training saves its best model, as on Ctrl-C; Python would otherwise exit at
+    once and leave temporary files behind."""
+
+    def stop(signum, frame):
+        raise Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 on success)."""
     parser = build_parser()
@@ -537,9 +562,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
     )
     try:
-        args.run(args)
+        with _terminate_as_interrupt():
+            args.run(args)
+    except Terminated:
+        print("napari-tiled-unet: terminated; unfinished outputs were removed", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        print("napari-tiled-unet: interrupted; no output written", file=sys.stderr)
+        print("napari-tiled-unet: interrupted; unfinished outputs were removed", file=sys.stderr)
         return 130
     except (CommandError, ValueError, TypeError, OSError) as err:
         from napari_tiled_unet.io.store import OutputWriteError
