@@ -125,3 +125,17 @@ def test_memmapped_input_does_not_stay_resident(tmp_path):
 
     np.asarray(image).sum()  # the check can fail: a plain read leaves the pages resident
     assert _mapped_kib(path) > 4096
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_predict_on_a_memmapped_stack_drops_pages_too(tmp_path):
+    """Through the public API, with a layout view (planes of a stack) around the memmap."""
+    from _nets import tiny_unet
+    from napari_tiled_unet import predict
+
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, np.random.default_rng(0).random((2, 1024, 1024), dtype=np.float32))
+    image = tifffile.memmap(path, mode="r")
+    labels = predict(image, tiny_unet("same", depth=2), tile_shape=(256, 256), device="cpu")
+    assert labels.shape == (2, 1024, 1024)
+    assert _mapped_kib(path) < 1024  # of 8 MiB read
