@@ -453,3 +453,28 @@ def test_sigterm_removes_unfinished_output(tmp_path, model_path, rng):
     assert "terminated" in stderr and "Traceback" not in stderr
     assert list(out.iterdir()) == []
     assert image.read_bytes() == before
+
+
+def test_train_3d_anisotropic_model(tmp_path, capsys):
+    import tifffile
+
+    from napari_tiled_unet import load_model
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((12, 48, 48), np.uint8)
+    labels[3:9, 10:30, 12:36] = 1
+    image = (rng.random(labels.shape) + labels).astype(np.float32)
+    tifffile.imwrite(tmp_path / "vol.tif", image)
+    tifffile.imwrite(tmp_path / "lab.tif", labels)
+    model = tmp_path / "m.pt"
+    argv = ["train", "--image", str(tmp_path / "vol.tif"), "--labels", str(tmp_path / "lab.tif")]
+    argv += ["-o", str(model), "--iterations", "2", "--tile", "32", "--batch", "1"]
+    argv += ["--base-channels", "4", "--depth", "2", "--validate-every", "2", "--device", "cpu"]
+    assert main([*argv, "--ndim", "3", "--anisotropic-levels", "1"]) == 0, capsys.readouterr().err
+    net = load_model(model)
+    assert net.config.ndim == 3 and net.config.anisotropic_levels == 1
+    assert net.metadata["tile_shape"] == [12, 32, 32]  # Z: as deep as the volume
+    assert main([*argv, "--anisotropic-levels", "1"]) == 1
+    assert "--ndim 3" in capsys.readouterr().err
+    assert main([*argv, "--ndim", "3", "--depth", "4"]) == 1
+    assert "16-plane steps" in capsys.readouterr().err

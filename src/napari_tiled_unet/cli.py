@@ -21,6 +21,8 @@ class CommandError(Exception):
 
 
 _UNITS = {"predict": "tile", "instances": "block"}
+#: Default edge (Y and X) of a 3D training tile.
+TILE_3D = 64
 
 
 def _progress_bar(events, desc: str, postfix_keys: Sequence[str] = ()):
@@ -344,17 +346,17 @@ def _train(args: argparse.Namespace) -> None:
         base_channels=args.base_channels,
         depth=args.depth,
         padding=args.padding,
+        anisotropic_levels=args.anisotropic_levels,
         validation_every=args.validate_every,
         elastic=not args.no_elastic,
     )
-    if args.tile is not None:
-        options["tile_shape"] = (args.tile, args.tile)
-    config = TrainConfig(**options)
+    if args.anisotropic_levels and args.ndim != 3:
+        raise CommandError("--anisotropic-levels is for 3D models; add --ndim 3")
     channels = _parse_channels(args.channels)
     images = [open_tiff(p) for p in args.image]
     labels = [open_tiff(p) for p in args.labels]
-    spec = _train_spec(args.resume, config.ndim, channels)
-    axes = [
+    spec = _train_spec(args.resume, args.ndim, channels)
+    layouts = [
         _train_axes(image, lab, Path(p), args.axes, spec, channels)
         for image, lab, p in zip(images, labels, args.image, strict=True)
     ]
@@ -362,10 +364,26 @@ def _train(args: argparse.Namespace) -> None:
         (open_tiff(i), open_tiff(lab))
         for i, lab in zip(args.validation_image, args.validation_labels, strict=True)
     ]
-    validation_axes = [
+    validation_layouts = [
         _train_axes(image, lab, Path(i), args.axes, spec, channels)
         for (image, lab), i in zip(validation, args.validation_image, strict=True)
     ]
+    if spec.ndim == 3:
+        from napari_tiled_unet.training.config import volume_tile_shape
+
+        planes = min(layout.spatial_shape[0] for layout in layouts + validation_layouts)
+        options["tile_shape"] = volume_tile_shape(
+            args.tile or TILE_3D,
+            planes,
+            depth=args.depth,
+            padding=args.padding,
+            anisotropic_levels=args.anisotropic_levels,
+        )
+    elif args.tile is not None:
+        options["tile_shape"] = (args.tile, args.tile)
+    config = TrainConfig(**options)
+    axes = [layout.axes for layout in layouts]
+    validation_axes = [layout.axes for layout in validation_layouts]
     names = [f"pair {i + 1} ({Path(p).name})" for i, p in enumerate(args.image)]
     trainer = Trainer(
         images,
@@ -404,7 +422,7 @@ def _train_spec(resume: str | None, ndim: int, channels):
     return ModelSpec.of(load_model(resume))
 
 
-def _train_axes(image, labels, image_path: Path, axes: str | None, spec, channels) -> str:
+def _train_axes(image, labels, image_path: Path, axes: str | None, spec, channels):
     """The layout of a training image: ``--axes``, else its TIFF metadata and the labels' shape."""
     from napari_tiled_unet.axes import choose_layout
 
@@ -418,7 +436,7 @@ def _train_axes(image, labels, image_path: Path, axes: str | None, spec, channel
         labels_shape=labels.shape,
         name=name,
     )
-    return layout.axes
+    return layout
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -513,7 +531,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="semantic: value = class; instance: value = object id; sparse: 0 = not annotated",
     )
     t.add_argument("--iterations", type=int, default=1000)
-    t.add_argument("--tile", type=int, help="training tile edge in pixels (default 256)")
+    t.add_argument(
+        "--ndim",
+        type=int,
+        choices=(2, 3),
+        default=2,
+        help="2: a model of YX planes (Z stacks train plane by plane); 3: a model of ZYX "
+        "volumes (default 2; a --resume model keeps its own)",
+    )
+    t.add_argument(
+        "--tile",
+        type=int,
+        help=f"training tile edge in pixels (default 256; 3D: {TILE_3D} in Y and X, in Z as "
+        "deep as the thinnest volume allows)",
+    )
     t.add_argument("--batch", type=int, default=4)
     t.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     t.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
@@ -523,6 +554,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--base-channels", type=int, default=32)
     t.add_argument("--depth", type=int, default=4)
     t.add_argument("--padding", choices=("same", "valid"), default="same")
+    t.add_argument(
+        "--anisotropic-levels",
+        type=int,
+        default=0,
+        help="3D only: the first this many levels pool in Y and X only, for stacks whose Z "
+        "spacing is coarser than X/Y (1 for about 2x, 2 for about 4x; default 0)",
+    )
     t.add_argument("--validate-every", type=int, default=50)
     t.add_argument("--no-elastic", action="store_true", help="switch off elastic deformation")
     t.add_argument("--validation-image", action="append", default=[], help="held-out image TIFF")

@@ -153,12 +153,114 @@ def test_missing_labels_layer_is_refused(viewer, train_widget, errors, nuclei_pa
     assert_refused(train_widget, viewer, errors, 1, "labels layer", "paint")
 
 
-def test_rgb_image_is_refused(viewer, train_widget, errors, nuclei_pair):
-    viewer.add_image(np.zeros((96, 96, 3), np.uint8), name="photo")
-    viewer.add_labels(nuclei_pair[1], name="masks")
+@pytest.fixture
+def blobs_3d():
+    """A 24x48x48 volume with three bright blobs, and their instance labels."""
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.mgrid[:24, :48, :48]
+    labels = np.zeros((24, 48, 48), np.uint16)
+    for k, (cz, cy, cx) in enumerate(((6, 12, 12), (12, 30, 34), (18, 14, 36)), start=1):
+        labels[((zz - cz) / 4) ** 2 + ((yy - cy) / 7) ** 2 + ((xx - cx) / 7) ** 2 <= 1] = k
+    volume = rng.normal(0.2, 0.1, labels.shape).astype(np.float32) + 0.8 * (labels > 0)
+    return volume, labels
+
+
+def test_3d_layers_train_a_3d_model_that_predict_offers(
+    viewer, train_widget, predict_widget, wait_done, blobs_3d
+):
+    volume, labels = blobs_3d
+    viewer.add_image(volume, name="stack", scale=(2.0, 0.5, 0.5))
+    viewer.add_labels(labels, name="stack masks", scale=(2.0, 0.5, 0.5))
+    tiny_settings(train_widget, iterations=2, label_mode="semantic")
+    train_widget.dimensions.value = "3D"
+    assert train_widget.anisotropic_levels.enabled
+    train_widget.anisotropic_levels.value = 1
+    train_widget.reset_choices()
+    assert train_widget.train() is not None, train_widget.status.value
+    assert train_widget.trainer.config.tile_shape == (24, 32, 32)  # as deep as the stack
+    wait_done(train_widget, timeout=120_000)
+    model = train_widget.model
+    assert model is not None, train_widget.status.value
+    assert model.config.ndim == 3 and model.config.anisotropic_levels == 1
+    assert model.metadata["axes"] == "ZYX"
+
+    predict_widget.reset_choices()
+    predict_widget.image.value = viewer.layers["stack"]
+    predict_widget.model.value = TRAINED + "stack"
+    predict_widget.output.value = "labels"
+    predict_widget.run()
+    wait_done(predict_widget)
+    result = viewer.layers["stack labels"]
+    assert result.data.shape == volume.shape
+    np.testing.assert_array_equal(result.scale, (2.0, 0.5, 0.5))
+
+
+def test_3d_layers_train_plane_by_plane_by_default(viewer, train_widget, wait_done, blobs_3d):
+    volume, labels = blobs_3d
+    viewer.add_image(volume, name="stack")
+    viewer.add_labels(labels, name="stack masks")
+    tiny_settings(train_widget, iterations=1, label_mode="semantic")
+    assert train_widget.dimensions.value == "2D"
+    train_widget.reset_choices()
+    assert train_widget.train() is not None, train_widget.status.value
+    assert len(train_widget.trainer.pairs) == 24  # one pair per plane
+    wait_done(train_widget, timeout=120_000)
+    assert train_widget.model.config.ndim == 2
+
+
+def test_a_3d_tile_that_cannot_fit_is_explained(viewer, train_widget, errors, blobs_3d):
+    volume, labels = blobs_3d
+    viewer.add_image(volume[:6], name="thin")
+    viewer.add_labels(labels[:6], name="thin masks")
+    tiny_settings(train_widget)
+    train_widget.dimensions.value = "3D"
+    train_widget.depth.value = 4  # Z steps of 16 planes
     train_widget.reset_choices()
     assert train_widget.train() is None
-    assert_refused(train_widget, viewer, errors, 2, "'photo'", "RGB")
+    assert_refused(train_widget, viewer, errors, 2, "16-plane", "6 planes", "2D model")
+
+
+def test_switching_to_3d_offers_a_smaller_tile(train_widget):
+    assert train_widget.tile_size.value == 256
+    train_widget.dimensions.value = "3D"
+    assert train_widget.tile_size.value == 64
+    train_widget.dimensions.value = "2D"
+    assert train_widget.tile_size.value == 256 and not train_widget.anisotropic_levels.enabled
+
+
+def test_rgb_image_trains_a_three_channel_model(viewer, train_widget, wait_done, nuclei_pair):
+    image, labels = nuclei_pair
+    rgb = np.stack([image, image // 2, np.zeros_like(image)], axis=-1).astype(np.uint8)
+    layer = viewer.add_image(rgb, name="photo")
+    assert layer.rgb
+    viewer.add_labels(labels, name="masks")
+    tiny_settings(train_widget, iterations=1, label_mode="semantic")
+    train_widget.reset_choices()
+    assert train_widget.train() is not None, train_widget.status.value
+    wait_done(train_widget, timeout=120_000)
+    assert train_widget.model.config.in_channels == 3
+    assert train_widget.model.metadata["axes"] == "CYX"
+
+    train_widget.channels.value = "1"  # one channel of it: a single-channel model
+    assert train_widget.train() is not None, train_widget.status.value
+    wait_done(train_widget, timeout=120_000)
+    assert train_widget.model.config.in_channels == 1
+
+
+def test_a_layout_error_names_the_layer_and_axes(viewer, train_widget, errors, nuclei_pair):
+    image, labels = nuclei_pair
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(labels, name="masks")
+    tiny_settings(train_widget)
+    train_widget.axes.value = "ZYX"  # three letters for a 2-axis layer
+    train_widget.reset_choices()
+    assert train_widget.train() is None
+    assert_refused(train_widget, viewer, errors, 2, "'cells'", "ZYX", "'masks'")
+    errors.clear()
+    train_widget.axes.value = ""
+    train_widget.channels.value = "0,x"
+    assert train_widget.train() is None
+    assert_refused(train_widget, viewer, errors, 2, "channel numbers")
 
 
 def test_learning_rate_must_be_a_number(viewer, train_widget, errors, nuclei_pair):

@@ -31,18 +31,6 @@ def engine_name(layer) -> str:
     return f"layer {layer.name!r} ({describe_axes(layer)})"
 
 
-def rgb_error(layer) -> str | None:
-    """An actionable message if ``layer`` is an RGB(A) image, which the models cannot take."""
-    if not getattr(layer, "rgb", False):
-        return None
-    shape = tuple(int(n) for n in layer_data(layer).shape)
-    return (
-        f"Layer {layer.name!r} is an RGB image ({describe_axes(layer)}; shape {shape}), but "
-        "U-Net models here take single-channel (or C-channel) images. Right-click the layer and "
-        "choose 'Split RGB', then pick one channel, or convert the image to grayscale."
-    )
-
-
 def result_layer_kwargs(
     source,
     result_shape: tuple[int, ...],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,15 +20,17 @@ from napari.utils.notifications import show_error
 from napari.utils.theme import get_theme
 from napari.viewer import Viewer
 
-from napari_tiled_unet._napari._layers import layer_data, rgb_error
+from napari_tiled_unet._napari._layers import engine_name, layer_data
 from napari_tiled_unet._napari._models import trained_models
 from napari_tiled_unet._napari._worker import start_engine
+from napari_tiled_unet._napari.predict_widget import _parse_channels
 from napari_tiled_unet.device import DEVICES
 from napari_tiled_unet.events import Progress
 
 if TYPE_CHECKING:
     from napari.qt.threading import GeneratorWorker
 
+    from napari_tiled_unet.axes import Layout
     from napari_tiled_unet.model.unet import UNet
     from napari_tiled_unet.training import TrainConfig, Trainer
 
@@ -37,6 +40,15 @@ LABEL_MODE_HELP = (
     "object; the model learns background / interior / boundary so touching objects separate. "
     "sparse: scribbles; 0 = not annotated, value k = class k-1."
 )
+DIMENSIONS = ("2D", "3D")
+DIMENSIONS_HELP = (
+    "2D: a model of YX planes; Z stacks and time series train plane by plane (fast, works on "
+    "a CPU, suits stacks whose Z spacing is much coarser than X/Y and labels painted on a few "
+    "planes). 3D: a model of ZYX volumes that sees neighbouring planes (needs labelled "
+    "volumes at least one tile deep, and a GPU for real sizes)."
+)
+#: Tile edge offered when switching to 3D (a 64x64x64 tile already holds 262144 voxels).
+TILE_3D = 64
 
 
 class TrainingPlot:
@@ -142,6 +154,36 @@ class TrainWidget(Container):
                     value=defaults.label_mode,
                     tooltip=LABEL_MODE_HELP,
                 ),
+                LineEdit(
+                    name="axes",
+                    value="",
+                    tooltip="The image layers' axes, e.g. YX, ZYX, CYX, TZCYX, YXC (RGB); labels "
+                    "have the same axes without C. Empty: from the layers. Axes the model does "
+                    "not take (T; Z for a 2D model) become separate training planes.",
+                ),
+                LineEdit(
+                    name="channels",
+                    value="",
+                    tooltip="Channels of the C axis to train on, e.g. 0 or 2,0,1; empty: all "
+                    "(an RGB image trains a 3-channel model)",
+                ),
+                ComboBox(
+                    name="dimensions",
+                    choices=DIMENSIONS,
+                    value="2D",
+                    tooltip=DIMENSIONS_HELP,
+                ),
+                SpinBox(
+                    name="anisotropic_levels",
+                    label="XY-only levels",
+                    value=0,
+                    min=0,
+                    max=6,
+                    enabled=False,
+                    tooltip="3D only: the first this many levels pool in Y and X only, for "
+                    "stacks whose Z spacing is coarser than X/Y (1 for about 2x, 2 for about "
+                    "4x). Tiles then need fewer planes.",
+                ),
                 SpinBox(
                     name="base_channels",
                     label="model size",
@@ -165,7 +207,8 @@ class TrainWidget(Container):
                     min=8,
                     max=4096,
                     step=16,
-                    tooltip="Edge of the training tiles in pixels (network input)",
+                    tooltip="Edge of the training tiles in pixels (network input); a 3D "
+                    "tile is this in Y and X, and as deep as the volumes allow in Z",
                 ),
                 SpinBox(name="batch_size", label="batch size", value=defaults.batch_size, min=1),
                 SpinBox(
@@ -212,6 +255,7 @@ class TrainWidget(Container):
         self.add_pair()
         self.pair_buttons.add_pair.changed.connect(self.add_pair)
         self.pair_buttons.remove_pair.changed.connect(self.remove_pair)
+        self.dimensions.changed.connect(self._dimensions_changed)
         self.train_button.changed.connect(self.train)
         self.stop_button.changed.connect(self.stop)
         self.save_button.changed.connect(self._save_clicked)
@@ -252,7 +296,7 @@ class TrainWidget(Container):
         Raises
         ------
         ValueError
-            If a row lacks a layer, a layer is RGB, or an image is used twice.
+            If a row lacks a layer.
         """
         pairs = []
         for i, row in enumerate(self.pairs, start=1):
@@ -263,20 +307,110 @@ class TrainWidget(Container):
                     "add a Labels layer and paint some objects (or open File ▸ Open Sample ▸ "
                     "Tiled U-Net ▸ Synthetic nuclei), then choose them here."
                 )
-            if message := rgb_error(image):
-                raise ValueError(message)
             pairs.append((image, labels))
         return pairs
 
     # -- configuration -----------------------------------------------------------------------
 
-    def config(self) -> TrainConfig:
-        """The :class:`~napari_tiled_unet.training.TrainConfig` the controls describe.
+    @property
+    def ndim(self) -> int:
+        """Spatial axes of the model to train: 2 or 3 (the ``dimensions`` choice)."""
+        return 3 if self.dimensions.value == "3D" else 2
+
+    def _dimensions_changed(self, value: str) -> None:
+        three = value == "3D"
+        self.anisotropic_levels.enabled = three
+        if three and self.tile_size.value > 2 * TILE_3D:
+            self.tile_size.value = TILE_3D
+        elif not three and self.tile_size.value == TILE_3D:
+            from napari_tiled_unet.training import TrainConfig
+
+            self.tile_size.value = TrainConfig().tile_shape[-1]
+
+    def layouts(self, pairs: list[tuple[Image, Labels]]) -> list[Layout]:
+        """How the model to train reads each pair's image: ``axes``/``channels``, else the layer.
 
         Raises
         ------
         ValueError
-            For a learning rate that is not a number, or values TrainConfig rejects.
+            For channels that are not numbers, or an :class:`~napari_tiled_unet.axes.AxesError`
+            naming the image layer, its axes and shape, and the labels layer.
+        """
+        from napari_tiled_unet.axes import AxesError, ModelSpec, choose_layout
+
+        channels = _parse_channels(self.channels.value)
+        spec = ModelSpec(None if channels is None else len(channels), self.ndim)
+        layouts = []
+        for image, labels in pairs:
+            labels_shape = tuple(int(n) for n in layer_data(labels).shape)
+            try:
+                layouts.append(
+                    choose_layout(
+                        layer_data(image).shape,
+                        spec,
+                        axes=self.axes.value.strip() or None,
+                        channels=channels,
+                        rgb=bool(getattr(image, "rgb", False)),
+                        axis_labels=getattr(image, "axis_labels", None),
+                        labels_shape=labels_shape,
+                        name=f"image {engine_name(image)}",
+                    )
+                )
+            except AxesError as err:
+                raise AxesError(
+                    f"{err} (labels layer {labels.name!r} has shape {labels_shape}). Name the "
+                    "image's axes in 'axes' (e.g. ZYX, YXC, TYX), or choose the other "
+                    "'dimensions'.",
+                    err.readings,
+                ) from None
+        return layouts
+
+    def tile_shape(self, layouts: Sequence[Layout] = ()) -> tuple[int, ...]:
+        """The training tile: ``tile size`` squared in 2D; in 3D as deep as the volumes allow.
+
+        A 3D tile is ``tile size`` in Y and X and, in Z, the largest size up to ``tile size``
+        that the network accepts and whose label window fits the thinnest volume of
+        ``layouts``.
+
+        Raises
+        ------
+        ValueError
+            In 3D, if no tile depth fits the thinnest volume, naming it and what would help.
+        """
+        edge = self.tile_size.value
+        if self.ndim == 2:
+            return (edge, edge)
+        from napari_tiled_unet.training.config import volume_tile_shape
+
+        planes = min((layout.spatial_shape[0] for layout in layouts), default=edge)
+        try:
+            return volume_tile_shape(
+                edge,
+                planes,
+                depth=self.depth.value,
+                anisotropic_levels=self.anisotropic_levels.value,
+            )
+        except ValueError as err:
+            thinnest = min(layouts, key=lambda layout: layout.spatial_shape[0])
+            message = str(err)
+            raise ValueError(
+                f"{message[0].upper()}{message[1:]} ({thinnest.describe()}). Anisotropic "
+                "levels are 'XY-only levels' here."
+            ) from None
+
+    def config(self, layouts: Sequence[Layout] = ()) -> TrainConfig:
+        """The :class:`~napari_tiled_unet.training.TrainConfig` the controls describe.
+
+        Parameters
+        ----------
+        layouts : sequence of Layout
+            The pairs' layouts (:meth:`layouts`), which bound the depth of a 3D tile.
+
+        Raises
+        ------
+        ValueError
+            For a learning rate that is not a number, a 3D tile that does not fit, or values
+            TrainConfig rejects.
         """
         from napari_tiled_unet.training import TrainConfig
 
@@ -292,11 +426,12 @@ class TrainWidget(Container):
         return TrainConfig(
             label_mode=self.label_mode.value,
             iterations=iterations,
-            tile_shape=(self.tile_size.value, self.tile_size.value),
+            tile_shape=self.tile_shape(layouts),
             batch_size=self.batch_size.value,
             learning_rate=learning_rate,
             base_channels=self.base_channels.value,
             depth=self.depth.value,
+            anisotropic_levels=self.anisotropic_levels.value if self.ndim == 3 else 0,
             flips=augment,
             rotations=augment,
             elastic=augment,
@@ -325,12 +460,15 @@ class TrainWidget(Container):
             return None
         try:
             pairs = self.layer_pairs()
-            config = self.config()
+            layouts = self.layouts(pairs)
+            config = self.config(layouts)
             trainer = Trainer(
                 [layer_data(image) for image, _ in pairs],
                 [layer_data(labels) for _, labels in pairs],
                 config,
                 names=[(image.name, labels.name) for image, labels in pairs],
+                axes=[layout.axes for layout in layouts],
+                channels=layouts[0].channels,
             )
         except ValueError as err:
             show_error(str(err))

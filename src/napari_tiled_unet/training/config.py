@@ -102,6 +102,12 @@ class TrainConfig:
         Architecture of a new network (ignored when fine-tuning an existing model).
     padding : {"same", "valid"}
         Convolution padding of a new network (ignored when fine-tuning).
+    anisotropic_levels : int
+        3D only (a 3-entry ``tile_shape``): the first this many levels of a new network pool
+        and up-sample in Y and X only, for stacks whose Z spacing is coarser than Y/X (see
+        :attr:`napari_tiled_unet.config.UNetConfig.anisotropic_levels`); between 0 and
+        ``depth``. The tile's Z size then needs to be a multiple of
+        ``2**(depth - anisotropic_levels)`` only ('same' padding). Ignored when fine-tuning.
     normalization : Normalization or None
         Input normalisation; None: percentile (1, 99.8) for a new model, the model's own when
         fine-tuning. Percentiles are resolved per image, both here and at prediction.
@@ -147,6 +153,7 @@ class TrainConfig:
     base_channels: int = 32
     depth: int = 4
     padding: str = "same"
+    anisotropic_levels: int = 0
     normalization: Normalization | None = None
     class_names: tuple[str, ...] | None = None
     checkpoint_path: str | None = None
@@ -189,6 +196,12 @@ class TrainConfig:
         _positive_int("base_channels", self.base_channels)
         if not isinstance(self.depth, int) or not 1 <= self.depth <= 6:
             raise ValueError(f"TrainConfig.depth must be an integer in 1..6, got {self.depth!r}")
+        k = self.anisotropic_levels
+        if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= self.depth:
+            raise ValueError(
+                f"TrainConfig.anisotropic_levels must be an integer between 0 and depth "
+                f"({self.depth}), got {k!r}"
+            )
         if not isinstance(self.elastic_grid, int) or self.elastic_grid < 2:
             raise ValueError(
                 f"TrainConfig.elastic_grid must be an integer >= 2, got {self.elastic_grid!r}"
@@ -197,6 +210,11 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.tile_shape must have 2 (Y, X) or 3 (Z, Y, X) entries, "
                 f"got {self.tile_shape}"
+            )
+        if self.anisotropic_levels and len(self.tile_shape) != 3:
+            raise ValueError(
+                f"TrainConfig.anisotropic_levels is for 3D networks (a (Z, Y, X) tile_shape); "
+                f"got {self.anisotropic_levels} with tile_shape {self.tile_shape}"
             )
         for n in self.tile_shape:
             if not isinstance(n, int) or isinstance(n, bool) or n < 1:
@@ -262,6 +280,55 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
         return _from_dict(cls, data)
+
+
+def volume_tile_shape(
+    edge: int,
+    planes: int,
+    *,
+    depth: int = 4,
+    padding: str = "same",
+    anisotropic_levels: int = 0,
+) -> tuple[int, int, int]:
+    """A 3D training tile ``(Z, edge, edge)`` as deep as volumes of ``planes`` planes allow.
+
+    Z is the largest input size up to ``edge`` that the network accepts along Z and whose label
+    window (the network output) fits in ``planes`` planes. 'same' networks need no more than
+    that: their tiles need not hold the receptive field (107 voxels per side for depth 4),
+    only prediction does, and the tiling engine adds it there.
+
+    Parameters
+    ----------
+    edge : int
+        Tile size in Y and X, and the largest in Z.
+    planes : int
+        Planes (Z size) of the thinnest training volume.
+    depth, padding, anisotropic_levels
+        The network, as in :class:`TrainConfig`.
+
+    Raises
+    ------
+    ValueError
+        If no tile depth fits, saying what the network needs along Z and what would help.
+    """
+    from napari_tiled_unet.config import UNetConfig
+    from napari_tiled_unet.model.geometry import UNetGeometry
+
+    z_axis = UNetGeometry.from_config(
+        UNetConfig(depth=depth, padding=padding, ndim=3, anisotropic_levels=anisotropic_levels)
+    ).axes[0]
+    for n in range(edge, 0, -1):
+        out = z_axis.output_size(n)
+        if out is not None and out <= planes:
+            return (n, edge, edge)
+    smallest = z_axis.min_input_size
+    raise ValueError(
+        f"a 3D training tile of a depth-{depth} '{padding}' U-Net with {anisotropic_levels} "
+        f"XY-only (anisotropic) level(s) takes Z sizes in {z_axis.grid}-plane steps (at least "
+        f"{smallest} planes in, {z_axis.output_size(smallest)} labelled out), up to the tile "
+        f"size {edge}, but the thinnest volume has {planes} planes. Use a smaller depth, more "
+        f"anisotropic levels, thicker volumes, or a 2D model (plane by plane)"
+    )
 
 
 def _choice(name: str, value: Any, options: tuple[str, ...]) -> None:

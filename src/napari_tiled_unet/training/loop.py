@@ -68,6 +68,9 @@ from napari_tiled_unet.training.weights import class_weights
 
 logger = logging.getLogger(__name__)
 
+#: Consecutive non-finite losses under mixed precision before training stops as diverged.
+MAX_SKIPPED_AMP_STEPS = 20
+
 ModelSource = UNet | str | os.PathLike | None
 
 
@@ -199,6 +202,7 @@ class Trainer:
                     base_channels=config.base_channels,
                     padding=config.padding,
                     ndim=ndim,
+                    anisotropic_levels=config.anisotropic_levels,
                 )
             )
         try:
@@ -206,14 +210,21 @@ class Trainer:
         except ValueError as err:
             raise ValueError(
                 f"TrainConfig.tile_shape {config.tile_shape} does not suit a depth-"
-                f"{geometry.depth} '{geometry.padding}' U-Net: {err}"
+                f"{geometry.depth} '{geometry.padding}' {ndim}D U-Net"
+                + (
+                    f" with {geometry.anisotropic_levels} anisotropic level(s)"
+                    if geometry.anisotropic_levels
+                    else ""
+                )
+                + f" ({geometry.describe()}; smallest input {geometry.min_input_shape}): {err}"
             ) from None
         uses_weights = config.loss in ("weighted_ce", "weighted_ce+dice")
         if uses_weights and config.w0 > 0 and config.label_mode != "sparse":
             margin = math.ceil(2 * config.sigma)
         else:
             margin = 1 if config.label_mode == "instance" else 0
-        self.layout = TileLayout(config.tile_shape, out_shape, geometry.output_offset, margin)
+        offsets = tuple(axis.output_offset for axis in geometry.axes)
+        self.layout = TileLayout(config.tile_shape, out_shape, offsets, margin)
         for pair in self.pairs + self.validation_pairs:
             check_pair_size(pair, out_shape, config.tile_shape)
 
@@ -333,8 +344,21 @@ class Trainer:
         else:
             normalization = config.normalization or Normalization()
         self.normalization = normalization
-        for pair in self.pairs + self.validation_pairs:
-            scan_pair(pair, config.label_mode, self.layout.out_shape, normalization)
+        labelled = [
+            scan_pair(
+                pair,
+                config.label_mode,
+                self.layout.out_shape,
+                normalization,
+                allow_empty=pair.frame_of is not None,
+            )
+            for pair in self.pairs + self.validation_pairs
+        ]
+        n = len(self.pairs)
+        self.pairs = _labelled_frames(self.pairs, labelled[:n], config.label_mode)
+        self.validation_pairs = _labelled_frames(
+            self.validation_pairs, labelled[n:], config.label_mode
+        )
         counts = count_classes(self.pairs, config.label_mode)
         num_classes = 3 if config.label_mode == "instance" else len(counts)
         if self._base_model is not None:
@@ -387,6 +411,7 @@ class Trainer:
                     base_channels=config.base_channels,
                     padding=config.padding,
                     ndim=config.ndim,
+                    anisotropic_levels=config.anisotropic_levels,
                 )
         self._model = model
         self._sampler = TileSampler(
@@ -494,6 +519,7 @@ class Trainer:
                 f"{len(self.pairs)} pair(s), {self.num_classes} classes, {n_val} validation "
                 f"tiles ({self._validation_source}), training on {device}",
             )
+            nonfinite = 0
             for step in range(1, total + 1):
                 if pending is not None:
                     images, targets, weights = pending.result()
@@ -503,10 +529,14 @@ class Trainer:
                 loss = self._train_step(
                     model, optimizer, scaler, loss_fn, device, amp, images, targets, weights
                 )
-                if not math.isfinite(loss) and scaler is None:
+                # With mixed precision a few overflowing steps are normal (the grad scaler
+                # skips them); a run of them means the network itself diverged.
+                nonfinite = 0 if math.isfinite(loss) else nonfinite + 1
+                if nonfinite > (0 if scaler is None else MAX_SKIPPED_AMP_STEPS):
+                    hint = "" if scaler is None else " or switch off TrainConfig.mixed_precision"
                     raise FloatingPointError(
                         f"the training loss became {loss} at step {step}; lower "
-                        f"TrainConfig.learning_rate (now {config.learning_rate})"
+                        f"TrainConfig.learning_rate (now {config.learning_rate}){hint}"
                     )
                 self.step = step
                 metrics = {"loss": loss}
@@ -750,6 +780,39 @@ def train(
     E.g. ``train(movie, movie_labels, config, axes="TCYX", channels=[0, 2])``.
     """
     return run_to_completion(iter_train(images, labels, config, model=model, names=names, **kwargs))
+
+
+def _labelled_frames(
+    pairs: list[TrainingPair], labelled: list[bool], label_mode: str
+) -> list[TrainingPair]:
+    """The pairs to train on, given which hold non-zero labels.
+
+    The frames (planes, time points) of one image may be unlabelled as long as one of them is
+    labelled: in "sparse" mode an unlabelled frame carries no annotation and is left out; in
+    "semantic" and "instance" mode all-0 labels say "only background here" and are kept.
+
+    Raises
+    ------
+    ValueError
+        If every frame of an image is unlabelled, naming the image's labels.
+    """
+    sources: dict[tuple[str, str], bool] = {}
+    for pair, has_labels in zip(pairs, labelled, strict=True):
+        if pair.frame_of is not None:
+            sources[pair.frame_of] = sources.get(pair.frame_of, False) or has_labels
+    for (_, labels_name), has_labels in sources.items():
+        if not has_labels:
+            hint = {
+                "semantic": "paint at least one non-background (>0) class",
+                "instance": "paint at least one object (id > 0)",
+                "sparse": "paint a few strokes of each class (0 means not annotated)",
+            }[label_mode]
+            raise ValueError(
+                f"{labels_name} are empty (all 0) in every plane; {hint}, or leave this pair out"
+            )
+    if label_mode != "sparse":
+        return pairs
+    return [pair for pair, has_labels in zip(pairs, labelled, strict=True) if has_labels]
 
 
 def _per_image(axes: Any, count: int, what: str) -> list[str | None]:

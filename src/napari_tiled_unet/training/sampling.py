@@ -77,6 +77,9 @@ class TrainingPair:
     held_out: list[tuple[int, ...]] = field(default_factory=list)
     #: Scan-grid blocks those windows were chosen from (not used to place training tiles).
     held_out_blocks: list[int] = field(default_factory=list)
+    #: For a frame (a plane or time point) of a larger image: that image's
+    #: ``(image_name, labels_name)``; None for a whole image.
+    frame_of: tuple[str, str] | None = None
 
     def block_window(self, block: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(start, stop) of a block of the scan grid, clipped to the image."""
@@ -280,6 +283,7 @@ def make_pairs(
             ndim,
         )
         pair.norm_source = source
+        pair.frame_of = (image_name, labels_name)
         pairs.append(pair)
     return pairs
 
@@ -375,17 +379,30 @@ def scan_pair(
     label_mode: str,
     block_shape: Sequence[int],
     normalization: Normalization,
-) -> None:
+    *,
+    allow_empty: bool = False,
+) -> bool:
     """Read a pair once, chunk by chunk, check its values and count label pixels per block.
 
     Fills ``pair.normalization`` (resolved for this image), ``block_shape``, ``grid``,
     ``block_counts`` and ``class_counts``.
 
+    Parameters
+    ----------
+    allow_empty : bool
+        Accept labels that are all 0 (a plane of a stack that was not painted) instead of
+        raising.
+
+    Returns
+    -------
+    bool
+        Whether the labels hold any non-zero value.
+
     Raises
     ------
     ValueError
-        If the image holds NaN or infinite values, the labels are negative, empty (all 0), or
-        (semantic mode) hold more values than classes make sense.
+        If the image holds NaN or infinite values, the labels are negative, empty (all 0, unless
+        ``allow_empty``), or (semantic mode) hold more values than classes make sense.
     """
     block_shape = tuple(int(b) for b in block_shape)
     grid = tuple(math.ceil(n / b) for n, b in zip(pair.spatial, block_shape, strict=True))
@@ -442,7 +459,8 @@ def scan_pair(
     counts = np.zeros((math.prod(grid), columns), np.int64)
     for flat, c in per_block.items():
         counts[flat, : len(c)] = c
-    if counts[:, 1:].sum() == 0:
+    labelled = bool(counts[:, 1:].sum())
+    if not labelled and not allow_empty:
         hint = {
             "semantic": "paint at least one non-background (>0) class",
             "instance": "paint at least one object (id > 0)",
@@ -459,6 +477,7 @@ def scan_pair(
         source = pair.image if pair.norm_source is None else pair.norm_source
         axis = 0 if pair.channel_axis or pair.norm_source is not None else None
         pair.normalization = normalization.resolve(source, channel_axis=axis)
+    return labelled
 
 
 def count_classes(pairs: Sequence[TrainingPair], label_mode: str) -> np.ndarray:
@@ -507,16 +526,34 @@ class TileLayout:
         Network input, pixels.
     out_shape : tuple of int
         Network output = label window, pixels.
-    offset : int
-        Input pixels before the first output pixel.
+    offset : int or tuple of int
+        Input pixels before the first output pixel: one number for every axis, or one per
+        axis (an anisotropic 'valid' 3D network trims less along Z than along Y and X).
     margin : int
         Extra context for the weight map, pixels.
     """
 
     tile_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
-    offset: int
+    offset: int | tuple[int, ...]
     margin: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.offset, int | np.integer):
+            offsets = tuple(int(o) for o in self.offset)
+            if len(offsets) != len(self.tile_shape):
+                raise ValueError(
+                    f"TileLayout.offset needs one entry per axis of tile_shape "
+                    f"{self.tile_shape}, got {offsets}"
+                )
+            object.__setattr__(self, "offset", offsets)
+
+    @property
+    def offsets(self) -> tuple[int, ...]:
+        """:attr:`offset` per spatial axis."""
+        if isinstance(self.offset, tuple):
+            return self.offset
+        return (int(self.offset),) * len(self.tile_shape)
 
     @property
     def read_shape(self) -> tuple[int, ...]:
@@ -524,17 +561,20 @@ class TileLayout:
 
     def read_bounds(self, origin: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(start, stop) of the region read for a label window at ``origin``."""
-        before = self.offset + self.margin
-        start = tuple(o - before for o in origin)
+        start = tuple(o - off - self.margin for o, off in zip(origin, self.offsets, strict=True))
         return start, tuple(s + r for s, r in zip(start, self.read_shape, strict=True))
 
-    def crop(self, array: np.ndarray, by: int) -> np.ndarray:
-        """Remove ``by`` pixels from each side of the trailing spatial axes."""
-        if by == 0:
-            return array
+    def crop(self, array: np.ndarray, by: int | Sequence[int]) -> np.ndarray:
+        """Remove ``by`` pixels (one number, or one per axis) from each side of the trailing
+        spatial axes."""
         ndim = len(self.tile_shape)
+        per_axis = (int(by),) * ndim if isinstance(by, int | np.integer) else tuple(by)
+        if not any(per_axis):
+            return array
         lead = (slice(None),) * (array.ndim - ndim)
-        return array[lead + (slice(by, -by),) * ndim]
+        return array[
+            lead + tuple(slice(b, array.shape[-ndim + i] - b) for i, b in enumerate(per_axis))
+        ]
 
 
 @dataclass(frozen=True)
@@ -656,12 +696,12 @@ class TileSampler:
         if pair.held_out:
             keep = _keep_mask(pair, start, layout)
             image, (labels, keep) = settings.augmentation(rng, image, [labels, keep])
-            keep = layout.crop(keep, layout.offset + layout.margin).astype(bool)
+            keep = layout.crop(keep, [o + layout.margin for o in layout.offsets]).astype(bool)
         else:
             image, (labels,) = settings.augmentation(rng, image, [labels])
             keep = True
         image = layout.crop(image, layout.margin)
-        labels = layout.crop(labels, layout.offset)  # label window plus margin
+        labels = layout.crop(labels, layout.offsets)  # label window plus margin
         targets, annotated = make_targets(labels, settings.label_mode)
         if settings.use_weights:
             weights = (
