@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from napari_tiled_unet.config import _from_dict
+from napari_tiled_unet.io.mapped import release_mapped_pages
 
 MODES = ("none", "percentile", "fixed")
 #: Largest number of pixels read to estimate percentiles of a large image.
@@ -123,13 +124,23 @@ class Normalization:
         """
         if self.mode != "percentile":
             return self
+        try:
+            return self._resolve(image, channel_axis)
+        finally:
+            release_mapped_pages(image)  # the subsample touched pages all over the file
+
+    def _resolve(self, image, channel_axis: int | None) -> Normalization:
         n = 1 if channel_axis is None else int(image.shape[channel_axis])
-        if not self.per_channel or n == 1:
+        if channel_axis is None or (n == 1 and not self.per_channel):
             lo, hi = self._percentiles(image[_subsample_slices(tuple(image.shape))], "the image")
             return Normalization(mode="fixed", offset=lo, scale=_scale(lo, hi))
         axis = channel_axis % len(image.shape)
         rest = tuple(n for i, n in enumerate(image.shape) if i != axis)
-        slices = _subsample_slices(rest)
+        slices = _subsample_slices(rest)  # per channel: a length-1 channel axis takes no share
+        if not self.per_channel or n == 1:
+            key = (*slices[:axis], slice(None), *slices[axis:])
+            lo, hi = self._percentiles(image[key], "the image")
+            return Normalization(mode="fixed", offset=lo, scale=_scale(lo, hi))
         offsets, scales = [], []
         for c in range(n):
             key = (*slices[:axis], c, *slices[axis:])

@@ -6,12 +6,12 @@ zarr, dask); only one batch of tiles (plus the next one, prefetched) is held in 
 
 from __future__ import annotations
 
-import mmap
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from napari_tiled_unet.io.mapped import release_mapped_pages
 from napari_tiled_unet.tiling.plan import Tile, TilePlan
 
 TileFunction = Callable[[np.ndarray, Sequence[Tile]], np.ndarray]
@@ -68,20 +68,6 @@ def _read_batch(image, tiles: Sequence[Tile]) -> np.ndarray:
     batch = np.stack([read_tile(image, t) for t in tiles])
     release_mapped_pages(image)
     return batch
-
-
-def release_mapped_pages(array) -> None:
-    """Let go of the file pages a read-only memory map (e.g. ``tifffile.memmap``) has touched.
-
-    Pages of a file mapping stay in the process's resident memory once read, so reading a
-    memmapped image tile by tile would grow resident memory to the whole file. Dropping them
-    after each batch keeps it at a batch; they are read again from the page cache if needed.
-    Does nothing for other array-likes (including writable maps, whose pages may be dirty).
-    """
-    base = getattr(array, "array", array)  # a channel view wraps the memmap
-    mapping = getattr(base, "_mmap", None)
-    if isinstance(base, np.memmap) and hasattr(mapping, "madvise") and base.mode == "r":
-        mapping.madvise(mmap.MADV_DONTNEED)
 
 
 def iter_run_plan(
