@@ -269,12 +269,16 @@ def is_lazy(data: Any) -> bool:
     """A numpy.memmap or zarr array (every level of a multiscale list), not an in-memory array."""
     import zarr
 
+    if type(data).__name__ == "MultiScaleData":  # napari's wrapper of a multiscale layer's levels
+        data = list(data)
     if isinstance(data, list | tuple):
         return all(is_lazy(level) for level in data)
     return isinstance(data, np.memmap | zarr.Array)
 
 
 def kind_of(data: Any) -> str:
+    if type(data).__name__ == "MultiScaleData":
+        data = list(data)
     if isinstance(data, list | tuple):
         return f"multiscale [{', '.join(kind_of(d) for d in data)}]"
     return f"{type(data).__module__}.{type(data).__qualname__}"
@@ -583,12 +587,11 @@ def run(
     check("the result is a Labels layer", ok, result.name if result is not None else "none")
     if not ok:
         return finish(args, command, path, shape, model_text, report, sampler, checks, viewer)
-    import zarr
 
     data = result.data
     check(
         "the result is lazy (zarr-backed)" if lazy_expected else "the result is in memory",
-        isinstance(data, zarr.Array) if lazy_expected else isinstance(data, np.ndarray),
+        is_lazy(data) if lazy_expected else isinstance(data, np.ndarray),
         f"{kind_of(data)}"
         + (
             ""
@@ -605,7 +608,8 @@ def run(
     )
     report["result_kind"] = kind_of(data)
     start = time.perf_counter()
-    np.asarray(data[...])  # one full read of the result, to compare with the hand-over
+    level0 = data[0] if type(data).__name__ == "MultiScaleData" else data
+    np.asarray(level0[...])  # one full read of the result, to compare with the hand-over
     report["full_read_s"] = time.perf_counter() - start
 
     # -- Scroll -------------------------------------------------------------------------------
@@ -640,7 +644,7 @@ def run(
     )
 
     # -- A screenshot where labels are visible ------------------------------------------------
-    shares = [foreground_share(data, c, args.view) for c in centres]
+    shares = [foreground_share(level0, c, args.view) for c in centres]
     best = int(np.argmin([abs(s - 0.3) for s in shares]))
     camera.center = centres[best]
     camera.zoom = zoom
