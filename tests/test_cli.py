@@ -388,7 +388,7 @@ def test_axes_and_channels_options(tmp_path, model_path, rng, capsys):
         assert tif.series[0].axes == "TYX" and ptif.series[0].axes == "CTYX"
     argv = ["predict", str(movie), "--model", str(model_path), "-o", str(tmp_path / "c.tif")]
     assert main([*argv, "--axes", "TCYX", "--channels", "1"]) == 0
-    _fails([*argv, "--axes", "TCYX", "--channels", "1,x"], capsys, "--channels takes channel")
+    _fails([*argv, "--axes", "TCYX", "--channels", "1,x"], capsys, "--channels: channels must be")
     _fails([*argv, "--axes", "TCYX", "--channels", "4"], capsys, "channels [4] selected")
     _fails([*argv, "--axes", "TXYZC"], capsys, "5 letters for an image of 4 axes")
 

@@ -908,3 +908,21 @@ class AxesView:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         data = self[()]
         return data if dtype is None else data.astype(dtype, copy=False)
+
+
+def parse_channels(text: str | None) -> list[int] | None:
+    """``"2, 0"`` → ``[2, 0]``; empty or None → None (all channels).
+
+    Raises
+    ------
+    ValueError
+        If a part is not a whole number, saying what is expected.
+    """
+    if text is None or not text.strip():
+        return None
+    try:
+        return [int(part) for part in text.replace(";", ",").split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(
+            f"channels must be channel numbers separated by commas, e.g. 0 or 2,0,1; got {text!r}"
+        ) from None

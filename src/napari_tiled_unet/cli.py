@@ -125,16 +125,14 @@ def _tiff_name(image_path: Path) -> tuple[str, str]:
 
 
 def _parse_channels(text: str | None) -> list[int] | None:
-    """``"0,2"`` -> ``[0, 2]``."""
-    if text is None:
-        return None
+    """``--channels "0,2"`` -> ``[0, 2]``."""
+    from napari_tiled_unet.axes import parse_channels
+
     try:
-        channels = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise CommandError(
-            f"--channels takes channel numbers separated by commas, e.g. 0,2; got {text!r}"
-        ) from None
-    if not channels:
+        channels = parse_channels(text)
+    except ValueError as err:
+        raise CommandError(f"--channels: {err}") from None
+    if text is not None and not channels:
         raise CommandError("--channels needs at least one channel number, e.g. 0")
     return channels
 

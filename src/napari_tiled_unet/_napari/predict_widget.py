@@ -21,6 +21,7 @@ from napari_tiled_unet._napari._layers import (
 )
 from napari_tiled_unet._napari._models import trained_models
 from napari_tiled_unet._napari._worker import start_engine
+from napari_tiled_unet.axes import parse_channels
 from napari_tiled_unet.device import DEVICES
 from napari_tiled_unet.events import Progress
 
@@ -275,7 +276,7 @@ class PredictWidget(Container):
             )
         try:
             model = self._chosen_model()
-            channels = _parse_channels(self.channels.value)
+            channels = parse_channels(self.channels.value)
         except ValueError as err:
             return self._refuse(str(err))
 
@@ -369,15 +370,3 @@ class PredictWidget(Container):
             )
         note = " (multiscale, on disk; napari cannot paint multiscale labels)" if multiscale else ""
         self.status.value = f"Added layer {layer.name!r}{note}; read as {layout.describe()}."
-
-
-def _parse_channels(text: str) -> list[int] | None:
-    """``"2, 0"`` → ``[2, 0]``; empty → None; a ValueError that says what is expected."""
-    if not text.strip():
-        return None
-    try:
-        return [int(part) for part in text.replace(";", ",").split(",") if part.strip()]
-    except ValueError:
-        raise ValueError(
-            f"channels must be channel numbers separated by commas, e.g. 0 or 2,0,1; got {text!r}"
-        ) from None

@@ -23,7 +23,7 @@ from napari.viewer import Viewer
 from napari_tiled_unet._napari._layers import engine_name, layer_data
 from napari_tiled_unet._napari._models import trained_models
 from napari_tiled_unet._napari._worker import start_engine
-from napari_tiled_unet._napari.predict_widget import _parse_channels
+from napari_tiled_unet.axes import parse_channels
 from napari_tiled_unet.device import DEVICES
 from napari_tiled_unet.events import Progress
 
@@ -338,7 +338,7 @@ class TrainWidget(Container):
         """
         from napari_tiled_unet.axes import AxesError, ModelSpec, choose_layout
 
-        channels = _parse_channels(self.channels.value)
+        channels = parse_channels(self.channels.value)
         spec = ModelSpec(None if channels is None else len(channels), self.ndim)
         layouts = []
         for image, labels in pairs:
