@@ -45,7 +45,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_tiled_unet.events import Progress
-from napari_tiled_unet.postprocess import _first_pixels, grow_seeds
+from napari_tiled_unet.postprocess import _first_pixels, grow_seeds, smallest_label_per_pixel
 
 STAGE = "instances"
 DEFAULT_BLOCK = {2: (1024, 1024), 3: (64, 256, 256)}
@@ -413,15 +413,10 @@ def _grow_far(
                 free = labels[where] == 0
                 found.append(where[free])
                 found_labels.append(hit_labels[free])
-        candidates = np.concatenate(found)
-        if not candidates.size:
+        chosen, chosen_labels = smallest_label_per_pixel(found, found_labels)
+        if not chosen.size:
             break
-        candidate_labels = np.concatenate(found_labels)
-        order = np.argsort(candidates, kind="stable")
-        candidates = candidates[order]
-        starts = np.flatnonzero(np.r_[True, candidates[1:] != candidates[:-1]])
-        chosen = candidates[starts]
-        labels[chosen] = np.minimum.reduceat(candidate_labels[order], starts)
+        labels[chosen] = chosen_labels
         current, current_labels = far[chosen], labels[chosen]
     if (labels == 0).any():
         raise RuntimeError("internal error: pixels beyond the halo were not reached")

@@ -6,6 +6,8 @@ No torch: numpy, scipy and scikit-image only. For class maps larger than memory 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
@@ -213,16 +215,10 @@ def grow_seeds(
             hit = flat_open[neighbour]
             found.append(neighbour[hit])
             found_labels.append(frontier_labels[hit])
-        candidates = np.concatenate(found)
-        if not candidates.size:
-            frontier = candidates
+        frontier, chosen = smallest_label_per_pixel(found, found_labels)
+        if not frontier.size:
             break
-        candidate_labels = np.concatenate(found_labels)
-        order = np.argsort(candidates, kind="stable")
-        candidates = candidates[order]
-        starts = np.flatnonzero(np.r_[True, candidates[1:] != candidates[:-1]])
-        frontier = candidates[starts]
-        flat_labels[frontier] = np.minimum.reduceat(candidate_labels[order], starts)
+        flat_labels[frontier] = chosen
         flat_open[frontier] = False
         steps += 1
     last = None
@@ -234,6 +230,23 @@ def grow_seeds(
             coords = np.unravel_index(frontier[touching], padded)
             last = tuple(c - 1 for c in coords)
     return labels[inner], last
+
+
+def smallest_label_per_pixel(
+    pixels: Sequence[np.ndarray], labels: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """One breadth-first layer's outcome: each reached pixel (flat index, sorted) and the
+    smallest of the labels that reached it (the tie rule of :func:`grow_seeds`).
+
+    ``pixels[i]`` and ``labels[i]`` are parallel arrays, one pair per neighbour direction.
+    """
+    candidates = np.concatenate(pixels)
+    if not candidates.size:
+        return candidates, candidates
+    order = np.argsort(candidates, kind="stable")
+    candidates = candidates[order]
+    starts = np.flatnonzero(np.r_[True, candidates[1:] != candidates[:-1]])
+    return candidates[starts], np.minimum.reduceat(np.concatenate(labels)[order], starts)
 
 
 def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
