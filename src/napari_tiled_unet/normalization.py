@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from napari_tiled_unet.config import _from_dict
-from napari_tiled_unet.io.mapped import release_mapped_pages
+from napari_tiled_unet.io.mapped import read_only_map, release_mapped_pages
 
 MODES = ("none", "percentile", "fixed")
 #: Largest number of pixels read to estimate percentiles of a large image.
 SAMPLE_PIXELS = 2**22
+#: Sampled rows read at a time from a memory-mapped image before its pages are dropped.
+SAMPLE_BAND_ROWS = 64
 
 
 Params = float | tuple[float, ...]
@@ -132,19 +135,19 @@ class Normalization:
     def _resolve(self, image, channel_axis: int | None) -> Normalization:
         n = 1 if channel_axis is None else int(image.shape[channel_axis])
         if channel_axis is None or (n == 1 and not self.per_channel):
-            lo, hi = self._percentiles(image[_subsample_slices(tuple(image.shape))], "the image")
+            lo, hi = self._percentiles(_read(image, _subsample_slices(image.shape)), "the image")
             return Normalization(mode="fixed", offset=lo, scale=_scale(lo, hi))
         axis = channel_axis % len(image.shape)
         rest = tuple(n for i, n in enumerate(image.shape) if i != axis)
         slices = _subsample_slices(rest)  # per channel: a length-1 channel axis takes no share
         if not self.per_channel or n == 1:
             key = (*slices[:axis], slice(None), *slices[axis:])
-            lo, hi = self._percentiles(image[key], "the image")
+            lo, hi = self._percentiles(_read(image, key), "the image")
             return Normalization(mode="fixed", offset=lo, scale=_scale(lo, hi))
         offsets, scales = [], []
         for c in range(n):
             key = (*slices[:axis], c, *slices[axis:])
-            lo, hi = self._percentiles(image[key], f"channel {c} of the image")
+            lo, hi = self._percentiles(_read(image, key), f"channel {c} of the image")
             offsets.append(lo)
             scales.append(_scale(lo, hi))
         return Normalization(mode="fixed", offset=tuple(offsets), scale=tuple(scales))
@@ -203,6 +206,35 @@ def _as_tuple(value: Params) -> tuple[float, ...]:
 
 def _scale(lo: float, hi: float) -> float:
     return float(hi - lo) if hi > lo else 1.0
+
+
+def _read(image, key: tuple) -> np.ndarray:
+    """``image[key]`` (integers and slices), flattened; band by band from a memory map.
+
+    A strided read of a memory-mapped file faults in the pages around every sampled row (the
+    kernel maps whole read-ahead blocks), and they stay resident until dropped: read at once,
+    the subsample of a 1 GiB TIFF put hundreds of MiB of file pages into the process. Read
+    ``SAMPLE_BAND_ROWS`` sampled rows at a time, dropping the pages after each, it stays at
+    a few MiB. Other arrays (zarr, dask) are read in one go, so no chunk is decoded twice.
+    """
+    if read_only_map(image) is None or len(key) < 2:
+        return np.asarray(image[key]).ravel()
+    shape = tuple(image.shape)
+    lead = [
+        [k] if isinstance(k, int | np.integer) else range(*k.indices(n))
+        for k, n in zip(key[:-2], shape[:-2], strict=True)
+    ]
+    rows, last = key[-2], key[-1]
+    if isinstance(rows, int | np.integer):
+        rows = slice(int(rows), int(rows) + 1)
+    start, stop, step = rows.indices(shape[-2])
+    parts = []
+    for index in itertools.product(*lead):
+        for first in range(start, stop, step * SAMPLE_BAND_ROWS):
+            band = slice(first, min(stop, first + step * SAMPLE_BAND_ROWS), step)
+            parts.append(np.asarray(image[(*index, band, last)]).ravel())
+            release_mapped_pages(image)
+    return np.concatenate(parts) if parts else np.empty(0, image.dtype)
 
 
 def _subsample_slices(shape: tuple[int, ...]) -> tuple[slice, ...]:
