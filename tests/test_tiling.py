@@ -46,11 +46,14 @@ def test_pointwise_predictor_comes_back_exact(shape, grid, before, after, edge_s
     assert (hits == 1).all()
 
 
-def test_plan_length_known_up_front_and_small_images_shrink_the_tile():
+def test_plan_length_known_up_front_and_tiles_shrink_to_spread_the_work():
     geometry = TileGeometry(grid=16, context_before=40, context_after=40)
     plan = plan_tiles((301, 517), geometry, (256, 256))
-    assert plan.stride == (176, 176)
-    assert len(plan) == 2 * 3
+    assert len(plan) == 2 * 3  # a 256 px tile writes 176 px: 2 along Y, 3 along X
+    # Two tiles writing 160 px cover the 301 rows; 256 px tiles would leave the second
+    # writing 125 of its 176 px.
+    assert plan.tile_shape == (240, 256)
+    assert plan.stride == (160, 176)
     small = plan_tiles((20, 37), geometry, (256, 256))
     assert len(small) == 1
     assert small.tile_shape == (112, 128)  # 40 + (32 | 48) + 40: smallest tiles covering it

@@ -131,9 +131,11 @@ def plan_tiles(
         one per axis (a :class:`~napari_tiled_unet.model.geometry.UNetGeometry` gives its
         :attr:`~napari_tiled_unet.model.geometry.UNetGeometry.axes`).
     tile_shape : sequence of int, optional
-        Network input tile shape (pixels, with context). Defaults to
-        :func:`default_tile_shape`. Along axes where the image is smaller, the tile shrinks to
-        the smallest accepted size that covers the image.
+        Largest network input tile shape (pixels, with context). Defaults to
+        :func:`default_tile_shape`. Along each axis the plan uses as few tiles as this size
+        allows, each shrunk to the smallest accepted size for which that many tiles cover the
+        image: a 3240 px axis with the default 1024 px tile of a depth-4 'same' network gets
+        five 880 px tiles rather than five 1024 px tiles, the last of which would write 40 px.
 
     Returns
     -------
@@ -170,9 +172,12 @@ def plan_tiles(
                 f"{geometry.context_before}+{geometry.context_after} px context this network "
                 f"needs; use at least {minimum}"
             )
-        if stride >= n:  # one tile covers the axis: shrink it to the smallest that does
-            edge = smallest_tile(geometry, n)
-            stride = _axis_stride(geometry, edge)
+        # As few tiles as this edge allows, each shrunk to the smallest that still covers the
+        # axis, so the work is spread evenly instead of a last tile that writes a sliver.
+        count = math.ceil(n / stride)
+        covered = math.ceil(n / count / geometry.grid) * geometry.grid
+        edge = smallest_tile(geometry, covered)
+        stride = _axis_stride(geometry, edge)
         shape.append(edge)
         strides.append(stride)
 
