@@ -91,6 +91,7 @@ def predict_widget(viewer, qtbot):
     widget = PredictWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Predict")
     yield widget
+    qtbot.waitUntil(lambda: not widget.reading_model, timeout=30_000)
     if widget.running:
         widget.cancel()
         qtbot.waitUntil(lambda: not widget.running, timeout=30_000)

@@ -388,3 +388,33 @@ def test_results_larger_than_the_screen_come_back_as_a_pyramid(
     np.testing.assert_array_equal(result.data[2][:], expected[::4, ::4])
     np.testing.assert_allclose(result.scale, layer.scale)
     assert "multiscale" in predict_widget.status.value
+
+
+def test_layout_is_shown_before_running_and_follows_corrections(
+    viewer, predict_widget, qtbot, model_file
+):
+    """The model file is read off the GUI thread; then every edit of axes/channels shows how
+    the model will read the layer, or why it cannot."""
+    stack = np.zeros((3, 32, 40), np.float32)
+    layer = viewer.add_image(stack, name="stack")
+    choose(predict_widget, layer, model_file)
+    qtbot.waitUntil(lambda: not predict_widget.reading_model, timeout=30_000)
+    assert predict_widget.reading.value == "ZYX: YX planes, one per Z (3)"
+
+    predict_widget.axes.value = "CYX"  # 3 channels for a one-channel model
+    assert "CYX" in predict_widget.reading.value and "channel" in predict_widget.reading.value
+    predict_widget.channels.value = "2"
+    assert predict_widget.reading.value == "CYX: 3 channel(s), YX planes, channels [2]"
+    predict_widget.axes.value = "CZYX"  # 4 letters for 3 axes
+    assert "CZYX" in predict_widget.reading.value
+    assert not predict_widget.running  # nothing was started
+
+
+def test_layout_of_the_default_model(viewer, predict_widget, qtbot):
+    rgb = np.zeros((32, 40, 3), np.uint8)
+    layer = viewer.add_image(rgb, name="photo")
+    choose(predict_widget, layer)
+    qtbot.waitUntil(lambda: not predict_widget.reading_model, timeout=30_000)
+    assert "YXC" in predict_widget.reading.value  # one-channel model: pick a channel
+    predict_widget.channels.value = "0"
+    assert predict_widget.reading.value == "YXC: 3 channel(s), YX planes, channels [0]"

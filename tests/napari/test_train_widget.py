@@ -294,3 +294,16 @@ def test_save_without_a_model_says_so(train_widget, errors, tmp_path):
     assert train_widget.save_model(tmp_path / "m.pt") is None
     assert "no trained model" in errors[-1]
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_layout_is_shown_as_layers_and_settings_change(viewer, train_widget, nuclei_pair):
+    image, labels = nuclei_pair
+    viewer.add_image(np.stack([image] * 3), name="stack")
+    viewer.add_labels(np.stack([labels] * 3), name="masks")
+    train_widget.reset_choices()
+    assert train_widget.reading.value == "'stack': ZYX: YX planes, one per Z (3)"
+    train_widget.dimensions.value = "3D"
+    assert train_widget.reading.value == "'stack': ZYX: ZYX volumes"
+    train_widget.axes.value = "CYX"  # labels would need 2 axes
+    assert "'stack'" in train_widget.reading.value and "'masks'" in train_widget.reading.value
+    assert not train_widget.running

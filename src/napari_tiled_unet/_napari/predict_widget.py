@@ -21,7 +21,7 @@ from napari_tiled_unet._napari._layers import (
 )
 from napari_tiled_unet._napari._models import trained_models
 from napari_tiled_unet._napari._worker import start_engine
-from napari_tiled_unet.axes import parse_channels
+from napari_tiled_unet.axes import ModelSpec, choose_layout, parse_channels
 from napari_tiled_unet.device import DEVICES
 from napari_tiled_unet.events import Progress
 
@@ -131,6 +131,20 @@ def predict_job(
     return kwargs.get("output", "labels"), result, layout
 
 
+def read_model_spec(model: os.PathLike | None) -> ModelSpec | str:
+    """Input channels and dimensions of a model file (None: the bundled model).
+
+    Loads the file, so the widget calls it in a worker thread. A file that cannot be read
+    gives the reason as text (Run reports it as an error).
+    """
+    from napari_tiled_unet.inference import resolve_model
+
+    try:
+        return ModelSpec.of(resolve_model(model))
+    except (OSError, ValueError) as err:
+        return f"Cannot read the model: {err}"
+
+
 class PredictWidget(Container):
     """Segment an image layer with a U-Net, tile by tile, in a background thread.
 
@@ -168,6 +182,7 @@ class PredictWidget(Container):
                     value="",
                     tooltip="Channels to feed the model, e.g. 0 or 2,0,1; empty: all",
                 ),
+                Label(name="reading", label="reads as", value=""),
                 ComboBox(
                     name="model",
                     tooltip="The bundled default model, a model file, or a model trained in this session",
@@ -216,9 +231,14 @@ class PredictWidget(Container):
         self.lazy_result_pixels = LAZY_RESULT_PIXELS
         self._store_dir: tempfile.TemporaryDirectory | None = None
         self._stores = 0
+        self._specs: dict[str, ModelSpec | str] = {}
+        self._reading: set[str] = set()
         self.status.native.setWordWrap(True)
+        self.reading.native.setWordWrap(True)
         self.image.choices = self._image_layers
         self.model.choices = self._model_names
+        for widget in (self.image, self.axes, self.channels, self.model, self.model_file):
+            widget.changed.connect(self.show_layout)
 
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
@@ -238,6 +258,74 @@ class PredictWidget(Container):
     def _on_model_file(self, value) -> None:
         if value is not None and str(value) not in ("", "."):
             self.model.value = MODEL_FILE
+
+    # -- the layout the model will read --------------------------------------------------------
+
+    def show_layout(self, _value=None) -> None:
+        """Show how the chosen model reads the chosen layer (``axes``/``channels`` or detected).
+
+        An impossible or ambiguous layout shows the engine's error, which lists the readings
+        it considered. A model file is read once, in a worker thread; until then the text
+        says so.
+        """
+        layer = self.image.value
+        spec = None if layer is None else self._chosen_spec()
+        if spec is None:
+            self.reading.value = ""
+            return
+        if isinstance(spec, str):
+            self.reading.value = spec
+            return
+        try:
+            layout = choose_layout(
+                layer_data(layer).shape,
+                spec,
+                axes=self.axes.value.strip() or None,
+                channels=parse_channels(self.channels.value),
+                rgb=bool(getattr(layer, "rgb", False)),
+                axis_labels=getattr(layer, "axis_labels", None),
+                name=engine_name(layer),
+            )
+        except ValueError as err:
+            self.reading.value = str(err)
+        else:
+            self.reading.value = layout.describe()
+
+    @property
+    def reading_model(self) -> bool:
+        """Whether a model file is being read (in a worker) to show its layout."""
+        return bool(self._reading)
+
+    def _chosen_spec(self) -> ModelSpec | str | None:
+        """The chosen model's spec; a message while it is read or if it cannot be; None."""
+        from napari.qt.threading import create_worker
+
+        try:
+            model = self._chosen_model()
+        except ValueError:
+            return None  # no model file chosen yet: run() says so
+        if model is not None and not isinstance(model, str | os.PathLike):
+            return ModelSpec.of(model)
+        key = "" if model is None else str(model)
+        if model is not None and os.path.isfile(model):  # a file saved again is read again
+            key += f"@{os.stat(model).st_mtime_ns}"
+        found = self._specs.get(key)
+        if found is not None:
+            return found
+        if not self._reading:  # one at a time; the next is started when it returns
+            self._reading.add(key)
+            worker = create_worker(read_model_spec, model)
+            worker.returned.connect(partial(self._spec_read, key))
+            worker.start()
+        return "Reading the model…"
+
+    def _spec_read(self, key: str, spec: ModelSpec | str) -> None:
+        self._reading.discard(key)
+        self._specs[key] = spec
+        try:
+            self.show_layout()
+        except RuntimeError:  # the widget was closed while the model was read
+            pass
 
     # -- running -----------------------------------------------------------------------------
 

@@ -173,6 +173,7 @@ class TrainWidget(Container):
                     value="2D",
                     tooltip=DIMENSIONS_HELP,
                 ),
+                Label(name="reading", label="reads as", value=""),
                 SpinBox(
                     name="anisotropic_levels",
                     label="XY-only levels",
@@ -248,6 +249,7 @@ class TrainWidget(Container):
         self._kept = False
         self.pair_buttons.label = ""  # (an empty label given to __init__ means "use the name")
         self.status.native.setWordWrap(True)
+        self.reading.native.setWordWrap(True)
         theme = get_theme(napari_viewer.theme)
         self.plot = TrainingPlot(theme.background.as_hex(), theme.text.as_hex())
         self.native.layout().addWidget(self.plot.canvas)
@@ -256,6 +258,8 @@ class TrainWidget(Container):
         self.pair_buttons.add_pair.changed.connect(self.add_pair)
         self.pair_buttons.remove_pair.changed.connect(self.remove_pair)
         self.dimensions.changed.connect(self._dimensions_changed)
+        for widget in (self.axes, self.channels, self.dimensions):
+            widget.changed.connect(self.show_layout)
         self.train_button.changed.connect(self.train)
         self.stop_button.changed.connect(self.stop)
         self.save_button.changed.connect(self._save_clicked)
@@ -283,12 +287,32 @@ class TrainWidget(Container):
         for combo in (row.image_layer, row.labels_layer):
             if index < len(combo.choices):
                 combo.value = combo.choices[index]
+            combo.changed.connect(self.show_layout)
         self.pairs.append(row)
+        self.show_layout()
 
     def remove_pair(self) -> None:
         """Remove the last pair row (one always stays)."""
         if len(self.pairs) > 1:
             self.pairs.pop()
+            self.show_layout()
+
+    def show_layout(self, _value=None) -> None:
+        """Show how the model to train reads each pair's image (:meth:`layouts`), or why not."""
+        try:
+            pairs = self.layer_pairs()
+        except ValueError:
+            self.reading.value = ""  # a row without layers: train() says what to do
+            return
+        try:
+            layouts = self.layouts(pairs)
+        except ValueError as err:
+            self.reading.value = str(err)
+            return
+        self.reading.value = "; ".join(
+            f"{image.name!r}: {layout.describe()}"
+            for (image, _), layout in zip(pairs, layouts, strict=True)
+        )
 
     def layer_pairs(self) -> list[tuple[Image, Labels]]:
         """The chosen (image layer, labels layer) pairs.
