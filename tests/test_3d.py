@@ -142,7 +142,7 @@ def test_per_axis_geometry_of_an_anisotropic_net():
     iso = UNetGeometry.from_config(UNetConfig(depth=4, ndim=3))
     assert iso.isotropic and iso.halo == (107, 107) and iso.grid == 16
     assert default_tile_shape(iso, 3) == (256, 256, 256)  # unchanged
-    assert default_tile_shape(UNetGeometry.from_config(UNetConfig(depth=4)), 2) == (1024, 1024)
+    assert default_tile_shape(UNetGeometry.from_config(UNetConfig(depth=4)), 2) == (1280, 1280)
 
     valid = UNetGeometry.from_config(
         UNetConfig(depth=4, ndim=3, padding="valid", anisotropic_levels=1)

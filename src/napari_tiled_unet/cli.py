@@ -480,7 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="output format of a batch run (default tif: tiled, compressed BigTIFF)",
     )
     p.add_argument(
-        "--tile", type=int, help="network input tile edge in pixels (default: about 1024 for 2D)"
+        "--tile",
+        type=int,
+        help="network input tile edge in pixels (default: about 1280 for 2D, 256 for 3D)",
     )
     p.add_argument("--batch", type=int, default=1, help="tiles per forward pass (default 1)")
     p.add_argument(

@@ -292,8 +292,9 @@ def iter_predict(
         the image has more channels than the model takes (e.g. ``[1]`` for a single-channel
         model).
     tile_shape : sequence of int, optional
-        Network input tile shape in pixels (context included). Default: about 1024 px (2D; 256 in 3D), shrunk
-        for smaller images. Must suit the network (multiples of ``2**depth`` for 'same', valid
+        Largest network input tile shape in pixels (context included). Default: about
+        1280 px (2D; 256 in 3D); the plan shrinks tiles to spread the work evenly
+        (:func:`~napari_tiled_unet.tiling.plan.plan_tiles`). Must suit the network (multiples of ``2**depth`` for 'same', valid
         sizes such as 572 for a depth-4 'valid' network); errors name sizes that work.
     batch_size : int
         Tiles per forward pass.

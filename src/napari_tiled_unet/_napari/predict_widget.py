@@ -202,7 +202,7 @@ class PredictWidget(Container):
                     min=0,
                     max=8192,
                     step=16,
-                    tooltip="Tile edge in pixels, context included; 0 = automatic (about 1024)",
+                    tooltip="Tile edge in pixels, context included; 0 = automatic (about 1280)",
                 ),
                 SpinBox(
                     name="batch_size",

@@ -20,13 +20,15 @@ from napari_tiled_unet.model.geometry import TileGeometry, UNetGeometry, axis_ge
 GeometryLike = TileGeometry | UNetGeometry | Sequence[TileGeometry]
 
 #: Default network input tile edge (pixels) per number of spatial axes; the engine shrinks it
-#: for small images. 2D: chosen from benchmarks/predict_throughput.py and predict_memory.py —
-#: with the exact 107 px halo of a depth-4 'same' network a 1024 px tile keeps 63 % of its
-#: work (512 px: 34 %) and peaks below 1 GiB for a base-16 network; 2048 px keeps 80 % but
-#: needs about 2.4 GiB. 3D: a 256³ tile already holds 16.7 M voxels. Where the context differs
-#: between axes (anisotropic 3D networks need less along Z), :func:`default_tile_shape` shares
-#: the same ``edge**ndim`` budget out in proportion to each axis's context.
-DEFAULT_TILE_EDGE = {2: 1024, 3: 256}
+#: to spread the work evenly (:func:`plan_tiles`). 2D: chosen from
+#: benchmarks/predict_throughput.py on an 8192 px image — with the exact 107 px halo of a
+#: depth-4 'same' network, 736 px tiles ran at 0.75 Mpx/s, 976 px at 0.82, 1248 px at 0.96 and
+#: 1408 px at 0.97 — and from benchmarks/predict_memory.py: a 1280 px tile of a base-16
+#: network needs about 540 MiB of activations, inside the 1.5 GiB bound of the command line.
+#: 3D: a 256³ tile already holds 16.7 M voxels. Where the context differs between axes
+#: (anisotropic 3D networks need less along Z), :func:`default_tile_shape` shares the same
+#: ``edge**ndim`` budget out in proportion to each axis's context.
+DEFAULT_TILE_EDGE = {2: 1280, 3: 256}
 
 
 @dataclass(frozen=True)
@@ -134,8 +136,8 @@ def plan_tiles(
         Largest network input tile shape (pixels, with context). Defaults to
         :func:`default_tile_shape`. Along each axis the plan uses as few tiles as this size
         allows, each shrunk to the smallest accepted size for which that many tiles cover the
-        image: a 3240 px axis with the default 1024 px tile of a depth-4 'same' network gets
-        five 880 px tiles rather than five 1024 px tiles, the last of which would write 40 px.
+        image: a 3240 px axis with 1024 px tiles of a depth-4 'same' network gets five 880 px
+        tiles rather than five 1024 px tiles, the last of which would write 40 px.
 
     Returns
     -------
