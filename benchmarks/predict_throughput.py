@@ -105,6 +105,17 @@ def make_image(size: int, source: Path = SAMPLE_IMAGE) -> np.ndarray:
     return np.ascontiguousarray(np.pad(sample, pads, mode="symmetric")[:size, :size])
 
 
+def make_volume(planes: int, size: int, source: Path = SAMPLE_IMAGE) -> np.ndarray:
+    """A ``(planes, size, size)`` stack: plane z is the mirror-tiled sample moved down 3z rows.
+
+    Structures continue smoothly from plane to plane, as in a Z-stack; not noise.
+    """
+    tall = make_image(size + 3 * planes, source)
+    return np.ascontiguousarray(
+        np.stack([tall[3 * z : 3 * z + size, :size] for z in range(planes)])
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # One configuration, in a child process
 # --------------------------------------------------------------------------------------------
@@ -168,9 +179,9 @@ def method_fn(config: Config, model):
     from napari_tiled_unet.inference import forward_whole_image
 
     if config.method == "ours":
-        tile_shape = None if config.tile is None else (config.tile, config.tile)
 
         def run(image: np.ndarray) -> np.ndarray:
+            tile_shape = None if config.tile is None else (config.tile,) * image.ndim
             return predict(
                 image,
                 model,
@@ -193,7 +204,7 @@ def method_fn(config: Config, model):
             with torch.inference_mode():
                 logits = sliding_window_inference(
                     x,
-                    roi_size=(config.roi, config.roi),
+                    roi_size=(config.roi,) * (x.ndim - 2),
                     sw_batch_size=config.batch,
                     predictor=model,
                     overlap=config.overlap,
@@ -245,14 +256,18 @@ def run_one(spec_path: Path) -> None:
         "context": [geometry.context_before, geometry.context_after],
         "model_config": str(model.config),
         "pixels": int(image.size),
+        "ndim": image.ndim,
     }
     if config.method != "baseline":
         if config.method == "ours":
-            plan = plan_for(image.shape, model, None if config.tile is None else (config.tile,) * 2)
+            tile = None if config.tile is None else (config.tile,) * image.ndim
+            plan = plan_for(image.shape, model, tile)
             result["tile_shape"] = list(plan.tile_shape)
         run = method_fn(config, model)
         w = min(spec["warmup_size"], *image.shape)
-        run(np.ascontiguousarray(image[:w, :w]))  # warm-up: lazy init, allocator, kernels
+        run(
+            np.ascontiguousarray(image[(slice(0, w),) * image.ndim])
+        )  # warm-up: lazy init, allocator, kernels
         counter = PixelCounter()
         model.register_forward_pre_hook(counter)
         times = []
@@ -352,7 +367,7 @@ def compare(row: Row, reference: np.ndarray, probs_path: Path, border: int) -> N
         return
     diff = np.abs(probs - reference)
     row.max_dev = float(diff.max())
-    inner = diff[:, border:-border, border:-border] if border else diff
+    inner = diff[(slice(None),) + (slice(border, -border),) * (diff.ndim - 1)] if border else diff
     row.max_dev_interior = float(inner.max()) if inner.size else None
     row.labels_differ = float(np.mean(probs.argmax(0) != reference.argmax(0)))
 
@@ -379,7 +394,7 @@ def usable_cores() -> int:
 def describe(config: Config, result: dict[str, Any]) -> tuple[str, str, str]:
     """(method, tile, batch) cells of the table."""
     if config.method == "ours":
-        tile = "x".join(map(str, result.get("tile_shape", [config.tile] * 2)))
+        tile = "x".join(map(str, result.get("tile_shape", [config.tile])))
         if config.tile is None:
             tile += " (default)"
         elif result.get("tile_shape", [config.tile])[0] != config.tile:
@@ -388,7 +403,7 @@ def describe(config: Config, result: dict[str, Any]) -> tuple[str, str, str]:
     if config.method == "monai":
         return (
             f"MONAI (overlap {config.overlap:g}, {config.blend})",
-            f"{config.roi}x{config.roi}",
+            "x".join([str(config.roi)] * result.get("ndim", 2)),
             str(config.batch),
         )
     return "whole image", "-", "-"
@@ -424,7 +439,11 @@ def report(
         + (f", MONAI {importlib.metadata.version('monai')}" if not args.skip_monai else ""),
         f"- model: `{res['model']}` ({res['model_config']}; context {res['context'][0]}"
         f"+{res['context'][1]} px)",
-        f"- image: `{SAMPLE_IMAGE.name}` mirror-tiled to {args.size} x {args.size} px uint16; "
+        f"- image: `{SAMPLE_IMAGE.name}` mirror-tiled to "
+        + (f"{args.planes} planes of " if args.planes else "")
+        + f"{args.size} x {args.size} px uint16"
+        + (" (plane z moved down 3z rows)" if args.planes else "")
+        + "; "
         f"best of {args.repeat} run(s) after a warm-up on {args.warmup_size} px",
         f"- baseline: peak RSS of a child that only imports, loads the model and reads the "
         f"image: {rss}",
@@ -510,13 +529,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, help="model file (default: the bundled model)")
     parser.add_argument("--size", type=int, default=3072, help="image edge, px")
     parser.add_argument(
+        "--planes",
+        type=int,
+        default=0,
+        help="a Z-stack of this many planes of --size x --size (for a 3D --model; 0: 2D)",
+    )
+    parser.add_argument(
         "--whole-size",
         type=int,
         default=0,
         help="run the whole-image pass on a centred crop of this edge, px (0: the whole image)",
     )
     parser.add_argument(
-        "--tiles", type=int, nargs="+", default=list(DEFAULT_TILES), help="our tile edges, px"
+        "--tiles", type=int, nargs="*", default=list(DEFAULT_TILES), help="our tile edges, px"
     )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1], help="our batch sizes")
     parser.add_argument("--repeat", type=int, default=1, help="timed runs per configuration")
@@ -563,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
 
-    image = make_image(args.size)
+    image = make_image(args.size) if not args.planes else make_volume(args.planes, args.size)
     with tempfile.TemporaryDirectory(prefix="predict_throughput_") as tmp:
         workdir = Path(tmp)
         np.save(workdir / "image.npy", image)
