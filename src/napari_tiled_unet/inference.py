@@ -294,8 +294,9 @@ def iter_predict(
     tile_shape : sequence of int, optional
         Largest network input tile shape in pixels (context included). Default: about
         1280 px (2D; 256 in 3D); the plan shrinks tiles to spread the work evenly
-        (:func:`~napari_tiled_unet.tiling.plan.plan_tiles`). Must suit the network (multiples of ``2**depth`` for 'same', valid
-        sizes such as 572 for a depth-4 'valid' network); errors name sizes that work.
+        (:func:`~napari_tiled_unet.tiling.plan.plan_tiles`). Must suit the network
+        (multiples of ``2**depth`` for 'same', valid sizes such as 572 for a depth-4 'valid'
+        network); errors name sizes that work.
     batch_size : int
         Tiles per forward pass.
     device : {"auto", "cpu", "cuda", "mps"}

@@ -20,6 +20,17 @@ def train_widget(viewer, qtbot):
         qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
 
 
+def predict_with_trained(predict_widget, wait_done, viewer, name: str, output: str):
+    """Predict layer ``name`` with the model trained on it in this session; the result layer."""
+    predict_widget.reset_choices()
+    predict_widget.image.value = viewer.layers[name]
+    predict_widget.model.value = TRAINED + name
+    predict_widget.output.value = output
+    predict_widget.run()
+    wait_done(predict_widget)
+    return viewer.layers[f"{name} {output}"]
+
+
 def tiny_settings(widget, iterations=10, label_mode="instance"):
     widget.label_mode.value = label_mode
     widget.base_channels.value = 4
@@ -81,13 +92,7 @@ def test_training_offers_the_model_to_predict_and_saves_it(
     for key, value in train_widget.model.state_dict().items():
         np.testing.assert_array_equal(loaded.state_dict()[key].numpy(), value.numpy())
 
-    predict_widget.reset_choices()
-    predict_widget.image.value = viewer.layers["cells"]
-    predict_widget.model.value = TRAINED + "cells"
-    predict_widget.output.value = "instances"
-    predict_widget.run()
-    wait_done(predict_widget)
-    result = viewer.layers["cells instances"]
+    result = predict_with_trained(predict_widget, wait_done, viewer, "cells", "instances")
     assert result.data.shape == image.shape
     np.testing.assert_array_equal(result.scale, (0.5, 0.5))
 
@@ -184,13 +189,7 @@ def test_3d_layers_train_a_3d_model_that_predict_offers(
     assert model.config.ndim == 3 and model.config.anisotropic_levels == 1
     assert model.metadata["axes"] == "ZYX"
 
-    predict_widget.reset_choices()
-    predict_widget.image.value = viewer.layers["stack"]
-    predict_widget.model.value = TRAINED + "stack"
-    predict_widget.output.value = "labels"
-    predict_widget.run()
-    wait_done(predict_widget)
-    result = viewer.layers["stack labels"]
+    result = predict_with_trained(predict_widget, wait_done, viewer, "stack", "labels")
     assert result.data.shape == volume.shape
     np.testing.assert_array_equal(result.scale, (2.0, 0.5, 0.5))
 
