@@ -282,3 +282,76 @@ def test_old_scalar_normalisation_files_load_and_normalise_as_before(rng, tmp_pa
         forward_whole_image((image - np.float32(lo)) / np.float32(hi - lo), net),
         atol=1e-5,
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# A model's stored channel selection
+
+#: A 2-channel model trained on channels [2, 0] of 3-channel images.
+SELECTED = ModelSpec(2, 2, channels=[2, 0], source_channels=3)
+
+
+def test_stored_selection_reads_images_of_the_training_channel_count():
+    layout = choose_layout((3, 32, 40), SELECTED)
+    assert (layout.axes, layout.channels) == ("CYX", (2, 0))
+    assert layout.describe() == "CYX: 3 channel(s), YX planes, channels [2, 0] (from the model)"
+    assert choose_layout((32, 40, 3), SELECTED).channels == (2, 0)  # YXC, as for RGB
+    assert choose_layout((5, 3, 32, 40), SELECTED).axes == "ZCYX"  # not ambiguous
+    assert infer_axes((3, 32, 40), model=SELECTED) == "CYX"
+    assert plan_layout((3, 32, 40), "CYX", SELECTED) == choose_layout((3, 32, 40), SELECTED)
+    # Already selected: read as it is, as before.
+    assert choose_layout((2, 32, 40), SELECTED).channels is None
+    # An explicit selection always wins, and is not called the model's.
+    explicit = choose_layout((3, 32, 40), SELECTED, channels=[0, 1])
+    assert explicit.channels == (0, 1) and "from the model" not in explicit.describe()
+    # A one-channel model trained on channel 1 of RGB-like images: (3, Y, X) is its layout.
+    one = ModelSpec(1, 2, channels=[1], source_channels=3)
+    assert choose_layout((3, 32, 40), one).channels == (1,)
+    assert choose_layout((5, 32, 40), one).axes == "ZYX"  # other stacks as before
+    assert choose_layout((32, 40), one).axes == "YX"
+
+
+def test_stored_selection_mismatch_names_it_and_how_to_override():
+    with pytest.raises(AxesError) as info:
+        choose_layout((4, 32, 40), SELECTED)
+    message = str(info.value)
+    assert "4 channels, the model takes 2" in message
+    assert "trained on channels [2, 0] of 3-channel images" in message
+    assert "channels=[...]" in message and "--channels" in message
+    assert "channels field of the Predict widget" in message
+    with pytest.raises(AxesError, match=r"trained on channels \[2, 0\] of 3-channel images"):
+        plan_layout((4, 32, 40), "CYX", SELECTED)
+    # Without a known source channel count the selection is only reported, never applied.
+    unknown = ModelSpec(2, 2, channels=[2, 0])
+    with pytest.raises(AxesError, match="does not apply that selection by itself"):
+        choose_layout((3, 32, 40), unknown)
+
+
+def test_model_spec_reads_the_selection_from_model_metadata():
+    net = tiny_unet("same", depth=2, in_channels=2)
+    assert ModelSpec.of(net) == ModelSpec(2, 2)  # old files: no selection
+    net.metadata.update(channels=[2, 0], source_channels=3)
+    assert ModelSpec.of(net) == SELECTED
+    assert ModelSpec.of(net.config) == ModelSpec(2, 2)  # a config has no metadata
+    for channels, source, problem in [
+        ([2], 3, "has 1 channel"),
+        ([2, 3], 3, "does not fit images of 3"),
+        (None, 3, "without a channel selection"),
+        (["a", 0], 3, "must be channel numbers"),
+    ]:
+        net.metadata.update(channels=channels, source_channels=source)
+        with pytest.raises(ValueError, match=problem):
+            ModelSpec.of(net)
+
+
+def test_stored_selection_predictions_equal_explicit_ones(rng):
+    net = tiny_unet("same", depth=2, in_channels=2)
+    net.metadata.update(channels=[2, 0], source_channels=3)
+    hyper = rng.random((4, 3, 32, 32), dtype=np.float32)  # Z, C, Y, X
+    expected = predict(hyper, net, axes="ZCYX", channels=[2, 0], output="probabilities")
+    np.testing.assert_array_equal(predict(hyper, net, output="probabilities"), expected)
+    np.testing.assert_array_equal(
+        predict(np.ascontiguousarray(hyper[:, [2, 0]]), net, output="probabilities"), expected
+    )
+    instances = predict(hyper[0], net, output="instances")
+    np.testing.assert_array_equal(instances, predict(hyper[0, [2, 0]], net, output="instances"))

@@ -421,6 +421,33 @@ def test_train_on_multichannel_files(tmp_path, rng, capsys):
         main(["predict", str(rgb), "--model", str(model), "--channels", "2,0", "-o", str(out)]) == 0
     )
     assert tifffile.imread(out).shape == (64, 64)
+    # The model file keeps the selection; predicting without --channels applies it.
+    assert load_model(model).metadata["channels"] == [2, 0]
+    assert load_model(model).metadata["source_channels"] == 3
+    stored = tmp_path / "stored.tif"
+    assert main(["predict", str(rgb), "--model", str(model), "-o", str(stored)]) == 0
+    np.testing.assert_array_equal(tifffile.imread(stored), tifffile.imread(out))
+
+
+def test_predict_applies_the_models_stored_channel_selection(tmp_path, rng, capsys):
+    net = tiny_unet("same", depth=2, in_channels=2)
+    model = save_model(net, tmp_path / "sel.pt", channels=[2, 0], source_channels=3)
+    data = rng.random((3, 40, 48)).astype(np.float32)
+    three = tmp_path / "three.tif"  # tifffile says QYX
+    tifffile.imwrite(three, data)
+    out, probs = tmp_path / "o.tif", tmp_path / "p.tif"
+    argv = ["predict", str(three), "--model", str(model), "-o", str(out)]
+    assert main([*argv, "--probabilities", str(probs)]) == 0, capsys.readouterr().err
+    expected = predict(data, model, channels=[2, 0], output="probabilities")
+    np.testing.assert_array_equal(tifffile.imread(probs), expected)
+    np.testing.assert_array_equal(tifffile.imread(out), expected.argmax(0))
+    assert main([*argv, "--channels", "1,0"]) == 0  # an explicit selection wins
+    np.testing.assert_array_equal(tifffile.imread(out), predict(data[[1, 0]], net))
+    four = tmp_path / "four.tif"
+    tifffile.imwrite(four, np.concatenate([data, data[:1]]))
+    argv = ["predict", str(four), "--model", str(model), "-o", str(tmp_path / "f.tif")]
+    _fails(argv, capsys, "trained on channels [2, 0] of 3-channel images")
+    _fails(argv, capsys, "--channels on the command line")
 
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGTERM")

@@ -72,6 +72,20 @@ def test_threaded_scheduler_equals_local_prediction(image, padding, tile):
         np.testing.assert_array_equal(out, expected)
 
 
+def test_stored_channel_selection_is_applied_as_by_predict(image):
+    from napari_tiled_unet.distributed import predict_dask
+
+    net = tiny_unet("same", in_channels=2)
+    net.metadata.update(channels=[2, 0], source_channels=3)
+    three = np.stack([image, image[::-1], image[:, ::-1]])
+    result = predict_dask(three, net, tile_shape=(96, 96), output="probabilities", device="cpu")
+    expected = predict(three, net, tile_shape=(96, 96), output="probabilities", channels=[2, 0])
+    with dask.config.set(scheduler="threads"):
+        np.testing.assert_array_equal(result.compute(), expected)
+    with pytest.raises(ValueError, match=r"trained on channels \[2, 0\] of 3-channel images"):
+        predict_dask(np.concatenate([three, three[:1]]), net, device="cpu")
+
+
 def test_errors_match_predict(image):
     from napari_tiled_unet.distributed import predict_dask
 

@@ -102,3 +102,19 @@ def test_bad_metadata_is_refused_before_writing(tmp_path):
     with pytest.raises(ValueError, match=r"Normalization\.mode"):
         save_model(tiny_unet(), tmp_path / "m.pt", normalization={"mode": "zscore"})
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_channel_selection_round_trips_and_is_checked(tmp_path):
+    path = save_model(
+        tiny_unet(in_channels=2), tmp_path / "m.pt", channels=[2, 0], source_channels=3
+    )
+    loaded = load_model(path)
+    assert loaded.metadata["channels"] == [2, 0] and loaded.metadata["source_channels"] == 3
+    with pytest.raises(ValueError, match=r"selection \[2\] has 1 channel\(s\) but the model"):
+        save_model(tiny_unet(in_channels=2), tmp_path / "bad.pt", channels=[2])
+    assert not (tmp_path / "bad.pt").exists()
+    payload = torch.load(path, weights_only=True)
+    payload["metadata"]["source_channels"] = 2  # channel 2 of 2-channel images
+    torch.save(payload, tmp_path / "damaged.pt")
+    with pytest.raises(ModelFileError, match=r"damaged model file.*does not fit images of 2"):
+        load_model(tmp_path / "damaged.pt")

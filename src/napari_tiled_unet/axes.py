@@ -8,7 +8,9 @@ A layout is a string of axis letters, one per axis of the array, in the array's 
 
 A model takes ``(C, *spatial)`` with ``spatial`` = ``YX`` (2D) or ``ZYX`` (3D) and
 ``in_channels`` channels. :func:`plan_layout` maps an image layout onto that: the channel axis
-(absent for a single-channel image; ``channels`` picks and orders channels), the spatial axes,
+(absent for a single-channel image; ``channels`` picks and orders channels, and a model trained
+on a selection reads images with its training images' channel count through that selection
+unless ``channels`` says otherwise, see :class:`ModelSpec`), the spatial axes,
 and the *iterated* axes -- T, and Z for a 2D model -- over which the image is predicted frame
 by frame (or plane by plane). :class:`Layout` then gives lazy views: :meth:`Layout.frame` is
 one frame as ``(C, *spatial)`` read window by window from any array-like (numpy, memmap, zarr,
@@ -35,7 +37,7 @@ from __future__ import annotations
 import itertools
 import operator
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -80,6 +82,49 @@ class AxesError(ValueError):
         self.readings = list(readings)
 
 
+def stored_selection(
+    metadata: dict[str, Any] | None, in_channels: int | None = None
+) -> tuple[tuple[int, ...] | None, int | None]:
+    """The channel selection a model file stores: ``(channels, source_channels)``.
+
+    ``channels`` are the channels of the training images' C axis the model was trained on, in
+    order; ``source_channels`` how many channels those images had (None if they differed).
+    Model files written before selections were stored give ``(None, None)``.
+
+    Raises
+    ------
+    ValueError
+        If the entries are inconsistent (with each other or with ``in_channels``).
+    """
+    metadata = metadata or {}
+    channels, source = metadata.get("channels"), metadata.get("source_channels")
+    if channels is None:
+        if source is not None:
+            raise ValueError(f"source_channels {source!r} is stored without a channel selection")
+        return None, None
+    try:
+        channels = tuple(operator.index(k) for k in channels)
+        source = None if source is None else operator.index(source)
+    except TypeError:
+        raise ValueError(
+            f"the stored channel selection must be channel numbers and source_channels a "
+            f"number, got channels={metadata['channels']!r}, source_channels={source!r}"
+        ) from None
+    if not channels or min(channels) < 0:
+        raise ValueError(f"the stored channel selection {list(channels)} is not channel numbers")
+    if in_channels is not None and len(channels) != in_channels:
+        raise ValueError(
+            f"the stored channel selection {list(channels)} has {len(channels)} channel(s) but "
+            f"the model takes {in_channels}"
+        )
+    if source is not None and max(channels) >= source:
+        raise ValueError(
+            f"the stored channel selection {list(channels)} does not fit images of {source} "
+            f"channel(s) (source_channels)"
+        )
+    return channels, source
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What a model takes: ``in_channels`` channels of ``ndim`` spatial axes.
@@ -90,36 +135,64 @@ class ModelSpec:
         Input channels; None: any number (a model still to be trained takes what the data have).
     ndim : {2, 3}
         Spatial axes: ``YX`` or ``ZYX``.
+    channels : sequence of int, optional
+        The channel selection the model was trained with (stored in its model file): an image
+        whose C axis has ``source_channels`` channels is read through it unless the caller
+        selects channels.
+    source_channels : int, optional
+        Channels of the training images the selection was made from (None: unknown, the
+        selection is then never applied by itself).
     """
 
     in_channels: int | None
     ndim: int
+    channels: tuple[int, ...] | None = None
+    source_channels: int | None = None
 
     def __post_init__(self) -> None:
         if self.ndim not in (2, 3):
             raise ValueError(f"ModelSpec.ndim must be 2 or 3, got {self.ndim!r}")
         if self.in_channels is not None and self.in_channels < 1:
             raise ValueError(f"ModelSpec.in_channels must be >= 1, got {self.in_channels!r}")
+        metadata = {"channels": self.channels, "source_channels": self.source_channels}
+        channels, source = stored_selection(metadata, self.in_channels)
+        object.__setattr__(self, "channels", channels)
+        object.__setattr__(self, "source_channels", source)
 
     @classmethod
     def of(cls, model: Any) -> ModelSpec:
-        """The spec of a ``UNet``, a ``UNetConfig``, a ModelSpec or an ``(in_channels, ndim)`` pair."""
+        """The spec of a ``UNet``, a ``UNetConfig``, a ModelSpec or an ``(in_channels, ndim)`` pair.
+
+        A ``UNet``'s stored channel selection (``metadata["channels"]`` and
+        ``["source_channels"]``, see :func:`stored_selection`) comes with it.
+        """
         if isinstance(model, ModelSpec):
             return model
         if isinstance(model, tuple) and len(model) == 2:
             return cls(*model)
         config = getattr(model, "config", model)
         try:
-            return cls(int(config.in_channels), int(config.ndim))
+            in_channels, ndim = int(config.in_channels), int(config.ndim)
         except AttributeError:
             raise TypeError(
                 f"expected a UNet, a UNetConfig or a ModelSpec, got {type(model).__name__}"
             ) from None
+        metadata = getattr(model, "metadata", None)
+        return cls(in_channels, ndim, *stored_selection(metadata, in_channels))
 
     @property
     def spatial(self) -> str:
         """``"YX"`` or ``"ZYX"``."""
         return "ZYX"[-self.ndim :]
+
+    def selection_for(self, n_channels: int) -> tuple[int, ...] | None:
+        """The stored selection if a C axis of ``n_channels`` is read through it, else None.
+
+        It is, when ``n_channels`` is the training images' channel count (``source_channels``).
+        """
+        if self.channels is None or n_channels != self.source_channels:
+            return None
+        return self.channels
 
     def plain_axes(self, ndim: int | None = None) -> str:
         """The layout the model takes without iteration: ``YX``, ``ZYX``, ``CYX`` or ``CZYX``.
@@ -128,6 +201,8 @@ class ModelSpec:
         channel axis comes first.
         """
         channel = self.in_channels != 1 if self.in_channels is not None else ndim == self.ndim + 1
+        if self.source_channels is not None and self.source_channels > 1:
+            channel = True  # a selection is read from a C axis
         return ("C" if channel else "") + self.spatial
 
     def describe(self) -> str:
@@ -300,11 +375,47 @@ def readings(
 # Fitting a layout to a model
 
 
+def stored_channels(axes: str, shape: Sequence[int], model: Any) -> tuple[int, ...] | None:
+    """The model's stored channel selection if it applies to this layout, else None.
+
+    It applies when the layout's C axis has as many channels as the model's training images
+    had (:meth:`ModelSpec.selection_for`); the caller then gave no ``channels`` of their own.
+    """
+    c = axes.find("C")
+    if c < 0 or model is None:
+        return None
+    return ModelSpec.of(model).selection_for(int(shape[c]))
+
+
+def _selection_note(spec: ModelSpec | None) -> str:
+    """A sentence on the model's stored channel selection and how to override it ("" if none)."""
+    if spec is None or spec.channels is None:
+        return ""
+    selection, n = list(spec.channels), spec.source_channels
+    if n is None:
+        trained = (
+            f"trained on channels {selection} of images with different channel counts, so it "
+            "does not apply that selection by itself"
+        )
+    else:
+        trained = (
+            f"trained on channels {selection} of {n}-channel images and applies that selection "
+            f"to {n}-channel images by itself"
+        )
+    return (
+        f" The model was {trained}; for other images, select {spec.in_channels} channel(s) "
+        "with channels=[...] in Python, --channels on the command line or the channels field "
+        "of the Predict widget."
+    )
+
+
 def _channels_problem(
     axes: str, shape: tuple[int, ...], spec: ModelSpec | None, channels: Sequence[int] | None
 ) -> str | None:
     c = axes.find("C")
     wanted = None if spec is None else spec.in_channels
+    if channels is None:
+        channels = stored_channels(axes, shape, spec)
     if channels is not None:
         channels = list(channels)
         if c < 0:
@@ -431,7 +542,8 @@ def infer_axes(
     model : UNet, UNetConfig, ModelSpec or None
         Readings the model cannot take are dropped; None keeps them all.
     channels : sequence of int, optional
-        Channel selection, checked like the model's channel count.
+        Channel selection, checked like the model's channel count. None: the model's stored
+        selection where it applies (a C axis of as many channels as its training images had).
     labels_shape : sequence of int, optional
         For training: the labels' shape, the image's without C.
     name : str
@@ -491,9 +603,10 @@ def infer_axes(
                 else " (an extra T axis is predicted volume by volume)"
             )
         read = "Read as " if len(found) == 1 else "Readings considered: "
+        note = _selection_note(spec) if channels is None else ""
         raise AxesError(
             f"{name} has shape {shape}{expected}{iterated}. {read}{text}. If another reading "
-            f"is right, {give}",
+            f"is right, {give}" + (f".{note}" if note else ""),
             found,
         )
     raise AxesError(
@@ -524,12 +637,16 @@ class Layout:
         The model's spatial axes (2 or 3).
     channels : tuple of int or None
         Selected channels of the C axis, in the order the model takes them; None: all.
+    channels_from_model : bool
+        ``channels`` is the model's stored selection, applied because the caller gave none
+        (:func:`stored_channels`); only :meth:`describe` tells the difference.
     """
 
     axes: str
     shape: tuple[int, ...]
     ndim: int
     channels: tuple[int, ...] | None = None
+    channels_from_model: bool = field(default=False, compare=False)
 
     @property
     def channel_axis(self) -> int | None:
@@ -655,6 +772,8 @@ class Layout:
         text = describe_reading(self.axes, self.shape, spec)
         if self.channels is not None:
             text += f", channels {list(self.channels)}"
+            if self.channels_from_model:
+                text += " (from the model)"
         return text
 
 
@@ -676,11 +795,14 @@ def plan_layout(
     axes : str
         Its layout (case-insensitive; see :func:`parse_axes`).
     model : UNet, UNetConfig or ModelSpec
-        ``in_channels`` (None: any) and ``ndim``.
+        ``in_channels`` (None: any), ``ndim`` and (a UNet's metadata) the channel selection
+        it was trained with.
     channels : sequence of int, optional
         Channels of the C axis to feed the model, in order (picks and reorders); their number
         must be the model's ``in_channels``. A single-channel model given a C axis of more than
-        one channel needs one selected.
+        one channel needs one selected. None: the model's stored selection when the C axis has
+        as many channels as its training images had (:meth:`ModelSpec.selection_for`), else
+        all channels.
     labels_shape : sequence of int, optional
         For training: must be the image's shape without C.
     name : str
@@ -704,13 +826,16 @@ def plan_layout(
             if spec.ndim == 2
             else "an extra T axis is predicted volume by volume"
         )
+        note = _selection_note(spec) if channels is None else ""
         raise AxesError(
             f"{name} has shape {shape} and axes {letters}, but the model expects "
-            f"{spec.describe()} ({iterated}): {problem}",
+            f"{spec.describe()} ({iterated}): {problem}" + (f".{note}" if note else ""),
             [(letters, problem)],
         )
     if channels is not None and "C" not in letters:
         channels = None  # [0] of an image without channels
+    elif channels is None and (stored := stored_channels(letters, shape, spec)) is not None:
+        return Layout(letters, shape, spec.ndim, stored, channels_from_model=True)
     return Layout(letters, shape, spec.ndim, channels)
 
 

@@ -184,12 +184,15 @@ def _predict_one(
     layout = _check_axes(image, model, image_path, args.axes, _parse_channels(args.channels))
     options = dict(
         tile_shape=None if args.tile is None else (args.tile,) * model.config.ndim,
+        halo=args.halo,
         batch_size=args.batch,
         device=args.device,
         name=f"input {image_path}",
         precision=args.precision,
     )
-    if client is not None and not layout.is_plain:
+    # predict_dask applies a model's stored channel selection to (C, *spatial) itself.
+    stored = layout.channels_from_model and layout.axes == "C" + "ZYX"[-model.config.ndim :]
+    if client is not None and not (layout.is_plain or stored):
         raise CommandError(
             f"--dask-scheduler takes images in the model's own layout "
             f"({'C' if model.config.in_channels > 1 else ''}{'ZYX'[-model.config.ndim :]}) for "
@@ -461,7 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--channels",
-        help="channels of the C axis to feed the model, in order, e.g. 0,2 (default: all)",
+        help="channels of the C axis to feed the model, in order, e.g. 0,2 (default: all; for "
+        "a model trained on a channel selection, that stored selection when the input has as "
+        "many channels as its training images)",
     )
     p.add_argument(
         "--output",
@@ -482,7 +487,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tile",
         type=int,
-        help="network input tile edge in pixels (default: about 1280 for 2D, 256 for 3D)",
+        help="network input tile edge in pixels (default: the largest up to 1280 for 2D, 256 "
+        "for 3D, whose forward pass needs at most 768 MiB)",
+    )
+    p.add_argument(
+        "--halo",
+        type=int,
+        help="context in pixels per tile side, for 'same' networks (default: the whole "
+        "receptive field, exact: 107 at depth 4); smaller allows small tiles that keep most "
+        "of their work (3D) but differs slightly near tile borders",
     )
     p.add_argument("--batch", type=int, default=1, help="tiles per forward pass (default 1)")
     p.add_argument(
@@ -522,7 +535,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Default: from each TIFF's metadata and the labels' shape",
     )
     t.add_argument(
-        "--channels", help="channels of the C axis to train on, in order, e.g. 0,2 (default: all)"
+        "--channels",
+        help="channels of the C axis to train on, in order, e.g. 0,2; stored in the model file, "
+        "which applies it at prediction to inputs with as many channels (default: all; with "
+        "--resume, the model's stored selection for inputs of its training images' channels)",
     )
     t.add_argument(
         "--mode",

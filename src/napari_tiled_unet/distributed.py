@@ -28,12 +28,14 @@ from napari_tiled_unet.inference import (
     _memory_format,
     as_channel_first,
     check_precision,
+    image_layout,
     output_spec,
+    plan_for,
     predict_batch,
     resolve_model,
 )
 from napari_tiled_unet.normalization import Normalization
-from napari_tiled_unet.tiling.plan import Tile, plan_tiles
+from napari_tiled_unet.tiling.plan import Tile
 from napari_tiled_unet.tiling.stitch import take_window, tile_window
 
 _CACHE: dict[tuple[str, str], Any] = {}
@@ -88,11 +90,27 @@ def _model_payload(net) -> dict:
     }
 
 
+def _stored_selection(image, net, name: str) -> tuple[int, ...] | None:
+    """The model's stored channel selection if ``image`` is ``(source_channels, *spatial)``.
+
+    Raises the engine's AxesError, which names the stored selection, for a channels-first
+    image with a channel count the model cannot take.
+    """
+    from napari_tiled_unet.axes import ModelSpec
+
+    spec = ModelSpec.of(net)
+    own = "C" + spec.spatial
+    if spec.channels is None or len(image.shape) != len(own):
+        return None
+    return image_layout(image, net, axes=own, name=name).channels
+
+
 def predict_dask(
     image,
     model=None,
     *,
     tile_shape: Sequence[int] | None = None,
+    halo: int | None = None,
     batch_size: int = 1,
     device: str = "auto",
     output: str = "labels",
@@ -105,11 +123,14 @@ def predict_dask(
     Parameters
     ----------
     image : array-like or dask.array.Array
-        As for :func:`~napari_tiled_unet.inference.iter_predict`; numpy, memmap or zarr inputs
-        are wrapped with ``dask.array.from_array``. Each task reads only its tiles' boxes.
+        In the model's own layout, ``(*spatial)`` or ``(C, *spatial)``, or, for a model trained
+        on a channel selection, ``(source_channels, *spatial)`` read through the stored
+        selection (as :func:`~napari_tiled_unet.inference.iter_predict` without ``channels``);
+        numpy, memmap or zarr inputs are wrapped with ``dask.array.from_array``. Each task
+        reads only its tiles' boxes.
     model : UNet or path-like, optional
         As for :func:`~napari_tiled_unet.inference.iter_predict` (None: the bundled model).
-    tile_shape, batch_size, name, precision
+    tile_shape, halo, batch_size, name, precision
         As for :func:`~napari_tiled_unet.inference.iter_predict`; the plan and the batches are
         the same, so the result equals :func:`~napari_tiled_unet.inference.predict`'s.
     device : {"auto", "cpu", "cuda", "mps"}
@@ -139,12 +160,16 @@ def predict_dask(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     check_precision(precision, device)  # "auto" is checked on the workers
     net = resolve_model(model)
-    as_channel_first(image, net, name)  # shape and dtype errors, worded as for predict
+    selection = _stored_selection(image, net, name)
+    if selection is None:
+        as_channel_first(image, net, name)  # shape and dtype errors, worded as for predict
     source = image if isinstance(image, da.Array) else da.from_array(image)
-    if net.config.in_channels == 1:
+    if selection is not None:
+        source = source[list(selection)]
+    elif net.config.in_channels == 1:
         source = source[None]
     spatial = tuple(source.shape[1:])
-    plan = plan_tiles(spatial, net.geometry, tile_shape)
+    plan = plan_for(spatial, net, tile_shape, halo)
     out_shape, out_dtype, _axes = output_spec(net, spatial, output)
     lead = out_shape[: len(out_shape) - len(spatial)]
 

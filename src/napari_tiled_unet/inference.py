@@ -14,8 +14,14 @@ import numpy as np
 from napari_tiled_unet.axes import Layout, choose_layout
 from napari_tiled_unet.device import PRECISIONS
 from napari_tiled_unet.events import Progress, run_to_completion
+from napari_tiled_unet.model.memory import (
+    TILE_MEMORY_BUDGET,
+    format_bytes,
+    tile_memory,
+    voxel_budget,
+)
 from napari_tiled_unet.normalization import Normalization
-from napari_tiled_unet.tiling.plan import Tile, TilePlan, plan_tiles
+from napari_tiled_unet.tiling.plan import Tile, TilePlan, default_tile_shape, plan_tiles
 from napari_tiled_unet.tiling.stitch import iter_run_plan
 
 if TYPE_CHECKING:
@@ -119,7 +125,9 @@ def image_layout(
         (:func:`~napari_tiled_unet.axes.infer_axes`); an ambiguous shape is an error listing
         the readings considered.
     channels : sequence of int, optional
-        Channels of the C axis to feed the model, in order.
+        Channels of the C axis to feed the model, in order. None: the channel selection
+        stored in the model file when the C axis has as many channels as the model's training
+        images had, else all channels (as for :func:`iter_predict`).
     name : str
         How to call the image in errors.
 
@@ -260,6 +268,7 @@ def iter_predict(
     axes: str | Layout | None = None,
     channels: Sequence[int] | None = None,
     tile_shape: Sequence[int] | None = None,
+    halo: int | None = None,
     batch_size: int = 1,
     device: str = "auto",
     output: str = "labels",
@@ -290,13 +299,26 @@ def iter_predict(
     channels : sequence of int, optional
         Channels of the C axis to feed the model, in order (picks and reorders); needed when
         the image has more channels than the model takes (e.g. ``[1]`` for a single-channel
-        model).
+        model). Always used when given. None: a model trained on a channel selection (e.g.
+        ``train(..., channels=[2, 0])`` on 3-channel images) applies that selection, stored
+        in its model file, to an image whose C axis has as many channels as its training
+        images had (3); an image with the model's ``in_channels`` channels is read as it is
+        (already selected); otherwise all channels.
     tile_shape : sequence of int, optional
-        Largest network input tile shape in pixels (context included). Default: about
-        1280 px (2D; 256 in 3D); the plan shrinks tiles to spread the work evenly
-        (:func:`~napari_tiled_unet.tiling.plan.plan_tiles`). Must suit the network
+        Largest network input tile shape in pixels (context included). Default: the largest
+        tile up to 1280 px (2D; 256 in 3D) whose forward pass needs at most 768 MiB
+        (:func:`plan_for`; the bundled model gets 1280 px); the plan shrinks tiles to spread
+        the work evenly (:func:`~napari_tiled_unet.tiling.plan.plan_tiles`). Must suit the network
         (multiples of ``2**depth`` for 'same', valid sizes such as 572 for a depth-4 'valid'
         network); errors name sizes that work.
+    halo : int, optional
+        Context per side each tile reads, for 'same' networks; None (default): the whole
+        receptive field, which makes the tiled result equal the whole-image prediction (107 px
+        per side at depth 4). Smaller halos allow small tiles that keep most of their work
+        (3D networks, where the exact halo forces 240³-voxel tiles at depth 4) but differ
+        slightly near tile borders; rounded up to stay on the pooling grid
+        (:meth:`~napari_tiled_unet.model.geometry.UNetGeometry.with_halo`). The README lists
+        measured differences.
     batch_size : int
         Tiles per forward pass.
     device : {"auto", "cpu", "cuda", "mps"}
@@ -347,7 +369,7 @@ def iter_predict(
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
     net = resolve_model(model)
     layout = image_layout(image, net, axes=axes, channels=channels, name=name)
-    options = dict(tile_shape=tile_shape, batch_size=batch_size, device=device)
+    options = dict(tile_shape=tile_shape, halo=halo, batch_size=batch_size, device=device)
     options.update(name=name, precision=precision)
     if output == "instances":
         return (yield from _iter_instances(image, net, out, layout=layout, **options))
@@ -362,6 +384,7 @@ def _iter_layout(
     output: str,
     out: Any = None,
     tile_shape: Sequence[int] | None = None,
+    halo: int | None = None,
     batch_size: int = 1,
     device: str = "auto",
     name: str = "image",
@@ -370,7 +393,7 @@ def _iter_layout(
     """Labels or probabilities of every frame of ``layout``, one Progress stream."""
     from napari_tiled_unet.device import resolve_device
 
-    plan = plan_tiles(layout.spatial_shape, net.geometry, tile_shape)
+    plan = plan_for(layout.spatial_shape, net, tile_shape, halo)
     out_shape, out_dtype, _axes = layout_output_spec(net, layout, output)
     target = out if out is not None else np.zeros(out_shape, out_dtype)
     if tuple(target.shape) != out_shape:
@@ -387,7 +410,10 @@ def _iter_layout(
     lead = 1 if output == "probabilities" else 0
     kind = "labels" if output == "labels" else "probabilities"
     with inference_setup(net, torch_device):
-        message = f"{per_frame} tiles of {plan.tile_shape}"
+        need = format_bytes(tile_memory(net.config, plan.tile_shape, batch_size))
+        message = f"{per_frame} tiles of {plan.tile_shape} (~{need} per forward pass)"
+        if halo is not None and not net.geometry.with_halo(halo).exact:
+            message += f", halo {halo} (approximate near tile borders)"
         if frames > 1:
             message = f"{frames} frames of {message}"
         yield Progress("predict", 0, total, message)
@@ -567,7 +593,7 @@ def iter_predict_to_file(
     axes, channels
         As for :func:`iter_predict`.
     **kwargs
-        ``tile_shape``, ``batch_size``, ``device``, ``name``, ``precision``: as for
+        ``tile_shape``, ``halo``, ``batch_size``, ``device``, ``name``, ``precision``: as for
         :func:`iter_predict`.
 
     Returns
@@ -601,16 +627,47 @@ def iter_predict_to_file(
 def predict(image, model: UNet | str | os.PathLike | None = None, **kwargs: Any):
     """Blocking form of :func:`iter_predict`; takes the same arguments and returns the result.
 
-    E.g. ``predict(movie, "model.pt", axes="TCYX", channels=[0, 2])``.
+    E.g. ``predict(movie, "model.pt", axes="TCYX", channels=[0, 2])``; without
+    ``channels``, a model trained on a channel selection applies its stored one (see
+    :func:`iter_predict`).
     """
     return run_to_completion(iter_predict(image, model, **kwargs))
 
 
 def plan_for(
-    image_shape: Sequence[int], model: UNet, tile_shape: Sequence[int] | None = None
+    image_shape: Sequence[int],
+    model: UNet,
+    tile_shape: Sequence[int] | None = None,
+    halo: int | None = None,
 ) -> TilePlan:
-    """The tile plan :func:`iter_predict` would use for a spatial ``image_shape``."""
-    return plan_tiles(tuple(image_shape), model.geometry, tile_shape)
+    """The tile plan :func:`iter_predict` would use for a spatial ``image_shape``.
+
+    Without a ``tile_shape``, tiles are the largest (up to
+    :data:`~napari_tiled_unet.tiling.plan.DEFAULT_TILE_EDGE`) whose forward pass fits
+    :data:`~napari_tiled_unet.model.memory.TILE_MEMORY_BUDGET`. Where even the smallest tile
+    that leaves output does not (an exact depth-4 3D network: 240³ voxels), that tile is used
+    and a warning says how much it needs and that a ``halo`` helps. ``halo``: see
+    :meth:`~napari_tiled_unet.model.geometry.UNetGeometry.with_halo`.
+    """
+    config = model.config
+    geometry = model.geometry.with_halo(halo)
+    if tile_shape is None:
+        tile_shape = default_tile_shape(geometry, config.ndim, voxel_budget(config))
+        need = tile_memory(config, tile_shape)
+        if need > TILE_MEMORY_BUDGET:
+            logger.warning(
+                "the smallest tile %s for this depth-%d %dD network with a halo of %s needs "
+                "about %s for its forward pass (more than the default %s); a smaller halo "
+                "(approximate near tile borders, e.g. halo=32 / --halo 32) or a network with "
+                "fewer levels or base channels needs less",
+                tuple(tile_shape),
+                config.depth,
+                config.ndim,
+                "+".join(str(b) for b, _ in geometry.halos),
+                format_bytes(need),
+                format_bytes(TILE_MEMORY_BUDGET),
+            )
+    return plan_tiles(tuple(image_shape), geometry, tile_shape)
 
 
 def forward_whole_image(image: np.ndarray, model: UNet, device: str = "cpu") -> np.ndarray:

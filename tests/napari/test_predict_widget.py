@@ -418,3 +418,47 @@ def test_layout_of_the_default_model(viewer, predict_widget, qtbot):
     assert "YXC" in predict_widget.reading.value  # one-channel model: pick a channel
     predict_widget.channels.value = "0"
     assert predict_widget.reading.value == "YXC: 3 channel(s), YX planes, channels [0]"
+
+
+def test_layout_uses_the_models_stored_channel_selection(
+    viewer, predict_widget, qtbot, wait_done, tmp_path
+):
+    """A model trained on channels [2, 0] of 3-channel images reads a 3-channel layer so, in
+    the "reads as" text and in the run, unless 'channels' says otherwise."""
+    from napari_tiled_unet import Normalization, UNet, predict, save_model
+    from napari_tiled_unet._napari.predict_widget import read_model_spec
+    from napari_tiled_unet.axes import ModelSpec
+
+    net = UNet(2, 2, depth=2, base_channels=4)
+    path = save_model(
+        net,
+        tmp_path / "selected.pt",
+        normalization=Normalization().to_dict(),
+        channels=[2, 0],
+        source_channels=3,
+    )
+    assert read_model_spec(path) == ModelSpec(2, 2, channels=[2, 0], source_channels=3)
+    data = np.random.default_rng(0).random((3, 32, 40)).astype(np.float32)
+    layer = viewer.add_image(data, name="three")
+    choose(predict_widget, layer, path)
+    qtbot.waitUntil(lambda: not predict_widget.reading_model, timeout=30_000)
+    assert (
+        predict_widget.reading.value
+        == "CYX: 3 channel(s), YX planes, channels [2, 0] (from the model)"
+    )
+    predict_widget.device.value = "cpu"
+    predict_widget.run()
+    wait_done(predict_widget)
+    np.testing.assert_array_equal(
+        viewer.layers["three labels"].data, predict(data, path, channels=[2, 0], device="cpu")
+    )
+    assert "channels [2, 0] (from the model)" in predict_widget.status.value
+
+    predict_widget.channels.value = "1,0"  # an explicit selection wins
+    assert predict_widget.reading.value == "CYX: 3 channel(s), YX planes, channels [1, 0]"
+    predict_widget.channels.value = ""
+    four = viewer.add_image(np.concatenate([data, data[:1]]), name="four")
+    predict_widget.reset_choices()
+    predict_widget.image.value = four
+    assert "trained on channels [2, 0] of 3-channel images" in predict_widget.reading.value
+    assert "channels field of the Predict widget" in predict_widget.reading.value

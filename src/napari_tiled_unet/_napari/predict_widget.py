@@ -132,7 +132,10 @@ def predict_job(
 
 
 def read_model_spec(model: os.PathLike | None) -> ModelSpec | str:
-    """Input channels and dimensions of a model file (None: the bundled model).
+    """Input channels, dimensions and stored channel selection of a model file.
+
+    None reads the bundled model. The stored selection (``channels``, ``source_channels``)
+    lets :func:`~napari_tiled_unet.axes.choose_layout` read a layer as the engine will.
 
     Loads the file, so the widget calls it in a worker thread. A file that cannot be read
     gives the reason as text (Run reports it as an error).
@@ -180,7 +183,9 @@ class PredictWidget(Container):
                 LineEdit(
                     name="channels",
                     value="",
-                    tooltip="Channels to feed the model, e.g. 0 or 2,0,1; empty: all",
+                    tooltip="Channels to feed the model, e.g. 0 or 2,0,1; empty: all, or the "
+                    "model's stored selection for a layer with as many channels as it was "
+                    "trained on",
                 ),
                 Label(name="reading", label="reads as", value=""),
                 ComboBox(
@@ -202,7 +207,10 @@ class PredictWidget(Container):
                     min=0,
                     max=8192,
                     step=16,
-                    tooltip="Tile edge in pixels, context included; 0 = automatic (about 1280)",
+                    tooltip=(
+                        "Tile edge in pixels, context included; 0 = automatic (the largest "
+                        "up to 1280 px whose forward pass is estimated at 768 MiB or less)"
+                    ),
                 ),
                 SpinBox(
                     name="batch_size",
@@ -265,8 +273,10 @@ class PredictWidget(Container):
         """Show how the chosen model reads the chosen layer (``axes``/``channels`` or detected).
 
         An impossible or ambiguous layout shows the engine's error, which lists the readings
-        it considered. A model file is read once, in a worker thread; until then the text
-        says so.
+        it considered. A model trained on a channel selection reads a layer with as many
+        channels as its training images through that selection unless ``channels`` is
+        filled in, shown as e.g. "channels [2, 0] (from the model)". A model file is read
+        once, in a worker thread; until then the text says so.
         """
         layer = self.image.value
         spec = None if layer is None else self._chosen_spec()

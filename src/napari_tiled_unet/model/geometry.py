@@ -7,6 +7,7 @@ with ``anisotropic_levels``, whose first levels neither pool nor up-sample along
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -178,6 +179,59 @@ class UNetGeometry:
     @property
     def ndim(self) -> int:
         return len(self.axes)
+
+    def with_halo(self, halo: int | None) -> UNetGeometry:
+        """This geometry with at most ``halo`` pixels of context per side (approximate tiling).
+
+        The exact halo of a 'same' network is its whole receptive field (107 px per side at
+        depth 4), most of which barely matters; a smaller one lets much smaller tiles keep
+        most of their output, at the price of small differences from the whole-image
+        prediction near tile borders (see the README for measured ones). Along each axis the
+        context is cut by whole grid steps, to the least of ``exact - k * grid`` that is
+        ``>= halo``, so that tiles stay in the whole image's pooling phase.
+
+        Parameters
+        ----------
+        halo : int or None
+            Context per side, at least 0; None, or at least the exact halo: this geometry.
+
+        Raises
+        ------
+        ValueError
+            For a 'valid' network asked for less than its exact halo: it trims its context
+            itself, so its tiles cannot read less.
+        """
+        if halo is None:
+            return self
+        if isinstance(halo, bool) or not isinstance(halo, int) or halo < 0:
+            raise ValueError(f"halo must be a non-negative integer or None, got {halo!r}")
+        if self.padding == "valid":
+            exact = min(min(pair) for pair in self.halos)
+            if halo < exact:
+                raise ValueError(
+                    f"a 'valid' network trims its own context ({self.describe()}), so its "
+                    f"halo cannot be cut to {halo}; leave halo unset"
+                )
+            return self
+        axes = []
+        for axis in self.axes:
+            cut = max(0, (axis.context_before - halo) // axis.grid) * axis.grid
+            axes.append(
+                dataclasses.replace(
+                    axis,
+                    context_before=axis.context_before - cut,
+                    context_after=max(0, axis.context_after - cut),
+                )
+            )
+        return dataclasses.replace(self, axes=tuple(axes))
+
+    @property
+    def exact(self) -> bool:
+        """Whether tiles get the whole receptive field (no :meth:`with_halo` cut)."""
+        return all(
+            axis == UNetAxisGeometry.build(axis.depth, axis.padding, axis.pools)
+            for axis in self.axes
+        )
 
     @property
     def axis_names(self) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from napari_tiled_unet.axes import stored_selection
 from napari_tiled_unet.config import UNetConfig
 from napari_tiled_unet.io.atomic import atomic_path
 from napari_tiled_unet.model.unet import UNet
@@ -38,7 +39,10 @@ def save_model(model: UNet, path: str | os.PathLike, **metadata: Any) -> Path:
     **metadata
         Plain data (str, int, float, bool, None, lists and dicts of those) such as
         ``normalization`` (a dict, see :class:`~napari_tiled_unet.normalization.Normalization`),
-        ``class_names``, ``axes``, ``tile_shape``, ``label_mode`` or ``training``.
+        ``class_names``, ``axes``, ``tile_shape``, ``label_mode``, ``training``, or
+        ``channels`` and ``source_channels``: the channel selection the model was trained
+        with and the training images' channel count, which prediction applies to images of
+        that many channels (see :func:`~napari_tiled_unet.axes.stored_selection`).
 
     Returns
     -------
@@ -51,6 +55,7 @@ def save_model(model: UNet, path: str | os.PathLike, **metadata: Any) -> Path:
     meta = {**model.metadata, **metadata}
     if "normalization" in meta:
         Normalization.from_dict(meta["normalization"])  # validate before writing anything
+    stored_selection(meta, model.config.in_channels)
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -108,6 +113,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         model.load_state_dict(payload["state_dict"])
         metadata = dict(payload.get("metadata", {}))
         Normalization.from_dict(metadata.get("normalization"))
+        stored_selection(metadata, config.in_channels)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise ModelFileError(f"{path} is a damaged model file: {err}") from None
     model.metadata = metadata

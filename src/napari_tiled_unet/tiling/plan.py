@@ -19,15 +19,14 @@ from napari_tiled_unet.model.geometry import TileGeometry, UNetGeometry, axis_ge
 #: or a :class:`~napari_tiled_unet.model.geometry.UNetGeometry` (its per-axis geometries).
 GeometryLike = TileGeometry | UNetGeometry | Sequence[TileGeometry]
 
-#: Default network input tile edge (pixels) per number of spatial axes; the engine shrinks it
-#: to spread the work evenly (:func:`plan_tiles`). 2D: chosen from
+#: Largest default network input tile edge (pixels) per number of spatial axes; the engine
+#: shrinks it to spread the work evenly (:func:`plan_tiles`), and the inference engine to fit a
+#: memory budget (:func:`default_tile_shape`'s ``max_voxels``). 2D: chosen from
 #: benchmarks/predict_throughput.py on an 8192 px image — with the exact 107 px halo of a
 #: depth-4 'same' network, 736 px tiles ran at 0.75 Mpx/s, 976 px at 0.82, 1248 px at 0.96 and
-#: 1408 px at 0.97 — and from benchmarks/predict_memory.py: a 1280 px tile of a base-16
-#: network needs about 540 MiB of activations, inside the 1.5 GiB bound of the command line.
-#: 3D: a 256³ tile already holds 16.7 M voxels. Where the context differs between axes
-#: (anisotropic 3D networks need less along Z), :func:`default_tile_shape` shares the same
-#: ``edge**ndim`` budget out in proportion to each axis's context.
+#: 1408 px at 0.97. 3D: a 256³ tile already holds 16.7 M voxels. Where the context differs
+#: between axes (anisotropic 3D networks need less along Z), :func:`default_tile_shape` shares
+#: the voxels out in proportion to each axis's context.
 DEFAULT_TILE_EDGE = {2: 1280, 3: 256}
 
 
@@ -92,29 +91,49 @@ def smallest_tile(geometry: TileGeometry, covered: int) -> int:
     return edge
 
 
-def default_tile_shape(geometry: GeometryLike, ndim: int) -> tuple[int, ...]:
-    """The default network input tile: about ``DEFAULT_TILE_EDGE[ndim]**ndim`` pixels.
+def default_tile_shape(
+    geometry: GeometryLike, ndim: int, max_voxels: int | None = None
+) -> tuple[int, ...]:
+    """The default network input tile: about ``DEFAULT_TILE_EDGE[ndim]**ndim`` pixels or fewer.
 
-    Where all axes need the same context the tile is a square / cube of about
-    ``DEFAULT_TILE_EDGE[ndim]`` px. Otherwise (anisotropic 3D networks) each edge is made
-    proportional to its axis's context (``context_before + context_after``), for the same
-    number of voxels: for a given tile volume that keeps the largest share of it as output.
-    A depth-4 'same' network with two anisotropic levels (Z context 62, Y/X 214) gets
-    112 x 400 x 400 instead of 256³. Each edge is rounded up to a size the network accepts,
-    and to at least the smallest tile that leaves output.
+    Where all axes need the same context the tile is a square / cube. Otherwise (anisotropic
+    3D networks) each edge is made proportional to its axis's context (``context_before +
+    context_after``), for the same number of voxels: for a given tile volume that keeps the
+    largest share of it as output. A depth-4 'same' network with two anisotropic levels (Z
+    context 62, Y/X 214) gets 112 x 400 x 400 instead of 256³.
+
+    Parameters
+    ----------
+    geometry : TileGeometry, sequence of TileGeometry, or UNetGeometry
+        As for :func:`plan_tiles`.
+    ndim : int
+        Number of spatial axes.
+    max_voxels : int, optional
+        At most this many input voxels (a memory budget, see
+        :func:`napari_tiled_unet.model.memory.voxel_budget`): where it binds, edges are
+        rounded down to sizes the network accepts, otherwise up. Never below the smallest
+        tile that leaves output, so an exact plan stays possible: that tile may hold more.
     """
     axes = axis_geometries(geometry, ndim)
-    budget = DEFAULT_TILE_EDGE[ndim]
+    voxels = DEFAULT_TILE_EDGE[ndim] ** ndim
+    fits_budget = max_voxels is None or voxels <= max_voxels
+    if not fits_budget:
+        voxels = max_voxels
     contexts = [g.context_before + g.context_after for g in axes]
     if len(set(contexts)) == 1 or min(contexts) == 0:
-        targets = [budget] * ndim
+        weights = [1.0] * ndim
     else:
         mean = math.prod(contexts) ** (1 / ndim)
-        targets = [round(budget * c / mean) for c in contexts]
-    return tuple(
-        max(g.nearest_valid_sizes(t)[1], smallest_tile(g, g.grid))
-        for g, t in zip(axes, targets, strict=True)
-    )
+        weights = [c / mean for c in contexts]
+    side = voxels ** (1 / ndim)
+    edges = []
+    for g, w in zip(axes, weights, strict=True):
+        if fits_budget:
+            edge = g.nearest_valid_sizes(max(round(side * w), 1))[1]
+        else:
+            edge = g.nearest_valid_sizes(max(math.floor(side * w), 1))[0] or 0
+        edges.append(max(edge, smallest_tile(g, g.grid)))
+    return tuple(edges)
 
 
 def plan_tiles(

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_tiled_unet.axes import ModelSpec
 from napari_tiled_unet.config import UNetConfig
 from napari_tiled_unet.device import resolve_device
 from napari_tiled_unet.events import Progress, run_to_completion
@@ -112,7 +113,11 @@ class Trainer:
     validation_axes : str or sequence, optional
         The same for the validation images; None: ``axes`` if it is one string.
     channels : sequence of int, optional
-        Channels of the C axis to train on, in order (picks and reorders).
+        Channels of the C axis to train on, in order (picks and reorders). The model file
+        stores the selection and the images' channel count, and prediction applies the
+        selection by itself to images with that many channels. None: all channels; when
+        fine-tuning a model trained on a selection, images with its training images' channel
+        count are read through that selection (as at prediction), others as they are.
 
     Raises
     ------
@@ -169,7 +174,7 @@ class Trainer:
         self._fine_tuned_from: str | None = None
         base = self._load_model(model)
         self._pair_options = dict(
-            in_channels=None if base is None else base.config.in_channels,
+            model=None if base is None else ModelSpec.of(base),
             channels=None if channels is None else [int(c) for c in channels],
         )
         if validation_axes is None and isinstance(axes, str):
@@ -703,6 +708,7 @@ class Trainer:
             "label_mode": config.label_mode,
             "class_names": list(self.class_names),
             "axes": ("C" + axes) if self.channels > 1 else axes,
+            **self._selection_metadata(previous),
             "tile_shape": list(config.tile_shape),
             "training": {
                 "config": config.to_dict(),
@@ -723,6 +729,26 @@ class Trainer:
                 ),
                 "fine_tuned_from": self._fine_tuned_from,
             },
+        }
+
+    def _selection_metadata(self, previous: dict[str, Any]) -> dict[str, Any]:
+        """``channels`` and ``source_channels`` for the model file.
+
+        The selection given to this run, with the training images' channel count (None if
+        they differ); without one, a fine-tuned model keeps its own (it still reads the same
+        channels), and a new model stores None.
+        """
+        selection = self._pair_options["channels"]
+        if selection is None:
+            return {
+                "channels": previous.get("channels"),
+                "source_channels": previous.get("source_channels"),
+            }
+        pairs = self.pairs + self.validation_pairs
+        counts = {p.channels if p.source_channels is None else p.source_channels for p in pairs}
+        return {
+            "channels": list(selection),
+            "source_channels": counts.pop() if len(counts) == 1 else None,
         }
 
 
@@ -760,7 +786,8 @@ def iter_train(
     -------
     UNet
         The best model by validation score, on CPU, in eval mode, with ``metadata``
-        (normalization, label_mode, class_names, axes, tile_shape, training).
+        (normalization, label_mode, class_names, axes, tile_shape, channels and
+        source_channels, training).
     """
     trainer = Trainer(images, labels, config, model=model, names=names, **kwargs)
     return (yield from trainer.iter_run())

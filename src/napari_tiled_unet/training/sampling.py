@@ -13,8 +13,8 @@ import itertools
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from napari_tiled_unet.training.augment import Augmentation
 from napari_tiled_unet.training.config import MAX_CLASSES
 from napari_tiled_unet.training.targets import instance_targets, make_targets
 from napari_tiled_unet.training.weights import border_weights, object_map
+
+if TYPE_CHECKING:
+    from napari_tiled_unet.axes import ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +83,8 @@ class TrainingPair:
     #: For a frame (a plane or time point) of a larger image: that image's
     #: ``(image_name, labels_name)``; None for a whole image.
     frame_of: tuple[str, str] | None = None
+    #: Channels of the C axis of the image ``channels`` were selected from (None: ``channels``).
+    source_channels: int | None = None
 
     def block_window(self, block: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(start, stop) of a block of the scan grid, clipped to the image."""
@@ -205,6 +210,7 @@ def make_pairs(
     axes: str | None = None,
     in_channels: int | None = None,
     channels: Sequence[int] | None = None,
+    model: ModelSpec | None = None,
 ) -> list[TrainingPair]:
     """Check an (image, labels) pair of any axis layout; one :class:`TrainingPair` per frame.
 
@@ -225,6 +231,10 @@ def make_pairs(
         Channels of the model to fine-tune (None: any).
     channels : sequence of int, optional
         Channels of the C axis to train on, in order.
+    model : ModelSpec, optional
+        The model to fine-tune, instead of ``in_channels``: with ``channels`` None, an image
+        whose C axis has as many channels as the model's training images is read through the
+        channel selection the model was trained with (:meth:`ModelSpec.selection_for`).
 
     Returns
     -------
@@ -241,7 +251,10 @@ def make_pairs(
     """
     from napari_tiled_unet.axes import AxesError, ModelSpec, choose_layout
 
-    if axes is None and channels is None:
+    model = ModelSpec(in_channels, ndim) if model is None else replace(model, ndim=ndim)
+    if channels is not None:
+        model = ModelSpec(len(channels), ndim)  # an explicit selection replaces the stored one
+    if axes is None and channels is None and model.channels is None:
         try:
             return [make_pair(image, labels, image_name, labels_name, ndim)]
         except PairShapeError as err:
@@ -249,11 +262,10 @@ def make_pairs(
     else:
         original = None
     _check_arrays(image, labels, image_name, labels_name)
-    spec = ModelSpec(in_channels if channels is None else len(channels), ndim)
     try:
         layout = choose_layout(
             image.shape,
-            spec,
+            model,
             axes=axes,
             channels=channels,
             labels_shape=labels.shape,
@@ -271,6 +283,8 @@ def make_pairs(
         return [make_pair(image, labels, image_name, labels_name, ndim)]
     label_layout = layout.without_channels()
     source = layout.job(image)
+    c = layout.channel_axis
+    source_channels = 1 if c is None else layout.shape[c]
     pairs = []
     for index in layout.frames():
         where = layout.frame_name(index)
@@ -284,6 +298,7 @@ def make_pairs(
         )
         pair.norm_source = source
         pair.frame_of = (image_name, labels_name)
+        pair.source_channels = source_channels
         pairs.append(pair)
     return pairs
 
