@@ -301,6 +301,56 @@ def test_unusable_tile_size_names_sizes_that_work(
     assert_refused(predict_widget, viewer, errors, n, "tile size 20", "at least 52")
 
 
+def test_halo_allows_tiles_smaller_than_the_receptive_field(
+    viewer, predict_widget, wait_done, errors, tmp_path
+):
+    """A depth-3 'same' network needs 51 px of context per side: 48 px tiles are refused with
+    the exact halo (0) and work with halo 3, as ``predict(..., halo=3)`` does."""
+    from _nets import tiny_unet
+    from napari_tiled_unet import predict, save_model
+
+    path = save_model(tiny_unet(depth=3, num_classes=2), tmp_path / "deep.pt")
+    data = np.random.default_rng(3).random((96, 88)).astype(np.float32)
+    layer = viewer.add_image(data, name="cells")
+    choose(predict_widget, layer, path)
+    assert predict_widget.halo.value == 0 and predict_widget.halo.label == "halo"
+    names = [w.name for w in predict_widget]
+    assert names.index("halo") == names.index("tile_size") + 1
+    predict_widget.device.value = "cpu"
+    predict_widget.tile_size.value = 48
+    n = len(viewer.layers)
+    predict_widget.run()
+    wait_done(predict_widget)
+    assert_refused(predict_widget, viewer, errors, n, "tile size 48", "51+51", "at least 112")
+    assert "at least 112" in predict_widget.status.value
+
+    predict_widget.halo.value = 3
+    predict_widget.run()
+    wait_done(predict_widget)
+    result = viewer.layers["cells labels"]
+    expected = predict(data, path, tile_shape=(48, 48), halo=3, device="cpu")
+    np.testing.assert_array_equal(result.data, expected)
+    assert "cells labels" in predict_widget.status.value
+
+
+def test_halo_is_refused_for_a_valid_network(
+    viewer, predict_widget, wait_done, errors, image, tmp_path
+):
+    from _nets import tiny_unet
+    from napari_tiled_unet import save_model
+
+    path = save_model(tiny_unet(padding="valid", num_classes=2), tmp_path / "valid.pt")
+    layer = viewer.add_image(image, name="cells")
+    choose(predict_widget, layer, path)
+    predict_widget.halo.value = 3
+    n = len(viewer.layers)
+    predict_widget.run()
+    wait_done(predict_widget)
+    assert_refused(predict_widget, viewer, errors, n, "'valid' network trims its own context")
+    assert "'valid' network trims its own context" in predict_widget.status.value
+    assert "halo cannot be cut to 3" in predict_widget.status.value
+
+
 def test_auto_output_gives_objects_for_an_instance_model(
     viewer, predict_widget, wait_done, image, tiny_unet, tmp_path
 ):

@@ -75,7 +75,7 @@ def predict_job(
     rgb, axis_labels
         The layer's, as hints for the layout.
     **kwargs
-        Passed to ``iter_predict`` (``batch_size``, ``device``, ``output``, ``name``);
+        Passed to ``iter_predict`` (``halo``, ``batch_size``, ``device``, ``output``, ``name``);
         ``output="auto"`` means "instances" for a model trained on instance labels, else
         "labels".
 
@@ -210,6 +210,18 @@ class PredictWidget(Container):
                     tooltip=(
                         "Tile edge in pixels, context included; 0 = automatic (the largest "
                         "up to 1280 px whose forward pass is estimated at 768 MiB or less)"
+                    ),
+                ),
+                SpinBox(
+                    name="halo",
+                    label="halo",
+                    value=0,
+                    min=0,
+                    max=512,
+                    tooltip=(
+                        "Context in pixels each tile reads, for 'same' networks; 0 = exact (the "
+                        "whole receptive field: no seams, 107 px at depth 4). Smaller is faster "
+                        "and needs less memory, but differs slightly near tile borders"
                     ),
                 ),
                 SpinBox(
@@ -392,6 +404,7 @@ class PredictWidget(Container):
             channels=channels,
             rgb=bool(getattr(layer, "rgb", False)),
             axis_labels=getattr(layer, "axis_labels", None),
+            halo=self.halo.value or None,
             batch_size=self.batch_size.value,
             device=self.device.value,
             output=output,
