@@ -1,10 +1,10 @@
 """Tile memory: the estimate against a measured peak, default tiles within the budget, halos."""
 
 import json
-import logging
 import math
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -77,18 +77,16 @@ def test_bundled_model_keeps_its_tile_and_wider_networks_get_smaller_ones():
     assert plan_for((8192, 8192), UNet(base_channels=64)).tile_shape[0] < 800
 
 
-def test_when_no_exact_tile_fits_the_smallest_is_used_and_the_warning_names_halo(caplog):
+def test_when_no_exact_tile_fits_the_smallest_is_used_and_the_warning_names_halo():
     net = UNet(base_channels=16, depth=4, ndim=3)
-    with caplog.at_level(logging.WARNING, logger="napari_tiled_unet"):
+    with pytest.warns(UserWarning, match="halo") as caught:
         plan = plan_for((300, 300, 300), net)
     assert plan.tile_shape == (240, 240, 240)  # 107 + 107 context, 26 out: the least exact
-    assert format_bytes(tile_memory(net.config, plan.tile_shape)) in caplog.text
-    assert "halo" in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="napari_tiled_unet"):
+    assert format_bytes(tile_memory(net.config, plan.tile_shape)) in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         plan = plan_for((300, 300, 300), net, halo=27)
     assert tile_memory(net.config, plan.tile_shape) <= TILE_MEMORY_BUDGET
-    assert not caplog.text
 
 
 def test_halo_is_cut_in_grid_steps_and_valid_networks_refuse_it():
@@ -152,3 +150,22 @@ def test_command_line_halo(tmp_path, rng, capsys):
     assert main([*args, "--model", str(valid), "--output", str(refused), "--halo", "3"]) != 0
     assert "'valid' network trims its own context" in capsys.readouterr().err
     assert not refused.exists()
+
+
+def test_command_line_prints_the_memory_warning_on_one_line(tmp_path, rng, capsys):
+    import tifffile
+
+    from napari_tiled_unet import save_model
+    from napari_tiled_unet.cli import main
+
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, (rng.random((8, 24, 24)) * 4000).astype(np.uint16))
+    model = save_model(UNet(base_channels=1, depth=4, ndim=3), tmp_path / "deep3d.pt")
+    argv = ["predict", str(stack), "--model", str(model), "--axes", "ZYX", "--device", "cpu"]
+    assert main([*argv, "--output", str(tmp_path / "labels.tif")]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert any(
+        line.startswith("napari-tiled-unet: warning: the smallest tile (240, 240, 240)")
+        and "--halo 32" in line
+        for line in lines
+    ), lines

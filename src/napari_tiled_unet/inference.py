@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -646,7 +647,7 @@ def plan_for(
     :data:`~napari_tiled_unet.tiling.plan.DEFAULT_TILE_EDGE`) whose forward pass fits
     :data:`~napari_tiled_unet.model.memory.TILE_MEMORY_BUDGET`. Where even the smallest tile
     that leaves output does not (an exact depth-4 3D network: 240³ voxels), that tile is used
-    and a warning says how much it needs and that a ``halo`` helps. ``halo``: see
+    and a UserWarning says how much it needs and that a ``halo`` helps. ``halo``: see
     :meth:`~napari_tiled_unet.model.geometry.UNetGeometry.with_halo`.
     """
     config = model.config
@@ -655,17 +656,15 @@ def plan_for(
         tile_shape = default_tile_shape(geometry, config.ndim, voxel_budget(config))
         need = tile_memory(config, tile_shape)
         if need > TILE_MEMORY_BUDGET:
-            logger.warning(
-                "the smallest tile %s for this depth-%d %dD network with a halo of %s needs "
-                "about %s for its forward pass (more than the default %s); a smaller halo "
-                "(approximate near tile borders, e.g. halo=32 / --halo 32) or a network with "
-                "fewer levels or base channels needs less",
-                tuple(tile_shape),
-                config.depth,
-                config.ndim,
-                "+".join(str(b) for b, _ in geometry.halos),
-                format_bytes(need),
-                format_bytes(TILE_MEMORY_BUDGET),
+            # A warning, not a log record: napari shows warnings as notifications.
+            warnings.warn(
+                f"the smallest tile {tuple(tile_shape)} of this depth-{config.depth} "
+                f"{config.ndim}D network ({geometry.describe()}) needs about "
+                f"{format_bytes(need)} for its forward pass, more than the default "
+                f"{format_bytes(TILE_MEMORY_BUDGET)}; a smaller halo (approximate near tile "
+                "borders: halo=32 in Python, --halo 32, or the Predict widget's halo) or a "
+                "network with fewer levels or base channels needs less",
+                stacklevel=2,
             )
     return plan_tiles(tuple(image_shape), geometry, tile_shape)
 
