@@ -13,7 +13,12 @@ import pytest
 from _nets import tiny_unet
 from napari_tiled_unet import UNet, predict
 from napari_tiled_unet.config import UNetConfig
-from napari_tiled_unet.inference import forward_whole_image, plan_for
+from napari_tiled_unet.inference import (
+    SUGGESTED_KEPT_SHARE,
+    forward_whole_image,
+    plan_for,
+    suggest_halo,
+)
 from napari_tiled_unet.model.geometry import UNetGeometry
 from napari_tiled_unet.model.memory import (
     TILE_MEMORY_BUDGET,
@@ -77,16 +82,22 @@ def test_bundled_model_keeps_its_tile_and_wider_networks_get_smaller_ones():
     assert plan_for((8192, 8192), UNet(base_channels=64)).tile_shape[0] < 800
 
 
-def test_when_no_exact_tile_fits_the_smallest_is_used_and_the_warning_names_halo():
+def test_when_no_exact_tile_fits_the_smallest_is_used_and_a_halo_that_fits_is_suggested():
     net = UNet(base_channels=16, depth=4, ndim=3)
-    with pytest.warns(UserWarning, match="halo") as caught:
+    with pytest.warns(UserWarning, match=r"halo=27 \(--halo 27.*tiles of \(112, 112, 112\)") as w:
         plan = plan_for((300, 300, 300), net)
     assert plan.tile_shape == (240, 240, 240)  # 107 + 107 context, 26 out: the least exact
-    assert format_bytes(tile_memory(net.config, plan.tile_shape)) in str(caught[0].message)
+    assert format_bytes(tile_memory(net.config, plan.tile_shape)) in str(w[0].message)
+    assert suggest_halo(net) == (27, (112, 112, 112))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         plan = plan_for((300, 300, 300), net, halo=27)
     assert tile_memory(net.config, plan.tile_shape) <= TILE_MEMORY_BUDGET
+    kept = math.prod(n - 54 for n in plan.tile_shape) / math.prod(plan.tile_shape)
+    assert kept >= SUGGESTED_KEPT_SHARE
+    # the next halo up (43) would fit only tiles keeping less
+    tile = plan_for((300, 300, 300), net, halo=43).tile_shape
+    assert math.prod(n - 86 for n in tile) / math.prod(tile) < SUGGESTED_KEPT_SHARE
 
 
 def test_halo_is_cut_in_grid_steps_and_valid_networks_refuse_it():
@@ -166,6 +177,6 @@ def test_command_line_prints_the_memory_warning_on_one_line(tmp_path, rng, capsy
     lines = capsys.readouterr().err.splitlines()
     assert any(
         line.startswith("napari-tiled-unet: warning: the smallest tile (240, 240, 240)")
-        and "--halo 32" in line
+        and "--halo 43" in line
         for line in lines
     ), lines

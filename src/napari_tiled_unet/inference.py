@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import warnings
 from collections.abc import Generator, Iterator, Sequence
@@ -656,17 +657,57 @@ def plan_for(
         tile_shape = default_tile_shape(geometry, config.ndim, voxel_budget(config))
         need = tile_memory(config, tile_shape)
         if need > TILE_MEMORY_BUDGET:
+            suggestion = suggest_halo(model)
+            if suggestion is None:
+                helps = "a network with fewer levels or base channels needs less"
+            else:
+                cut, tile = suggestion
+                helps = (
+                    f"halo={cut} (--halo {cut}, or the Predict widget's halo) fits it with "
+                    f"tiles of {tile}, approximate near tile borders (see the README)"
+                )
             # A warning, not a log record: napari shows warnings as notifications.
             warnings.warn(
                 f"the smallest tile {tuple(tile_shape)} of this depth-{config.depth} "
                 f"{config.ndim}D network ({geometry.describe()}) needs about "
                 f"{format_bytes(need)} for its forward pass, more than the default "
-                f"{format_bytes(TILE_MEMORY_BUDGET)}; a smaller halo (approximate near tile "
-                "borders: halo=32 in Python, --halo 32, or the Predict widget's halo) or a "
-                "network with fewer levels or base channels needs less",
+                f"{format_bytes(TILE_MEMORY_BUDGET)}; {helps}",
                 stacklevel=2,
             )
     return plan_tiles(tuple(image_shape), geometry, tile_shape)
+
+
+#: A suggested halo leaves default tiles that keep at least this share of their voxels as
+#: output (half of each edge in 3D).
+SUGGESTED_KEPT_SHARE = 0.125
+
+
+def suggest_halo(model: UNet) -> tuple[int, tuple[int, ...]] | None:
+    """The largest cut halo whose default tile fits the memory budget and keeps enough output.
+
+    Returns ``(halo, tile_shape)``, with tiles that keep at least
+    :data:`SUGGESTED_KEPT_SHARE` of their voxels, or None ('valid' networks, or no halo
+    does). Used in the warning of :func:`plan_for`.
+    """
+    config = model.config
+    if config.padding != "same":
+        return None
+    budget = voxel_budget(config)
+    widest = max(before for before, _ in model.geometry.halos)
+    for halo in range(widest - 1, -1, -1):
+        geometry = model.geometry.with_halo(halo)
+        if max(before for before, _ in geometry.halos) != halo:
+            continue  # not a cut of its own: the next grid step down
+        tile = default_tile_shape(geometry, config.ndim, budget)
+        kept = math.prod(
+            max(0, n - g.context_before - g.context_after)
+            for n, g in zip(tile, geometry.axes, strict=True)
+        )
+        if tile_memory(
+            config, tile
+        ) <= TILE_MEMORY_BUDGET and kept >= SUGGESTED_KEPT_SHARE * math.prod(tile):
+            return halo, tile
+    return None
 
 
 def forward_whole_image(image: np.ndarray, model: UNet, device: str = "cpu") -> np.ndarray:
