@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--depth", type=int, default=2, help="depth of the 3D U-Net")
     parser.add_argument("--anisotropic-levels", type=int, default=0)
     parser.add_argument("--tiles", type=int, nargs="*", default=[], help="more tile edges (cubes)")
+    parser.add_argument(
+        "--halos", type=int, nargs="*", default=[], help="ours again, default tile, halo=H"
+    )
     parser.add_argument("--roi", type=int, default=96, help="MONAI roi edge (cube), voxels")
     parser.add_argument("--big-gib", type=float, default=1.0, help="size of the large stack")
     parser.add_argument("--big-edge", type=int, default=2048, help="Y/X edge of the large stack")
@@ -161,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         throughput = [
             "--model", str(model), "--planes", str(args.shape[0]), "--size", str(args.shape[1]),
             "--roi", str(args.roi), "--warmup-size", "32", "--tiles", *map(str, args.tiles),
+            "--halos", *map(str, args.halos),
         ]  # fmt: skip
         if args.skip_monai:
             throughput.append("--skip-monai")

@@ -128,6 +128,7 @@ class Config:
     method: str  # "baseline" (imports only), "whole", "ours" or "monai"
     label: str
     tile: int | None = None  # ours: network tile edge; None is the package default
+    halo: int | None = None  # ours: halo= (None: exact)
     batch: int = 1  # ours: batch_size; MONAI: sw_batch_size
     roi: int = 256  # MONAI
     overlap: float = 0.25  # MONAI
@@ -188,6 +189,7 @@ def method_fn(config: Config, model):
                 output="probabilities",
                 device="cpu",
                 tile_shape=tile_shape,
+                halo=config.halo,
                 batch_size=config.batch,
             )
 
@@ -261,7 +263,7 @@ def run_one(spec_path: Path) -> None:
     if config.method != "baseline":
         if config.method == "ours":
             tile = None if config.tile is None else (config.tile,) * image.ndim
-            plan = plan_for(image.shape, model, tile)
+            plan = plan_for(image.shape, model, tile, config.halo)
             result["tile_shape"] = list(plan.tile_shape)
         run = method_fn(config, model)
         w = min(spec["warmup_size"], *image.shape)
@@ -399,7 +401,8 @@ def describe(config: Config, result: dict[str, Any]) -> tuple[str, str, str]:
             tile += " (default)"
         elif result.get("tile_shape", [config.tile])[0] != config.tile:
             tile += f" (asked {config.tile}; the plan's even split)"
-        return "ours", tile, str(config.batch)
+        method = "ours" if config.halo is None else f"ours, halo {config.halo} (approximate)"
+        return method, tile, str(config.batch)
     if config.method == "monai":
         return (
             f"MONAI (overlap {config.overlap:g}, {config.blend})",
@@ -477,7 +480,14 @@ def report(
         )
 
     timed = {id(r): r for r in rows if "times" in r.result}
-    default = next((r for r in rows if r.config.method == "ours" and r.config.tile is None), None)
+    default = next(
+        (
+            r
+            for r in rows
+            if r.config.method == "ours" and r.config.tile is None and r.config.halo is None
+        ),
+        None,
+    )
     whole = next((r for r in rows if r.config.method == "whole"), None)
     monai = next((r for r in rows if r.config.method == "monai"), None)
     pairs: list[tuple[str, Row | None, Row | None]] = [
@@ -488,6 +498,11 @@ def report(
         (f"ours tile {r.config.tile}, batch {r.config.batch} / whole image", r, whole)
         for r in rows
         if r.config.method == "ours" and r.config.tile is not None
+    ]
+    pairs += [
+        (f"ours (default tile), halo {r.config.halo} / MONAI", r, monai)
+        for r in rows
+        if r.config.method == "ours" and r.config.halo is not None
     ]
     lines += [
         "",
@@ -544,6 +559,9 @@ def main(argv: list[str] | None = None) -> int:
         "--tiles", type=int, nargs="*", default=list(DEFAULT_TILES), help="our tile edges, px"
     )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1], help="our batch sizes")
+    parser.add_argument(
+        "--halos", type=int, nargs="*", default=[], help="ours with the default tile and halo=H"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="timed runs per configuration")
     parser.add_argument("--warmup-size", type=int, default=256, help="warm-up crop edge, px")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
@@ -576,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in args.tiles
         for b in args.batch_sizes
     ]
+    configs += [Config("ours", f"ours default, halo {h}", halo=h) for h in args.halos]
     if not args.skip_monai:
         configs.append(
             Config(
