@@ -52,6 +52,8 @@ def _progress_bar(events, desc: str, postfix_keys: Sequence[str] = ()):
                 )
                 stage = event.stage
             bar.update(event.done - bar.n)
+            if event.warning:
+                bar.write(f"napari-tiled-unet: warning: {event.warning}", file=sys.stderr)
             shown = {k: f"{event.metrics[k]:.3g}" for k in postfix_keys if k in event.metrics}
             if shown:
                 bar.set_postfix(shown, refresh=False)
@@ -489,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tile",
         type=int,
         help="network input tile edge in pixels (default: the largest up to 1280 for 2D, 256 "
-        "for 3D, whose forward pass needs at most 768 MiB)",
+        "for 3D, whose forward pass is estimated at 768 MiB or less)",
     )
     p.add_argument(
         "--halo",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -25,6 +26,12 @@ class Progress:
         Human-readable status line.
     metrics : dict
         Numbers worth showing, e.g. ``{"loss": 0.31, "val_iou": 0.72}``.
+    warning : str
+        Something the user should see once, now (e.g. a tile that needs more memory than the
+        budget). Consumers show it: :func:`run_to_completion` issues a UserWarning, the
+        command line prints it, the napari widgets send a warning notification. Carried by
+        the event rather than ``warnings.warn`` because warnings raised in a napari worker
+        thread never reach the viewer.
     """
 
     stage: str
@@ -32,6 +39,7 @@ class Progress:
     total: int
     message: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
+    warning: str = ""
 
     @property
     def fraction(self) -> float:
@@ -40,9 +48,11 @@ class Progress:
 
 
 def run_to_completion(generator: Generator[Progress, None, R]) -> R:
-    """Exhaust an engine generator and return its result."""
+    """Exhaust an engine generator and return its result; events' warnings become UserWarnings."""
     while True:
         try:
-            next(generator)
+            event = next(generator)
         except StopIteration as stop:
             return stop.value
+        if event.warning:
+            warnings.warn(event.warning, stacklevel=3)

@@ -308,7 +308,7 @@ def iter_predict(
         (already selected); otherwise all channels.
     tile_shape : sequence of int, optional
         Largest network input tile shape in pixels (context included). Default: the largest
-        tile up to 1280 px (2D; 256 in 3D) whose forward pass needs at most 768 MiB
+        tile up to 1280 px (2D; 256 in 3D) whose forward pass is estimated at 768 MiB or less
         (:func:`plan_for`; the bundled model gets 1280 px); the plan shrinks tiles to spread
         the work evenly (:func:`~napari_tiled_unet.tiling.plan.plan_tiles`). Must suit the network
         (multiples of ``2**depth`` for 'same', valid sizes such as 572 for a depth-4 'valid'
@@ -395,7 +395,7 @@ def _iter_layout(
     """Labels or probabilities of every frame of ``layout``, one Progress stream."""
     from napari_tiled_unet.device import resolve_device
 
-    plan = plan_for(layout.spatial_shape, net, tile_shape, halo)
+    plan, warning = _plan_and_warning(layout.spatial_shape, net, tile_shape, halo)
     out_shape, out_dtype, _axes = layout_output_spec(net, layout, output)
     target = out if out is not None else np.zeros(out_shape, out_dtype)
     if tuple(target.shape) != out_shape:
@@ -418,7 +418,7 @@ def _iter_layout(
             message += f", halo {halo} (approximate near tile borders)"
         if frames > 1:
             message = f"{frames} frames of {message}"
-        yield Progress("predict", 0, total, message)
+        yield Progress("predict", 0, total, message, warning=warning)
         for k, index in enumerate(layout.frames()):
             where = layout.frame_name(index)
             frame_name = f"{name} at {where}" if where else name
@@ -648,11 +648,26 @@ def plan_for(
     :data:`~napari_tiled_unet.tiling.plan.DEFAULT_TILE_EDGE`) whose forward pass fits
     :data:`~napari_tiled_unet.model.memory.TILE_MEMORY_BUDGET`. Where even the smallest tile
     that leaves output does not (an exact depth-4 3D network: 240³ voxels), that tile is used
-    and a UserWarning says how much it needs and that a ``halo`` helps. ``halo``: see
+    and a UserWarning says how much it needs and which ``halo`` would fit
+    (:func:`suggest_halo`). ``halo``: see
     :meth:`~napari_tiled_unet.model.geometry.UNetGeometry.with_halo`.
     """
+    plan, warning = _plan_and_warning(image_shape, model, tile_shape, halo)
+    if warning:
+        warnings.warn(warning, stacklevel=2)
+    return plan
+
+
+def _plan_and_warning(
+    image_shape: Sequence[int],
+    model: UNet,
+    tile_shape: Sequence[int] | None,
+    halo: int | None,
+) -> tuple[TilePlan, str]:
+    """:func:`plan_for`'s plan, and its warning as text ("" if none)."""
     config = model.config
     geometry = model.geometry.with_halo(halo)
+    warning = ""
     if tile_shape is None:
         tile_shape = default_tile_shape(geometry, config.ndim, voxel_budget(config))
         need = tile_memory(config, tile_shape)
@@ -666,15 +681,13 @@ def plan_for(
                     f"halo={cut} (--halo {cut}, or the Predict widget's halo) fits it with "
                     f"tiles of {tile}, approximate near tile borders (see the README)"
                 )
-            # A warning, not a log record: napari shows warnings as notifications.
-            warnings.warn(
+            warning = (
                 f"the smallest tile {tuple(tile_shape)} of this depth-{config.depth} "
                 f"{config.ndim}D network ({geometry.describe()}) needs about "
                 f"{format_bytes(need)} for its forward pass, more than the default "
-                f"{format_bytes(TILE_MEMORY_BUDGET)}; {helps}",
-                stacklevel=2,
+                f"{format_bytes(TILE_MEMORY_BUDGET)}; {helps}"
             )
-    return plan_tiles(tuple(image_shape), geometry, tile_shape)
+    return plan_tiles(tuple(image_shape), geometry, tile_shape), warning
 
 
 #: A suggested halo leaves default tiles that keep at least this share of their voxels as

@@ -8,7 +8,7 @@ from typing import Any
 
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress
-from napari.utils.notifications import notification_manager
+from napari.utils.notifications import notification_manager, show_warning
 
 from napari_tiled_unet.events import Progress
 
@@ -73,6 +73,8 @@ def start_engine(
         # so later events (and the end of the job) may be handled inside the bar update.
         if on_progress is not None:
             on_progress(event)
+        if event.warning:
+            show_warning(event.warning)
         if bar.disable or finished:
             return
         if bar.total != event.total:
