@@ -716,9 +716,8 @@ def suggest_halo(model: UNet) -> tuple[int, tuple[int, ...]] | None:
             max(0, n - g.context_before - g.context_after)
             for n, g in zip(tile, geometry.axes, strict=True)
         )
-        if tile_memory(
-            config, tile
-        ) <= TILE_MEMORY_BUDGET and kept >= SUGGESTED_KEPT_SHARE * math.prod(tile):
+        fits = tile_memory(config, tile) <= TILE_MEMORY_BUDGET
+        if fits and kept >= SUGGESTED_KEPT_SHARE * math.prod(tile):
             return halo, tile
     return None
 

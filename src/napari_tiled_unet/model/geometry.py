@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -181,7 +182,7 @@ class UNetGeometry:
         return len(self.axes)
 
     def with_halo(self, halo: int | None) -> UNetGeometry:
-        """This geometry with at most ``halo`` pixels of context per side (approximate tiling).
+        """This geometry with its context cut to about ``halo`` pixels per side (approximate).
 
         The exact halo of a 'same' network is its whole receptive field (107 px per side at
         depth 4), most of which barely matters; a smaller one lets much smaller tiles keep
@@ -203,8 +204,13 @@ class UNetGeometry:
         """
         if halo is None:
             return self
-        if isinstance(halo, bool) or not isinstance(halo, int) or halo < 0:
-            raise ValueError(f"halo must be a non-negative integer or None, got {halo!r}")
+        given = halo
+        try:
+            halo = -1 if isinstance(halo, bool) else operator.index(halo)
+        except TypeError:
+            halo = -1
+        if halo < 0:
+            raise ValueError(f"halo must be a non-negative integer or None, got {given!r}")
         if self.padding == "valid":
             exact = min(min(pair) for pair in self.halos)
             if halo < exact:
