@@ -111,8 +111,10 @@ def test_halo_is_cut_in_grid_steps_and_valid_networks_refuse_it():
     assert valid.with_halo(100) is valid
     with pytest.raises(ValueError, match="'valid' network trims its own context"):
         valid.with_halo(8)
-    with pytest.raises(ValueError, match="non-negative integer"):
-        geometry.with_halo(-1)
+    assert geometry.with_halo(np.int64(27)) == geometry.with_halo(27)
+    for bad in (-1, 2.5, True, "3"):
+        with pytest.raises(ValueError, match="non-negative integer"):
+            geometry.with_halo(bad)
 
 
 def test_tiles_of_a_cut_halo_stay_in_the_whole_images_pooling_phase():

@@ -64,18 +64,29 @@ def nuclei_pair():
     return image, labels
 
 
-@pytest.fixture
-def errors():
-    """Messages of the error notifications sent during the test, in order."""
+def _notifications(severity: NotificationSeverity):
+    """Messages of the notifications of ``severity`` sent while the generator is open."""
     messages: list[str] = []
 
     def collect(notification):
-        if notification.severity == NotificationSeverity.ERROR:
+        if notification.severity == severity:
             messages.append(str(notification.message))
 
     notification_manager.notification_ready.connect(collect)
     yield messages
     notification_manager.notification_ready.disconnect(collect)
+
+
+@pytest.fixture
+def errors():
+    """Messages of the error notifications sent during the test, in order."""
+    yield from _notifications(NotificationSeverity.ERROR)
+
+
+@pytest.fixture
+def warnings_shown():
+    """Messages of the warning notifications sent during the test, in order."""
+    yield from _notifications(NotificationSeverity.WARNING)
 
 
 @pytest.fixture

@@ -334,11 +334,9 @@ def test_halo_allows_tiles_smaller_than_the_receptive_field(
 
 
 def test_a_tile_over_the_memory_budget_is_announced_with_a_halo_that_fits(
-    viewer, predict_widget, wait_done, tmp_path
+    viewer, predict_widget, wait_done, warnings_shown, tmp_path
 ):
     """An exact depth-4 3D network needs 240³ tiles; the warning reaches the user."""
-    from napari.utils.notifications import NotificationSeverity, notification_manager
-
     from napari_tiled_unet import UNet, save_model
 
     path = save_model(UNet(base_channels=1, depth=4, ndim=3), tmp_path / "deep3d.pt")
@@ -347,20 +345,10 @@ def test_a_tile_over_the_memory_budget_is_announced_with_a_halo_that_fits(
     choose(predict_widget, layer, path)
     predict_widget.axes.value = "ZYX"
     predict_widget.device.value = "cpu"
-    warned: list[str] = []
-
-    def collect(notification):
-        if notification.severity == NotificationSeverity.WARNING:
-            warned.append(str(notification.message))
-
-    notification_manager.notification_ready.connect(collect)
-    try:
-        predict_widget.run()
-        wait_done(predict_widget)
-    finally:
-        notification_manager.notification_ready.disconnect(collect)
+    predict_widget.run()
+    wait_done(predict_widget)
     assert viewer.layers[-1].name == "stack labels"
-    assert any("(240, 240, 240)" in m and "halo=43" in m for m in warned), warned
+    assert any("(240, 240, 240)" in m and "halo=43" in m for m in warnings_shown), warnings_shown
 
 
 def test_halo_is_refused_for_a_valid_network(
