@@ -330,7 +330,7 @@ def test_stored_selection_mismatch_names_it_and_how_to_override():
 def test_model_spec_reads_the_selection_from_model_metadata():
     net = tiny_unet("same", depth=2, in_channels=2)
     assert ModelSpec.of(net) == ModelSpec(2, 2)  # old files: no selection
-    net.metadata.update(channels=[2, 0], source_channels=3)
+    net.info = net.info.replace(channels=[2, 0], source_channels=3)
     assert ModelSpec.of(net) == SELECTED
     assert ModelSpec.of(net.config) == ModelSpec(2, 2)  # a config has no metadata
     for channels, source, problem in [
@@ -339,14 +339,15 @@ def test_model_spec_reads_the_selection_from_model_metadata():
         (None, 3, "without a channel selection"),
         (["a", 0], 3, "must be channel numbers"),
     ]:
-        net.metadata.update(channels=channels, source_channels=source)
         with pytest.raises(ValueError, match=problem):
-            ModelSpec.of(net)
+            net.info = net.info.replace(channels=channels, source_channels=source)
+        with pytest.raises(ValueError, match=problem):
+            ModelSpec(2, 2, channels, source)
 
 
 def test_stored_selection_predictions_equal_explicit_ones(rng):
     net = tiny_unet("same", depth=2, in_channels=2)
-    net.metadata.update(channels=[2, 0], source_channels=3)
+    net.info = net.info.replace(channels=[2, 0], source_channels=3)
     hyper = rng.random((4, 3, 32, 32), dtype=np.float32)  # Z, C, Y, X
     expected = predict(hyper, net, axes="ZCYX", channels=[2, 0], output="probabilities")
     np.testing.assert_array_equal(predict(hyper, net, output="probabilities"), expected)

@@ -8,22 +8,23 @@ import logging
 import signal
 import sys
 import threading
+import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from napari_tiled_unet.device import DEVICES, PRECISIONS
+from napari_tiled_unet.errors import TiledUNetError, UserInputError
+from napari_tiled_unet.jobs.train import TILE_3D
 
 logger = logging.getLogger("napari_tiled_unet")
 
 
-class CommandError(Exception):
+class CommandError(UserInputError):
     """A user error to report as one line on stderr."""
 
 
 _UNITS = {"predict": "tile", "instances": "block"}
-#: Default edge (Y and X) of a 3D training tile.
-TILE_3D = 64
 
 
 def _progress_bar(events, desc: str, postfix_keys: Sequence[str] = ()):
@@ -118,15 +119,6 @@ def _plan_outputs(args: argparse.Namespace) -> list[tuple[Path, Path, Path | Non
     return [job for job in jobs if job[0].resolve() not in produced]
 
 
-def _tiff_name(image_path: Path) -> tuple[str, str]:
-    """The file's TIFF axes and how errors name the file: ``input PATH (TIFF axes ZYX: ...)``."""
-    from napari_tiled_unet.io.tiff import tiff_axes
-
-    axes = tiff_axes(image_path)
-    names = ", ".join(_AXIS_NAMES.get(a, a) for a in axes)
-    return axes, f"input {image_path} (TIFF axes {axes}: {names})"
-
-
 def _parse_channels(text: str | None) -> list[int] | None:
     """``--channels "0,2"`` -> ``[0, 2]``."""
     from napari_tiled_unet.axes import parse_channels
@@ -140,141 +132,41 @@ def _parse_channels(text: str | None) -> list[int] | None:
     return channels
 
 
-def _check_axes(image, model, image_path: Path, axes: str | None = None, channels=None):
-    """The layout to read ``image`` with (``--axes``, else the TIFF metadata, else the shape).
+def _predict_request(args: argparse.Namespace, model):
+    from napari_tiled_unet.jobs import PredictRequest
 
-    Raises a ValueError now, naming the file's TIFF axes, if ``image`` cannot feed ``model``
-    or its layout is ambiguous (listing the readings considered).
-    """
-    from napari_tiled_unet.axes import choose_layout
-    from napari_tiled_unet.inference import image_layout
-
-    tiff, name = _tiff_name(image_path)
-    layout = choose_layout(
-        image.shape, model, axes=axes, channels=channels, tiff_axes=tiff, name=name
-    )
-    return image_layout(image, model, axes=layout, name=name)
-
-
-# Axis letters as tifffile reports them (tifffile.TIFF.AXES_NAMES, abridged).
-_AXIS_NAMES = {
-    "X": "width",
-    "Y": "height",
-    "Z": "depth",
-    "C": "channel",
-    "S": "sample/colour",
-    "T": "time",
-    "I": "sequence",
-    "Q": "other",
-}
-
-
-def _predict_one(
-    args, model, kind: str, image_path: Path, out: Path, probs: Path | None, client=None
-) -> None:
-    import numpy as np
-
-    from napari_tiled_unet.inference import iter_predict, iter_predict_to_file
-    from napari_tiled_unet.io.store import check_output_path, write_array
-    from napari_tiled_unet.io.tiff import open_tiff
-
-    for target in (out, probs):
-        if target is not None and target.resolve() == image_path.resolve():
-            raise CommandError(f"output {target} is the input file; choose another name")
-        if target is not None:
-            check_output_path(target)
-    image = open_tiff(image_path)
-    layout = _check_axes(image, model, image_path, args.axes, _parse_channels(args.channels))
-    options = dict(
-        tile_shape=None if args.tile is None else (args.tile,) * model.config.ndim,
+    return PredictRequest(
+        model=model,
+        output=args.kind,
+        tile=args.tile,
         halo=args.halo,
         batch_size=args.batch,
         device=args.device,
-        name=f"input {image_path}",
         precision=args.precision,
+        axes=args.axes,
+        channels=_parse_channels(args.channels),
     )
-    # predict_dask applies a model's stored channel selection to (C, *spatial) itself.
-    stored = layout.channels_from_model and layout.axes == "C" + "ZYX"[-model.config.ndim :]
-    if client is not None and not (layout.is_plain or stored):
-        raise CommandError(
-            f"--dask-scheduler takes images in the model's own layout "
-            f"({'C' if model.config.in_channels > 1 else ''}{'ZYX'[-model.config.ndim :]}) for "
-            f"now; {image_path} is read as {layout.axes}"
-            + (f" with channels {list(layout.channels)}" if layout.channels else "")
-            + "; run without --dask-scheduler"
-        )
-    if client is not None:
-        from napari_tiled_unet.distributed import iter_store, predict_dask
-        from napari_tiled_unet.io.store import create_output
 
-        if probs is None:
-            lazy = predict_dask(image, model, output="labels", client=client, **options)
-            spatial = "ZYX"[-model.config.ndim :]
-            if kind == "labels":
-                with create_output(out, lazy.shape, lazy.dtype, axes=spatial) as target:
-                    _progress_bar(iter_store(lazy, target, client), "predict")
-                return
-            # Instances: the class map goes to a temporary store beside the output, then object
-            # ids are computed block by block; memory is bounded by a block, not the image.
-            from napari_tiled_unet.instances_blockwise import iter_instances_blockwise
-            from napari_tiled_unet.io.store import temporary_array
-            from napari_tiled_unet.postprocess import check_instance_classes
 
-            check_instance_classes(model.config.num_classes)
-            scratch = dict(prefix=f"{out.name}.classes")
-            with (
-                create_output(out, lazy.shape, np.int32, axes=spatial) as target,
-                temporary_array(out.parent, lazy.shape, lazy.dtype, **scratch) as classes,
-            ):
-                _progress_bar(iter_store(lazy, classes, client), "predict")
-                _progress_bar(iter_instances_blockwise(classes, target), "instances")
-            return
-        # --probabilities: class probabilities gathered here, as below.
-        lazy = predict_dask(image, model, output="probabilities", client=client, **options)
-        result = _progress_bar(
-            iter_store(lazy, np.zeros(lazy.shape, lazy.dtype), client), "predict"
-        )
-    elif probs is None:
-        # Labels or instances straight to disk, memory bounded by a batch of tiles or a block.
-        events = iter_predict_to_file(image, out, model, output=kind, axes=layout, **options)
-        _progress_bar(events, "predict")
-        return
-    else:
-        result = _progress_bar(
-            iter_predict(image, model, output="probabilities", axes=layout, **options), "predict"
-        )
-    from napari_tiled_unet.postprocess import labels_from_probabilities
+def _predict_one(request, image_path: Path, out: Path, probs: Path | None, client=None) -> None:
+    from napari_tiled_unet.jobs import iter_predict_job
 
-    mode = "instance" if kind == "instances" else "semantic"
-    labels = None
-    for index in layout.frames():  # objects never join across iterated axes
-        frame = labels_from_probabilities(np.asarray(layout.frame_out(result, index, lead=1)), mode)
-        if labels is None:
-            labels = np.zeros(layout.output_shape, frame.dtype)
-        layout.frame_out(labels, index)[...] = frame
-    write_array(out, labels, axes=layout.output_axes)
-    if probs is not None:
-        write_array(probs, result, axes="C" + layout.output_axes)
+    job = iter_predict_job(
+        image_path, request, output_path=out, probabilities_path=probs, client=client
+    )
+    _progress_bar(job, "predict")
 
 
 def _predict(args: argparse.Namespace) -> None:
     from napari_tiled_unet._malloc import keep_freed_memory
-    from napari_tiled_unet.inference import resolve_model
-    from napari_tiled_unet.model.modelfile import default_model_path
+    from napari_tiled_unet.jobs import load_job_model
 
     keep_freed_memory()
-
     jobs = _plan_outputs(args)
-    if args.model is None and not default_model_path().is_file():
-        raise CommandError(
-            f"no --model given and the bundled default model is missing ({default_model_path()})"
-        )
-    model = resolve_model(args.model)
-    kind = args.kind
-    if kind == "auto":
-        kind = "instances" if model.metadata.get("label_mode") == "instance" else "labels"
+    # Loaded once for every input of a batch run.
+    request = _predict_request(args, load_job_model(args.model))
     with _dask_client(args.dask_scheduler) as client:
-        _predict_jobs(args, model, kind, jobs, client)
+        _predict_jobs(request, args.input, jobs, client)
 
 
 @contextlib.contextmanager
@@ -301,10 +193,10 @@ def _dask_client(address: str | None):
         yield client
 
 
-def _predict_jobs(args, model, kind: str, jobs, client) -> None:
-    if len(jobs) == 1 and len(args.input) == 1 and not Path(args.input[0]).is_dir():
+def _predict_jobs(request, inputs: Sequence[str], jobs, client) -> None:
+    if len(jobs) == 1 and len(inputs) == 1 and not Path(inputs[0]).is_dir():
         image_path, out, probs = jobs[0]
-        _predict_one(args, model, kind, image_path, out, probs, client)
+        _predict_one(request, image_path, out, probs, client)
         logger.info("wrote %s", out)
         return
     failed = []
@@ -313,8 +205,8 @@ def _predict_jobs(args, model, kind: str, jobs, client) -> None:
             logger.warning("skipping %s: %s already exists", image_path.name, out)
             continue
         try:
-            _predict_one(args, model, kind, image_path, out, probs, client)
-        except (CommandError, ValueError, TypeError, OSError) as err:
+            _predict_one(request, image_path, out, probs, client)
+        except (TiledUNetError, ValueError, OSError) as err:  # one bad file stops no batch
             print(f"napari-tiled-unet: {image_path}: {err}", file=sys.stderr)
             failed.append(image_path.name)
         else:
@@ -324,9 +216,9 @@ def _predict_jobs(args, model, kind: str, jobs, client) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from napari_tiled_unet.io.tiff import open_tiff
+    from napari_tiled_unet.io.tiff import open_tiff, tiff_axes
+    from napari_tiled_unet.jobs import LayoutHints, TrainImage, TrainRequest, plan_training
     from napari_tiled_unet.model.modelfile import save_model
-    from napari_tiled_unet.training import TrainConfig, Trainer
 
     if len(args.image) != len(args.labels):
         raise CommandError(
@@ -339,67 +231,31 @@ def _train(args: argparse.Namespace) -> None:
         raise CommandError(f"output {output} is one of the inputs; choose another name")
     if not output.parent.is_dir():
         raise CommandError(f"output folder {output.parent} does not exist")
-    options = dict(
-        label_mode=args.mode,
-        iterations=args.iterations,
-        batch_size=args.batch,
-        learning_rate=args.lr,
-        optimizer=args.optimizer,
-        seed=args.seed,
-        device=args.device,
-        base_channels=args.base_channels,
-        depth=args.depth,
-        padding=args.padding,
-        anisotropic_levels=args.anisotropic_levels,
-        validation_every=args.validate_every,
-        elastic=not args.no_elastic,
-    )
     if args.anisotropic_levels and args.ndim != 3:
         raise CommandError("--anisotropic-levels is for 3D models; add --ndim 3")
-    channels = _parse_channels(args.channels)
-    images = [open_tiff(p) for p in args.image]
-    labels = [open_tiff(p) for p in args.labels]
-    spec = _train_spec(args.resume, args.ndim, channels)
-    layouts = [
-        _train_axes(image, lab, Path(p), args.axes, spec, channels)
-        for image, lab, p in zip(images, labels, args.image, strict=True)
-    ]
-    validation = [
-        (open_tiff(i), open_tiff(lab))
-        for i, lab in zip(args.validation_image, args.validation_labels, strict=True)
-    ]
-    validation_layouts = [
-        _train_axes(image, lab, Path(i), args.axes, spec, channels)
-        for (image, lab), i in zip(validation, args.validation_image, strict=True)
-    ]
-    if spec.ndim == 3:
-        from napari_tiled_unet.training.config import volume_tile_shape
 
-        planes = min(layout.spatial_shape[0] for layout in layouts + validation_layouts)
-        options["tile_shape"] = volume_tile_shape(
-            args.tile or TILE_3D,
-            planes,
-            depth=args.depth,
-            padding=args.padding,
-            anisotropic_levels=args.anisotropic_levels,
-        )
-    elif args.tile is not None:
-        options["tile_shape"] = (args.tile, args.tile)
-    config = TrainConfig(**options)
-    axes = [layout.axes for layout in layouts]
-    validation_axes = [layout.axes for layout in validation_layouts]
-    names = [f"pair {i + 1} ({Path(p).name})" for i, p in enumerate(args.image)]
-    trainer = Trainer(
-        images,
-        labels,
-        config,
+    def pair(image: str, labels: str, i: int | None) -> TrainImage:
+        name = Path(image).name if i is None else f"pair {i + 1} ({Path(image).name})"
+        hints = LayoutHints(tiff_axes=tiff_axes(image))
+        return TrainImage(open_tiff(image), open_tiff(labels), name, hints)
+
+    request = TrainRequest(
+        config=_train_config(args),
+        ndim=args.ndim,
+        tile=args.tile,
         model=args.resume,
-        names=names,
-        validation=validation or None,
-        axes=axes,
-        validation_axes=validation_axes or None,
-        channels=channels,
+        axes=args.axes,
+        channels=_parse_channels(args.channels),
     )
+    plan = plan_training(
+        request,
+        [pair(i, lab, k) for k, (i, lab) in enumerate(zip(args.image, args.labels, strict=True))],
+        [
+            pair(i, lab, None)
+            for i, lab in zip(args.validation_image, args.validation_labels, strict=True)
+        ],
+    )
+    trainer = plan.trainer()
     try:
         _progress_bar(trainer.iter_run(), "train", ("loss", "val_iou", "val_f1"))
     except KeyboardInterrupt:
@@ -410,37 +266,32 @@ def _train(args: argparse.Namespace) -> None:
                 file=sys.stderr,
             )
         raise
-    save_model(trainer.best_model, output)
-    scores = trainer.best_model.metadata.get("training", {}).get("best_scores", {})
+    best = trainer.best_model
+    save_model(best, output)
+    scores = best.info.best_scores
     logger.warning("saved %s %s", output, " ".join(f"{k}={v:.3f}" for k, v in scores.items()))
 
 
-def _train_spec(resume: str | None, ndim: int, channels):
-    """What the model to train takes: the resumed model's channels, else any number."""
-    from napari_tiled_unet.axes import ModelSpec
+def _train_config(args: argparse.Namespace):
+    from napari_tiled_unet.training import AugmentSpec, NetworkSpec, TrainConfig
 
-    if resume is None:
-        return ModelSpec(None if channels is None else len(channels), ndim)
-    from napari_tiled_unet.model.modelfile import load_model
-
-    return ModelSpec.of(load_model(resume))
-
-
-def _train_axes(image, labels, image_path: Path, axes: str | None, spec, channels):
-    """The layout of a training image: ``--axes``, else its TIFF metadata and the labels' shape."""
-    from napari_tiled_unet.axes import choose_layout
-
-    tiff, name = _tiff_name(image_path)
-    layout = choose_layout(
-        image.shape,
-        spec,
-        axes=axes,
-        channels=channels,
-        tiff_axes=tiff,
-        labels_shape=labels.shape,
-        name=name,
+    return TrainConfig(
+        label_mode=args.mode,
+        iterations=args.iterations,
+        batch_size=args.batch,
+        learning_rate=args.lr,
+        optimizer=args.optimizer,
+        seed=args.seed,
+        device=args.device,
+        network=NetworkSpec(
+            base_channels=args.base_channels,
+            depth=args.depth,
+            padding=args.padding,
+            anisotropic_levels=args.anisotropic_levels,
+        ),
+        augment=AugmentSpec(elastic=not args.no_elastic),
+        validation_every=args.validate_every,
     )
-    return layout
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -633,15 +484,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("napari-tiled-unet: interrupted; unfinished outputs were removed", file=sys.stderr)
         return 130
-    except (CommandError, ValueError, TypeError, OSError) as err:
-        from napari_tiled_unet.io.store import OutputWriteError
-        from napari_tiled_unet.model.modelfile import ModelFileError
-
-        kind = (
-            ""
-            if isinstance(err, CommandError | ValueError | ModelFileError | OutputWriteError)
-            else f"{type(err).__name__}: "
-        )
+    except (TiledUNetError, OSError) as err:
+        # The user's problem: one line (with its traceback under -v). Anything else is a bug
+        # and keeps its traceback.
+        if args.verbose:
+            traceback.print_exc()
+        kind = "" if isinstance(err, TiledUNetError) else f"{type(err).__name__}: "
         print(f"napari-tiled-unet: error: {kind}{err}", file=sys.stderr)
         return 1
     return 0

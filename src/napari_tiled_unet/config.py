@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 PADDINGS = ("same", "valid")
+#: Largest supported number of pooling steps.
+MAX_DEPTH = 6
+
+T = TypeVar("T")
 
 
-def _from_dict(cls, data: dict[str, Any]):
+def dataclass_from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build the dataclass ``cls`` from a dict of its fields.
+
+    Raises
+    ------
+    ValueError
+        If ``data`` has keys that are not fields of ``cls``, naming them and the fields.
+    """
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
@@ -17,6 +28,25 @@ def _from_dict(cls, data: dict[str, Any]):
             f"unknown {cls.__name__} keys {sorted(unknown)}; expected some of {sorted(names)}"
         )
     return cls(**data)
+
+
+def _check_architecture(
+    owner: str, base_channels: Any, depth: Any, padding: Any, anisotropic_levels: Any
+) -> None:
+    """The checks :class:`NetworkSpec` and :class:`UNetConfig` share; messages name ``owner``."""
+    for name, value in (("base_channels", base_channels), ("depth", depth)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{owner}.{name} must be a positive integer, got {value!r}")
+    if depth > MAX_DEPTH:
+        raise ValueError(f"{owner}.depth must be between 1 and {MAX_DEPTH}, got {depth}")
+    if padding not in PADDINGS:
+        raise ValueError(f"{owner}.padding must be one of {PADDINGS}, got {padding!r}")
+    k = anisotropic_levels
+    if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= depth:
+        raise ValueError(
+            f"{owner}.anisotropic_levels must be an integer between 0 and depth ({depth}), "
+            f"got {k!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -56,29 +86,27 @@ class UNetConfig:
     anisotropic_levels: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("in_channels", "num_classes", "depth", "base_channels"):
+        for name in ("in_channels", "num_classes"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"UNetConfig.{name} must be a positive integer, got {value!r}")
         if self.num_classes < 2:
             raise ValueError(f"UNetConfig.num_classes must be at least 2, got {self.num_classes}")
-        if self.depth > 6:
-            raise ValueError(f"UNetConfig.depth must be between 1 and 6, got {self.depth}")
-        if self.padding not in PADDINGS:
-            raise ValueError(f"UNetConfig.padding must be one of {PADDINGS}, got {self.padding!r}")
+        _check_architecture(
+            "UNetConfig", self.base_channels, self.depth, self.padding, self.anisotropic_levels
+        )
         if self.ndim not in (2, 3):
             raise ValueError(f"UNetConfig.ndim must be 2 or 3, got {self.ndim!r}")
-        k = self.anisotropic_levels
-        if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= self.depth:
-            raise ValueError(
-                f"UNetConfig.anisotropic_levels must be an integer between 0 and depth "
-                f"({self.depth}), got {k!r}"
-            )
-        if k and self.ndim != 3:
+        if self.anisotropic_levels and self.ndim != 3:
             raise ValueError(
                 f"UNetConfig.anisotropic_levels is for 3D networks (pooling only in Y and X "
-                f"while Z is coarse); got {k} with ndim={self.ndim}"
+                f"while Z is coarse); got {self.anisotropic_levels} with ndim={self.ndim}"
             )
+
+    @property
+    def network(self) -> NetworkSpec:
+        """The architecture without the data-given sizes (channels, classes, ndim)."""
+        return NetworkSpec(self.base_channels, self.depth, self.padding, self.anisotropic_levels)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict, as stored in model files.
@@ -93,4 +121,63 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UNetConfig:
-        return _from_dict(cls, data)
+        return dataclass_from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """The architecture of a new U-Net, apart from what the data decide.
+
+    Input channels, classes and spatial dimensions come from the training data;
+    :meth:`unet_config` adds them. The values are checked as :class:`UNetConfig` checks them.
+
+    Parameters
+    ----------
+    base_channels : int
+        Feature channels of the first level.
+    depth : int
+        Pooling steps, between 1 and 6.
+    padding : {"same", "valid"}
+        Convolution padding: "same" (tutorial) or "valid" (paper).
+    anisotropic_levels : int
+        3D only: the first this many levels pool and up-sample in Y and X only (see
+        :attr:`UNetConfig.anisotropic_levels`); between 0 and ``depth``.
+    """
+
+    base_channels: int = 32
+    depth: int = 4
+    padding: str = "same"
+    anisotropic_levels: int = 0
+
+    def __post_init__(self) -> None:
+        _check_architecture(
+            "NetworkSpec", self.base_channels, self.depth, self.padding, self.anisotropic_levels
+        )
+
+    def unet_config(self, in_channels: int = 1, num_classes: int = 2, ndim: int = 2) -> UNetConfig:
+        """The full architecture for images of ``in_channels`` channels and ``ndim`` spatial
+        axes, and ``num_classes`` output classes.
+
+        Raises
+        ------
+        ValueError
+            As :class:`UNetConfig` (e.g. anisotropic levels for a 2D network).
+        """
+        return UNetConfig(
+            in_channels=in_channels,
+            num_classes=num_classes,
+            depth=self.depth,
+            base_channels=self.base_channels,
+            padding=self.padding,
+            ndim=ndim,
+            anisotropic_levels=self.anisotropic_levels,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NetworkSpec:
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
+        return dataclass_from_dict(cls, data)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_tiled_unet.config import _from_dict
+from napari_tiled_unet.config import dataclass_from_dict as _from_dict
 from napari_tiled_unet.io.mapped import read_only_map, release_mapped_pages
 
 MODES = ("none", "percentile", "fixed")

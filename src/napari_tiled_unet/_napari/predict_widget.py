@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Generator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, PushButton, SpinBox
 from napari.layers import Image
@@ -21,129 +20,39 @@ from napari_tiled_unet._napari._layers import (
 )
 from napari_tiled_unet._napari._models import trained_models
 from napari_tiled_unet._napari._worker import start_engine
-from napari_tiled_unet.axes import ModelSpec, choose_layout, parse_channels
+from napari_tiled_unet.axes import ModelSpec, parse_channels
 from napari_tiled_unet.device import DEVICES
 from napari_tiled_unet.events import Progress
+from napari_tiled_unet.jobs import (
+    OUTPUT_KINDS,
+    LayoutHints,
+    PredictRequest,
+    PredictResult,
+    iter_predict_job,
+    read_layout,
+    read_spec,
+)
 
 if TYPE_CHECKING:
     from napari.qt.threading import GeneratorWorker
 
-    from napari_tiled_unet.axes import Layout
     from napari_tiled_unet.model.unet import UNet
 
 DEFAULT_MODEL = "default model"
 MODEL_FILE = "model file"
 TRAINED = "trained: "
-OUTPUTS = ("auto", "labels", "instances", "probabilities")
 LAZY_RESULT_PIXELS = 8192 * 8192
 """Images with at least this many pixels get a result backed by a zarr store on disk."""
 
 
-def predict_job(
-    image,
-    model: UNet | str | os.PathLike | None,
-    tile_size: int,
-    store: str | os.PathLike | None = None,
-    *,
-    axes: str | None = None,
-    channels: Sequence[int] | None = None,
-    rgb: bool = False,
-    axis_labels: Sequence[str] | None = None,
-    **kwargs: Any,
-) -> Generator[Progress, None, Any]:
-    """Load the model, then run :func:`~napari_tiled_unet.inference.iter_predict`.
-
-    Runs in the worker thread, so that reading a model file never blocks the GUI.
-
-    Parameters
-    ----------
-    image : array-like
-        The layer's data (level 0 of a multiscale layer).
-    model : UNet, path-like or None
-        A network, a model file, or None for the bundled default model.
-    tile_size : int
-        Tile edge in pixels along every spatial axis of the model; 0 lets the engine choose.
-    store : path-like, optional
-        A ``.zarr`` path: stream the result there (tile by tile, published when complete)
-        and return it opened lazily, instead of a numpy array; with coarser levels written
-        beside it (``<store>-levels/``) when it is larger than the screen, as a list
-        ``[level0, level1, ...]`` for a multiscale layer.
-    axes, channels : optional
-        The user's layout (e.g. ``"TZCYX"``) and channel selection; without ``axes`` it comes
-        from the layer (``rgb``, ``axis_labels``) and the model
-        (:func:`napari_tiled_unet.axes.choose_layout`).
-    rgb, axis_labels
-        The layer's, as hints for the layout.
-    **kwargs
-        Passed to ``iter_predict`` (``halo``, ``batch_size``, ``device``, ``output``, ``name``);
-        ``output="auto"`` means "instances" for a model trained on instance labels, else
-        "labels".
-
-    Returns
-    -------
-    tuple
-        The output kind used, the result (an array, or a list of levels) and the
-        :class:`~napari_tiled_unet.axes.Layout` used.
-    """
-    from napari_tiled_unet.axes import choose_layout
-    from napari_tiled_unet.inference import iter_predict, resolve_model
-    from napari_tiled_unet.model import modelfile
-
-    if model is None:
-        path = modelfile.default_model_path()
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"The bundled default model is not installed (no file {path}). Choose "
-                f"'{MODEL_FILE}' and pick a model file (*.pt), or train a model with the "
-                "Train widget."
-            )
-        model = path
-    net = resolve_model(model)
-    layout = choose_layout(
-        image.shape,
-        net,
-        axes=axes or None,
-        channels=channels,
-        rgb=rgb,
-        axis_labels=axis_labels,
-        name=kwargs.get("name", "image"),
-    )
-    kwargs["axes"] = layout
-    tile_shape = (tile_size,) * net.config.ndim if tile_size else None
-    if kwargs.get("output") == "auto":
-        instance = net.metadata.get("label_mode") == "instance"
-        kwargs["output"] = "instances" if instance else "labels"
-    if store is not None:
-        import zarr
-
-        from napari_tiled_unet.inference import iter_predict_to_file
-        from napari_tiled_unet.io.pyramid import iter_write_pyramid
-
-        yield from iter_predict_to_file(image, store, net, tile_shape=tile_shape, **kwargs)
-        result = zarr.open_array(str(store), mode="r+")  # the store is ours: paintable
-        # A pyramid, so napari reads only what it shows; one big array it would read whole,
-        # twice, on the GUI thread (23 s for a 32768² result).
-        levels_dir = Path(store).with_name(Path(store).stem + "-levels")
-        levels = yield from iter_write_pyramid(result, levels_dir)
-        result = levels if len(levels) > 1 else result
-    else:
-        result = yield from iter_predict(image, net, tile_shape=tile_shape, **kwargs)
-    return kwargs.get("output", "labels"), result, layout
-
-
 def read_model_spec(model: os.PathLike | None) -> ModelSpec | str:
-    """Input channels, dimensions and stored channel selection of a model file.
+    """What a model file takes (:func:`napari_tiled_unet.jobs.read_spec`), or why it cannot be read.
 
-    None reads the bundled model. The stored selection (``channels``, ``source_channels``)
-    lets :func:`~napari_tiled_unet.axes.choose_layout` read a layer as the engine will.
-
-    Loads the file, so the widget calls it in a worker thread. A file that cannot be read
-    gives the reason as text (Run reports it as an error).
+    Loads the file, so the widget calls it in a worker thread; the text of a failure is shown
+    in 'reads as' (Run reports it as an error).
     """
-    from napari_tiled_unet.inference import resolve_model
-
     try:
-        return ModelSpec.of(resolve_model(model))
+        return read_spec(model)
     except (OSError, ValueError) as err:
         return f"Cannot read the model: {err}"
 
@@ -235,7 +144,7 @@ class PredictWidget(Container):
                 ComboBox(name="device", choices=DEVICES, value="auto"),
                 ComboBox(
                     name="output",
-                    choices=OUTPUTS,
+                    choices=OUTPUT_KINDS,
                     value="auto",
                     tooltip="auto: object ids for models trained on instance labels, else classes",
                 ),
@@ -299,15 +208,7 @@ class PredictWidget(Container):
             self.reading.value = spec
             return
         try:
-            layout = choose_layout(
-                layer_data(layer).shape,
-                spec,
-                axes=self.axes.value.strip() or None,
-                channels=parse_channels(self.channels.value),
-                rgb=bool(getattr(layer, "rgb", False)),
-                axis_labels=getattr(layer, "axis_labels", None),
-                name=engine_name(layer),
-            )
+            layout = read_layout(layer_data(layer).shape, spec, self.request(layer, None))
         except ValueError as err:
             self.reading.value = str(err)
         else:
@@ -385,30 +286,20 @@ class PredictWidget(Container):
                 "Tiled U-Net ▸ Synthetic nuclei) and choose it in 'image'."
             )
         try:
-            model = self._chosen_model()
-            channels = parse_channels(self.channels.value)
+            request = self.request(layer, self._chosen_model())
         except ValueError as err:
             return self._refuse(str(err))
 
-        output = self.output.value
         self._cancelled = False
         self._set_running(True)
         self.status.value = f"Predicting {layer.name!r}…"
+        store = self._result_store(layer)
         self._worker = start_engine(
-            predict_job,
+            iter_predict_job,
             layer_data(layer),
-            model,
-            self.tile_size.value,
-            self._result_store(layer),
-            axes=self.axes.value.strip() or None,
-            channels=channels,
-            rgb=bool(getattr(layer, "rgb", False)),
-            axis_labels=getattr(layer, "axis_labels", None),
-            halo=self.halo.value or None,
-            batch_size=self.batch_size.value,
-            device=self.device.value,
-            output=output,
-            name=engine_name(layer),
+            request,
+            output_path=store,
+            pyramid=store is not None,
             description=f"Predicting {layer.name}",
             on_result=partial(self._add_result, layer),
             on_progress=self._show_progress,
@@ -416,6 +307,30 @@ class PredictWidget(Container):
             on_finished=self._finished,
         )
         return self._worker
+
+    def request(self, layer: Image, model: UNet | os.PathLike | None) -> PredictRequest:
+        """The :class:`~napari_tiled_unet.jobs.PredictRequest` the controls describe for ``layer``.
+
+        Raises
+        ------
+        ValueError
+            For channels that are not numbers.
+        """
+        return PredictRequest(
+            model=model,
+            output=self.output.value,
+            tile=self.tile_size.value or None,
+            halo=self.halo.value or None,  # the spin box's 0 means exact
+            batch_size=self.batch_size.value,
+            device=self.device.value,
+            axes=self.axes.value.strip() or None,
+            channels=parse_channels(self.channels.value),
+            hints=LayoutHints(
+                rgb=bool(getattr(layer, "rgb", False)),
+                axis_labels=getattr(layer, "axis_labels", None),
+            ),
+            name=engine_name(layer),
+        )
 
     def _result_store(self, layer: Image) -> Path | None:
         """A fresh ``.zarr`` path for a large layer's result, or None to keep it in memory."""
@@ -459,8 +374,8 @@ class PredictWidget(Container):
         if self._cancelled:
             self.status.value = "Cancelled; nothing was added."
 
-    def _add_result(self, source: Image, job_result: tuple[str, Any, Layout]) -> None:
-        output, result, layout = job_result
+    def _add_result(self, source: Image, job: PredictResult) -> None:
+        output, result, layout = job.output, job.data, job.layout
         multiscale = isinstance(result, list)
         shape = tuple((result[0] if multiscale else result).shape)
         # The result has the layer's axes less its channel axis (an RGB layer's is no dim).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,19 +19,26 @@ from napari.utils.notifications import show_error
 from napari.utils.theme import get_theme
 from napari.viewer import Viewer
 
-from napari_tiled_unet._napari._layers import engine_name, layer_data
+from napari_tiled_unet._napari._layers import layer_data
 from napari_tiled_unet._napari._models import trained_models
 from napari_tiled_unet._napari._worker import start_engine
 from napari_tiled_unet.axes import parse_channels
 from napari_tiled_unet.device import DEVICES
 from napari_tiled_unet.events import Progress
+from napari_tiled_unet.jobs import (
+    LayoutHints,
+    TrainImage,
+    TrainRequest,
+    plan_training,
+    read_training_layout,
+)
+from napari_tiled_unet.jobs.train import TILE_3D, training_spec
 
 if TYPE_CHECKING:
     from napari.qt.threading import GeneratorWorker
 
-    from napari_tiled_unet.axes import Layout
     from napari_tiled_unet.model.unet import UNet
-    from napari_tiled_unet.training import TrainConfig, Trainer
+    from napari_tiled_unet.training import Trainer
 
 LABEL_MODES = ("semantic", "instance", "sparse")
 LABEL_MODE_HELP = (
@@ -47,8 +53,6 @@ DIMENSIONS_HELP = (
     "planes). 3D: a model of ZYX volumes that sees neighbouring planes (needs labelled "
     "volumes at least one tile deep, and a GPU for real sizes)."
 )
-#: Tile edge offered when switching to 3D (a 64x64x64 tile already holds 262144 voxels).
-TILE_3D = 64
 
 
 class TrainingPlot:
@@ -188,7 +192,7 @@ class TrainWidget(Container):
                 SpinBox(
                     name="base_channels",
                     label="model size",
-                    value=defaults.base_channels,
+                    value=defaults.network.base_channels,
                     min=1,
                     max=512,
                     tooltip="Feature channels of the first level (64 in the paper); "
@@ -196,7 +200,7 @@ class TrainWidget(Container):
                 ),
                 SpinBox(
                     name="depth",
-                    value=defaults.depth,
+                    value=defaults.network.depth,
                     min=1,
                     max=6,
                     tooltip="Pooling steps; tiles must be multiples of 2**depth",
@@ -305,17 +309,20 @@ class TrainWidget(Container):
             self.reading.value = ""  # a row without layers: train() says what to do
             return
         try:
-            layouts = self.layouts(pairs)
+            request = self.request()
+            layouts = [
+                read_training_layout(pair, training_spec(request), request) for pair in pairs
+            ]
         except ValueError as err:
             self.reading.value = str(err)
             return
         self.reading.value = "; ".join(
-            f"{image.name!r}: {layout.describe()}"
-            for (image, _), layout in zip(pairs, layouts, strict=True)
+            f"{pair.image_name!r}: {layout.describe()}"
+            for pair, layout in zip(pairs, layouts, strict=True)
         )
 
-    def layer_pairs(self) -> list[tuple[Image, Labels]]:
-        """The chosen (image layer, labels layer) pairs.
+    def layer_pairs(self) -> list[TrainImage]:
+        """The chosen (image layer, labels layer) pairs, as the training job takes them.
 
         Raises
         ------
@@ -331,7 +338,13 @@ class TrainWidget(Container):
                     "add a Labels layer and paint some objects (or open File ▸ Open Sample ▸ "
                     "Tiled U-Net ▸ Synthetic nuclei), then choose them here."
                 )
-            pairs.append((image, labels))
+            hints = LayoutHints(
+                rgb=bool(getattr(image, "rgb", False)),
+                axis_labels=getattr(image, "axis_labels", None),
+            )
+            pairs.append(
+                TrainImage(layer_data(image), layer_data(labels), (image.name, labels.name), hints)
+            )
         return pairs
 
     # -- configuration -----------------------------------------------------------------------
@@ -351,92 +364,15 @@ class TrainWidget(Container):
 
             self.tile_size.value = TrainConfig().tile_shape[-1]
 
-    def layouts(self, pairs: list[tuple[Image, Labels]]) -> list[Layout]:
-        """How the model to train reads each pair's image: ``axes``/``channels``, else the layer.
+    def request(self) -> TrainRequest:
+        """The :class:`~napari_tiled_unet.jobs.TrainRequest` the controls describe.
 
         Raises
         ------
         ValueError
-            For channels that are not numbers, or an :class:`~napari_tiled_unet.axes.AxesError`
-            naming the image layer, its axes and shape, and the labels layer.
+            For a learning rate or channels that are not numbers, or values TrainConfig rejects.
         """
-        from napari_tiled_unet.axes import AxesError, ModelSpec, choose_layout
-
-        channels = parse_channels(self.channels.value)
-        spec = ModelSpec(None if channels is None else len(channels), self.ndim)
-        layouts = []
-        for image, labels in pairs:
-            labels_shape = tuple(int(n) for n in layer_data(labels).shape)
-            try:
-                layouts.append(
-                    choose_layout(
-                        layer_data(image).shape,
-                        spec,
-                        axes=self.axes.value.strip() or None,
-                        channels=channels,
-                        rgb=bool(getattr(image, "rgb", False)),
-                        axis_labels=getattr(image, "axis_labels", None),
-                        labels_shape=labels_shape,
-                        name=f"image {engine_name(image)}",
-                    )
-                )
-            except AxesError as err:
-                raise AxesError(
-                    f"{err} (labels layer {labels.name!r} has shape {labels_shape}). Name the "
-                    "image's axes in 'axes' (e.g. ZYX, YXC, TYX), or choose the other "
-                    "'dimensions'.",
-                    err.readings,
-                ) from None
-        return layouts
-
-    def tile_shape(self, layouts: Sequence[Layout] = ()) -> tuple[int, ...]:
-        """The training tile: ``tile size`` squared in 2D; in 3D as deep as the volumes allow.
-
-        A 3D tile is ``tile size`` in Y and X and, in Z, the largest size up to ``tile size``
-        that the network accepts and whose label window fits the thinnest volume of
-        ``layouts``.
-
-        Raises
-        ------
-        ValueError
-            In 3D, if no tile depth fits the thinnest volume, naming it and what would help.
-        """
-        edge = self.tile_size.value
-        if self.ndim == 2:
-            return (edge, edge)
-        from napari_tiled_unet.training.config import volume_tile_shape
-
-        planes = min((layout.spatial_shape[0] for layout in layouts), default=edge)
-        try:
-            return volume_tile_shape(
-                edge,
-                planes,
-                depth=self.depth.value,
-                anisotropic_levels=self.anisotropic_levels.value,
-            )
-        except ValueError as err:
-            thinnest = min(layouts, key=lambda layout: layout.spatial_shape[0])
-            message = str(err)
-            raise ValueError(
-                f"{message[0].upper()}{message[1:]} ({thinnest.describe()}). Anisotropic "
-                "levels are 'XY-only levels' here."
-            ) from None
-
-    def config(self, layouts: Sequence[Layout] = ()) -> TrainConfig:
-        """The :class:`~napari_tiled_unet.training.TrainConfig` the controls describe.
-
-        Parameters
-        ----------
-        layouts : sequence of Layout
-            The pairs' layouts (:meth:`layouts`), which bound the depth of a 3D tile.
-
-        Raises
-        ------
-        ValueError
-            For a learning rate that is not a number, a 3D tile that does not fit, or values
-            TrainConfig rejects.
-        """
-        from napari_tiled_unet.training import TrainConfig
+        from napari_tiled_unet.training import AugmentSpec, NetworkSpec, TrainConfig
 
         try:
             learning_rate = float(self.learning_rate.value)
@@ -447,22 +383,29 @@ class TrainWidget(Container):
             ) from None
         iterations = self.iterations.value
         augment = self.augmentation.value
-        return TrainConfig(
+        config = TrainConfig(
             label_mode=self.label_mode.value,
             iterations=iterations,
-            tile_shape=self.tile_shape(layouts),
             batch_size=self.batch_size.value,
             learning_rate=learning_rate,
-            base_channels=self.base_channels.value,
-            depth=self.depth.value,
-            anisotropic_levels=self.anisotropic_levels.value if self.ndim == 3 else 0,
-            flips=augment,
-            rotations=augment,
-            elastic=augment,
-            intensity=augment,
+            network=NetworkSpec(
+                base_channels=self.base_channels.value,
+                depth=self.depth.value,
+                anisotropic_levels=self.anisotropic_levels.value if self.ndim == 3 else 0,
+            ),
+            augment=AugmentSpec(
+                flips=augment, rotations=augment, elastic=augment, intensity=augment
+            ),
             device=self.device.value,
             # About ten validations per run (at most every 50 steps) make a readable plot.
             validation_every=min(50, max(1, iterations // 10)),
+        )
+        return TrainRequest(
+            config,
+            ndim=self.ndim,
+            tile=self.tile_size.value,
+            axes=self.axes.value.strip() or None,
+            channels=parse_channels(self.channels.value),
         )
 
     # -- running -----------------------------------------------------------------------------
@@ -478,22 +421,13 @@ class TrainWidget(Container):
         Problems visible before training (missing layers, shapes, tile size, settings) and
         errors during training are shown as napari error notifications.
         """
-        from napari_tiled_unet.training import Trainer
 
         if self.running:
             return None
         try:
             pairs = self.layer_pairs()
-            layouts = self.layouts(pairs)
-            config = self.config(layouts)
-            trainer = Trainer(
-                [layer_data(image) for image, _ in pairs],
-                [layer_data(labels) for _, labels in pairs],
-                config,
-                names=[(image.name, labels.name) for image, labels in pairs],
-                axes=[layout.axes for layout in layouts],
-                channels=layouts[0].channels,
-            )
+            plan = plan_training(self.request(), pairs)
+            trainer = plan.trainer()
         except ValueError as err:
             show_error(str(err))
             self.status.value = str(err)
@@ -501,8 +435,8 @@ class TrainWidget(Container):
 
         self.trainer = trainer
         self._kept = False
-        self._model_name = self.model_name.value.strip() or pairs[0][0].name
-        self.plot.clear(config.best_metric)
+        self._model_name = self.model_name.value.strip() or pairs[0].image_name
+        self.plot.clear(plan.config.best_metric)
         self._set_running(True)
         self.status.value = "Reading the training data…"
         self._worker = start_engine(

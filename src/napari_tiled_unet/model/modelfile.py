@@ -12,37 +12,35 @@ from typing import Any
 
 import torch
 
-from napari_tiled_unet.axes import stored_selection
 from napari_tiled_unet.config import UNetConfig
+from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.io.atomic import atomic_path
+from napari_tiled_unet.model.info import ModelInfo
 from napari_tiled_unet.model.unet import UNet
-from napari_tiled_unet.normalization import Normalization
 
 FORMAT = "napari-tiled-unet model"
 FORMAT_VERSION = 1
 
 
-class ModelFileError(ValueError):
+class ModelFileError(UserInputError):
     """A file is not a readable napari-tiled-unet model file."""
 
 
 def save_model(model: UNet, path: str | os.PathLike, **metadata: Any) -> Path:
-    """Write ``model`` and its metadata to ``path`` atomically.
+    """Write ``model`` and its information to ``path`` atomically.
 
     Parameters
     ----------
     model : UNet
-        The network; its ``metadata`` dict is stored, updated with ``metadata``.
+        The network; its :attr:`~napari_tiled_unet.model.unet.UNet.info` is stored, updated
+        with ``metadata``.
     path : path-like
         Destination file (conventionally ``*.pt``). An existing file is replaced only once the
         new one is completely written.
     **metadata
-        Plain data (str, int, float, bool, None, lists and dicts of those) such as
-        ``normalization`` (a dict, see :class:`~napari_tiled_unet.normalization.Normalization`),
-        ``class_names``, ``axes``, ``tile_shape``, ``label_mode``, ``training``, or
-        ``channels`` and ``source_channels``: the channel selection the model was trained
-        with and the training images' channel count, which prediction applies to images of
-        that many channels (see :func:`~napari_tiled_unet.axes.stored_selection`).
+        Fields of :class:`~napari_tiled_unet.model.info.ModelInfo` to set, as values or plain
+        data (e.g. ``normalization`` as a Normalization or its dict, ``class_names``,
+        ``channels`` and ``source_channels``); they are validated before anything is written.
 
     Returns
     -------
@@ -52,10 +50,9 @@ def save_model(model: UNet, path: str | os.PathLike, **metadata: Any) -> Path:
     from napari_tiled_unet import __version__
 
     path = Path(path)
-    meta = {**model.metadata, **metadata}
-    if "normalization" in meta:
-        Normalization.from_dict(meta["normalization"])  # validate before writing anything
-    stored_selection(meta, model.config.in_channels)
+    info = ModelInfo.from_dict({**model.info.to_dict(), **metadata})
+    info.check_network(model.config.in_channels)
+    meta = info.to_dict()
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -69,15 +66,15 @@ def save_model(model: UNet, path: str | os.PathLike, **metadata: Any) -> Path:
         torch.save(payload, f)
         f.flush()
         os.fsync(f.fileno())
-    model.metadata = meta
+    model.info = info.replace(package_version=__version__)
     return path
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> UNet:
     """Read a model file written by :func:`save_model`.
 
-    The returned :class:`UNet` is in eval mode and carries the file's metadata in
-    ``model.metadata``.
+    The returned :class:`UNet` is in eval mode and carries the file's information in
+    ``model.info`` (a :class:`~napari_tiled_unet.model.info.ModelInfo`).
 
     Raises
     ------
@@ -111,12 +108,13 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         config = UNetConfig.from_dict(payload["config"])
         model = UNet.from_config(config)
         model.load_state_dict(payload["state_dict"])
-        metadata = dict(payload.get("metadata", {}))
-        Normalization.from_dict(metadata.get("normalization"))
-        stored_selection(metadata, config.in_channels)
+        version = payload.get("package_version")
+        info = ModelInfo.from_dict(
+            payload.get("metadata", {}), package_version=None if version is None else str(version)
+        )
+        model.info = info
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise ModelFileError(f"{path} is a damaged model file: {err}") from None
-    model.metadata = metadata
     return model.eval()
 
 

@@ -10,11 +10,14 @@ coarse Z spacing the first levels can pool and up-sample in Y and X only (``anis
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from napari_tiled_unet.config import UNetConfig
 from napari_tiled_unet.model.geometry import UNetGeometry
+from napari_tiled_unet.model.info import ModelInfo
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
@@ -179,8 +182,8 @@ class UNet(nn.Module):
             ndim=ndim,
             anisotropic_levels=anisotropic_levels,
         )
-        #: Plain data stored with the model file: normalization, class_names, axes, ...
-        self.metadata: dict = {}
+        #: What the model file says about the network (normalisation, label mode, ...).
+        self.info = ModelInfo()
         widths = [base_channels * 2**i for i in range(depth + 1)]
         planar = [level < anisotropic_levels for level in range(depth)]
         self.downs = nn.ModuleList(
@@ -202,6 +205,27 @@ class UNet(nn.Module):
     def from_config(cls, config: UNetConfig) -> UNet:
         """Build an untrained network from a :class:`UNetConfig`."""
         return cls(**config.to_dict())
+
+    @property
+    def info(self) -> ModelInfo:
+        """The :class:`~napari_tiled_unet.model.info.ModelInfo` stored with this network."""
+        return self._info
+
+    @info.setter
+    def info(self, info: ModelInfo) -> None:
+        if not isinstance(info, ModelInfo):
+            raise TypeError(f"UNet.info must be a ModelInfo, got {type(info).__name__}")
+        info.check_network(self.config.in_channels)
+        self._info = info
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """A copy of :attr:`info` as the plain data of a model file.
+
+        Changing the copy changes nothing; to change the information, replace :attr:`info`
+        (e.g. ``net.info = net.info.replace(class_names=("bg", "cell"))``).
+        """
+        return self.info.to_dict()
 
     @property
     def geometry(self) -> UNetGeometry:

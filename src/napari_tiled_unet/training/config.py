@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from napari_tiled_unet.config import PADDINGS, _from_dict
+from napari_tiled_unet.config import NetworkSpec, dataclass_from_dict
 from napari_tiled_unet.normalization import Normalization
 
 LABEL_MODES = ("semantic", "instance", "sparse")
@@ -16,6 +17,62 @@ LOSSES = ("weighted_ce", "ce", "dice", "weighted_ce+dice")
 BEST_METRICS = ("val_iou", "val_f1", "val_object_f1")
 #: Largest number of classes accepted in semantic mode; more usually means instance ids.
 MAX_CLASSES = 256
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """Which augmentations run during training, and how strong they are.
+
+    Parameters
+    ----------
+    flips : bool
+        Flip each spatial axis with probability 1/2.
+    rotations : bool
+        Rotate by a random multiple of 90 degrees in the last two spatial axes (by 0 or 180
+        degrees when those axes differ in length, so the tile shape is kept).
+    elastic : bool
+        The paper's elastic deformation: random displacements on a coarse
+        ``elastic_grid``-per-axis grid, ``elastic_sigma`` pixels standard deviation, interpolated
+        bicubically to every pixel; images are resampled with cubic splines, labels with
+        nearest neighbour.
+    elastic_sigma : float
+        Standard deviation of the coarse displacements, in pixels (10 in the paper), >= 0.
+    elastic_grid : int
+        Grid points per axis of the coarse displacement grid (3 in the paper), >= 2.
+    intensity : bool
+        Random intensity jitter of the normalised image: ``x * (1 + a) + b`` with
+        ``a ~ U(-intensity_scale, intensity_scale)``, ``b ~ U(-intensity_shift, intensity_shift)``
+        per channel.
+    intensity_scale, intensity_shift : float
+        Ranges of that jitter, >= 0.
+    """
+
+    flips: bool = True
+    rotations: bool = True
+    elastic: bool = True
+    elastic_sigma: float = 10.0
+    elastic_grid: int = 3
+    intensity: bool = True
+    intensity_scale: float = 0.1
+    intensity_shift: float = 0.1
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        grid = self.elastic_grid
+        if not isinstance(grid, int) or isinstance(grid, bool) or grid < 2:
+            raise ValueError(f"{owner}.elastic_grid must be an integer >= 2, got {grid!r}")
+        for name in ("elastic_sigma", "intensity_scale", "intensity_shift"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{owner}.{name} must be >= 0, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AugmentSpec:
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
+        return dataclass_from_dict(cls, data)
 
 
 @dataclass(frozen=True)
@@ -61,24 +118,9 @@ class TrainConfig:
         Share of tiles placed on an annotated non-background pixel (a class chosen uniformly
         among those present, so rare classes and sparse strokes are hit); the rest are placed
         uniformly. None: 0.5 for "semantic" and "instance", 1.0 for "sparse".
-    flips, rotations : bool
-        Random flips along each spatial axis; random 90-degree rotations in the last two axes
-        (square tiles only, else 180 degrees).
-    elastic : bool
-        The paper's elastic deformation: random displacements on a coarse
-        ``elastic_grid``-per-axis grid, ``elastic_sigma`` pixels standard deviation, interpolated
-        bicubically to every pixel; images are resampled with cubic splines, labels with
-        nearest neighbour.
-    elastic_sigma : float
-        Standard deviation of the coarse displacements, in pixels (10 in the paper).
-    elastic_grid : int
-        Grid points per axis of the coarse displacement grid (3 in the paper), >= 2.
-    intensity : bool
-        Random intensity jitter of the normalised image: ``x * (1 + a) + b`` with
-        ``a ~ U(-intensity_scale, intensity_scale)``, ``b ~ U(-intensity_shift, intensity_shift)``
-        per channel.
-    intensity_scale, intensity_shift : float
-        Ranges of that jitter, >= 0.
+    augment : AugmentSpec
+        Augmentation of the training tiles (flips, rotations, elastic deformation, intensity
+        jitter); see :class:`AugmentSpec`.
     validation_fraction : float
         When no held-out images are given, this share of the annotated tile-sized blocks of the
         training images (at most ``max_validation_tiles``) is held out: those pixels never
@@ -98,16 +140,12 @@ class TrainConfig:
         Where to train; see :func:`napari_tiled_unet.device.resolve_device`.
     mixed_precision : bool
         Use float16 autocast with gradient scaling on CUDA (ignored on other devices).
-    base_channels, depth : int
-        Architecture of a new network (ignored when fine-tuning an existing model).
-    padding : {"same", "valid"}
-        Convolution padding of a new network (ignored when fine-tuning).
-    anisotropic_levels : int
-        3D only (a 3-entry ``tile_shape``): the first this many levels of a new network pool
-        and up-sample in Y and X only, for stacks whose Z spacing is coarser than Y/X (see
-        :attr:`napari_tiled_unet.config.UNetConfig.anisotropic_levels`); between 0 and
-        ``depth``. The tile's Z size then needs to be a multiple of
-        ``2**(depth - anisotropic_levels)`` only ('same' padding). Ignored when fine-tuning.
+    network : NetworkSpec
+        Architecture of a new network (base channels, depth, padding, anisotropic levels; see
+        :class:`~napari_tiled_unet.config.NetworkSpec`); ignored when fine-tuning an existing
+        model. ``network.anisotropic_levels`` needs a 3D (Z, Y, X) ``tile_shape``; the tile's
+        Z size then needs to be a multiple of ``2**(depth - anisotropic_levels)`` only ('same'
+        padding).
     normalization : Normalization or None
         Input normalisation; None: percentile (1, 99.8) for a new model, the model's own when
         fine-tuning. Percentiles are resolved per image, both here and at prediction.
@@ -135,14 +173,7 @@ class TrainConfig:
     sigma: float = 5.0
     class_balance: bool = True
     foreground_fraction: float | None = None
-    flips: bool = True
-    rotations: bool = True
-    elastic: bool = True
-    elastic_sigma: float = 10.0
-    elastic_grid: int = 3
-    intensity: bool = True
-    intensity_scale: float = 0.1
-    intensity_shift: float = 0.1
+    augment: AugmentSpec = field(default_factory=AugmentSpec)
     validation_fraction: float = 0.1
     validation_every: int = 50
     max_validation_tiles: int = 32
@@ -150,10 +181,7 @@ class TrainConfig:
     seed: int | None = 0
     device: str = "auto"
     mixed_precision: bool = True
-    base_channels: int = 32
-    depth: int = 4
-    padding: str = "same"
-    anisotropic_levels: int = 0
+    network: NetworkSpec = field(default_factory=NetworkSpec)
     normalization: Normalization | None = None
     class_names: tuple[str, ...] | None = None
     checkpoint_path: str | None = None
@@ -180,12 +208,20 @@ class TrainConfig:
             set_(self, "normalization", Normalization.from_dict(self.normalization))
         if self.checkpoint_path is not None:
             set_(self, "checkpoint_path", str(self.checkpoint_path))
+        for name, spec in (("network", NetworkSpec), ("augment", AugmentSpec)):
+            value = getattr(self, name)
+            if isinstance(value, Mapping):  # from JSON / a dict
+                set_(self, name, spec.from_dict(dict(value)))
+            elif not isinstance(value, spec):
+                raise ValueError(
+                    f"TrainConfig.{name} must be a {spec.__name__} (or its dict), "
+                    f"got {type(value).__name__}"
+                )
 
         _choice("label_mode", self.label_mode, LABEL_MODES)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("loss", self.loss, LOSSES)
         _choice("best_metric", self.best_metric, BEST_METRICS)
-        _choice("padding", self.padding, PADDINGS)
         if self.best_metric == "val_object_f1" and self.label_mode != "instance":
             raise ValueError(
                 "TrainConfig.best_metric='val_object_f1' needs label_mode='instance'; "
@@ -193,28 +229,16 @@ class TrainConfig:
             )
         for name in ("iterations", "batch_size", "validation_every", "max_validation_tiles"):
             _positive_int(name, getattr(self, name))
-        _positive_int("base_channels", self.base_channels)
-        if not isinstance(self.depth, int) or not 1 <= self.depth <= 6:
-            raise ValueError(f"TrainConfig.depth must be an integer in 1..6, got {self.depth!r}")
-        k = self.anisotropic_levels
-        if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= self.depth:
-            raise ValueError(
-                f"TrainConfig.anisotropic_levels must be an integer between 0 and depth "
-                f"({self.depth}), got {k!r}"
-            )
-        if not isinstance(self.elastic_grid, int) or self.elastic_grid < 2:
-            raise ValueError(
-                f"TrainConfig.elastic_grid must be an integer >= 2, got {self.elastic_grid!r}"
-            )
         if len(self.tile_shape) not in (2, 3):
             raise ValueError(
                 f"TrainConfig.tile_shape must have 2 (Y, X) or 3 (Z, Y, X) entries, "
                 f"got {self.tile_shape}"
             )
-        if self.anisotropic_levels and len(self.tile_shape) != 3:
+        if self.network.anisotropic_levels and len(self.tile_shape) != 3:
             raise ValueError(
-                f"TrainConfig.anisotropic_levels is for 3D networks (a (Z, Y, X) tile_shape); "
-                f"got {self.anisotropic_levels} with tile_shape {self.tile_shape}"
+                f"TrainConfig.network.anisotropic_levels is for 3D networks (a (Z, Y, X) "
+                f"tile_shape); got {self.network.anisotropic_levels} with tile_shape "
+                f"{self.tile_shape}"
             )
         for n in self.tile_shape:
             if not isinstance(n, int) or isinstance(n, bool) or n < 1:
@@ -226,7 +250,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"TrainConfig.momentum must be in [0, 1), got {self.momentum}")
-        for name in ("weight_decay", "w0", "intensity_scale", "intensity_shift", "elastic_sigma"):
+        for name in ("weight_decay", "w0"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not self.sigma > 0:
@@ -269,17 +293,37 @@ class TrainConfig:
         return 1.0 if self.label_mode == "sparse" else 0.5
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (lists, str, numbers, None) suitable for JSON and model files."""
+        """Plain data (lists, str, numbers, None) suitable for JSON and model files.
+
+        ``network`` and ``augment`` are nested dicts.
+        """
         data = dataclasses.asdict(self)
         data["tile_shape"] = list(self.tile_shape)
         data["class_names"] = None if self.class_names is None else list(self.class_names)
         data["normalization"] = None if self.normalization is None else self.normalization.to_dict()
+        data["network"] = self.network.to_dict()
+        data["augment"] = self.augment.to_dict()
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
-        return _from_dict(cls, data)
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError.
+
+        Also reads the flat form of model files written before the network and augmentation
+        settings were nested (``base_channels``, ``depth``, ``flips``, ... at the top level).
+        """
+        data = dict(data)
+        for name, spec in (("network", NetworkSpec), ("augment", AugmentSpec)):
+            keys = [f.name for f in dataclasses.fields(spec)]
+            flat = {k: data.pop(k) for k in keys if k in data}
+            if flat and name in data:
+                raise ValueError(
+                    f"TrainConfig: got both {name!r} and its fields {sorted(flat)} at the top "
+                    f"level; nest them in {name!r}"
+                )
+            if flat:
+                data[name] = spec(**flat)
+        return dataclass_from_dict(cls, data)
 
 
 def volume_tile_shape(
@@ -304,7 +348,7 @@ def volume_tile_shape(
     planes : int
         Planes (Z size) of the thinnest training volume.
     depth, padding, anisotropic_levels
-        The network, as in :class:`TrainConfig`.
+        The network, as in :class:`~napari_tiled_unet.config.NetworkSpec`.
 
     Raises
     ------

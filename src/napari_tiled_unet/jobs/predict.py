@@ -1,0 +1,400 @@
+"""The prediction job: one request, planned and run the same way for every face.
+
+The command line, the Predict widget, a dask task or a future service build a
+:class:`PredictRequest`, run :func:`iter_predict_job` (a generator of
+:class:`~napari_tiled_unet.events.Progress` events) and present the :class:`PredictResult`.
+Every rule that would otherwise be repeated per face lives here: which model "no model" means,
+what output "auto" means, how a tile edge becomes a tile shape, how the image's layout is
+chosen from the user's axes and the hints of its file or layer, and which engine path
+(in memory, streamed to a file, on a dask cluster, with or without probabilities) runs it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_tiled_unet.errors import UserInputError
+from napari_tiled_unet.events import Progress
+
+if TYPE_CHECKING:
+    from napari_tiled_unet.axes import Layout, ModelSpec
+    from napari_tiled_unet.model.info import ModelInfo
+    from napari_tiled_unet.model.unet import UNet
+
+OUTPUT_KINDS = ("auto", "labels", "instances", "probabilities")
+ModelSource = Any  # UNet, a model-file path, or None for the bundled default model
+
+
+@dataclass(frozen=True)
+class LayoutHints:
+    """What an image's container says about its axes, for :func:`read_layout`.
+
+    Parameters
+    ----------
+    tiff_axes : str, optional
+        The axes tifffile reports for a TIFF file (e.g. ``"ZCYX"``; ``S`` is a channel).
+    rgb : bool, optional
+        A napari layer's ``rgb`` flag (None: no layer).
+    axis_labels : sequence of str, optional
+        A napari layer's ``axis_labels``.
+    """
+
+    tiff_axes: str | None = None
+    rgb: bool | None = None
+    axis_labels: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.axis_labels is not None:
+            object.__setattr__(self, "axis_labels", tuple(str(a) for a in self.axis_labels))
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    """Everything a prediction job needs besides the image.
+
+    Parameters
+    ----------
+    model : UNet, path-like or None
+        The network or a model file; None: the bundled default model.
+    output : {"auto", "labels", "instances", "probabilities"}
+        "auto": "instances" for a model trained on instance labels, else "labels".
+    tile : int or None
+        Network input tile edge in pixels along every spatial axis (context included);
+        None or 0: the engine's memory-based default.
+    halo : int or None
+        Context per tile side for 'same' networks; None: exact (the receptive field).
+    batch_size : int
+        Tiles per forward pass.
+    device : str
+        "auto", "cpu", "cuda", "cuda:N" or "mps".
+    precision : {"float32", "bfloat16", "float16"}
+        Arithmetic of the forward pass.
+    axes : str, optional
+        The image's axes as the user names them (e.g. ``"TZCYX"``); None: from the hints and
+        the model.
+    channels : sequence of int, optional
+        Channels of the C axis to feed the model; None: all, or the model's stored selection.
+    hints : LayoutHints
+        Axis hints of the image's file or layer.
+    name : str
+        How messages name the image (a layer name, ``input PATH``).
+    """
+
+    model: ModelSource = None
+    output: str = "auto"
+    tile: int | None = None
+    halo: int | None = None
+    batch_size: int = 1
+    device: str = "auto"
+    precision: str = "float32"
+    axes: str | None = None
+    channels: tuple[int, ...] | None = None
+    hints: LayoutHints = field(default_factory=LayoutHints)
+    name: str = "image"
+
+    def __post_init__(self) -> None:
+        from napari_tiled_unet.device import PRECISIONS
+
+        if self.output not in OUTPUT_KINDS:
+            raise UserInputError(f"output must be one of {OUTPUT_KINDS}, got {self.output!r}")
+        if self.precision not in PRECISIONS:
+            raise UserInputError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        for name in ("tile", "halo"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int | np.integer) or value < 0):
+                raise UserInputError(f"{name} must be a non-negative integer, got {value!r}")
+        if not isinstance(self.batch_size, int | np.integer) or self.batch_size < 1:
+            raise UserInputError(f"batch_size must be at least 1, got {self.batch_size!r}")
+        if self.channels is not None:
+            object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        if self.axes is not None and not self.axes.strip():
+            object.__setattr__(self, "axes", None)
+
+    def output_kind(self, info: ModelInfo) -> str:
+        """The output to compute: ``output``, with "auto" decided by the model's label mode."""
+        if self.output != "auto":
+            return self.output
+        return "instances" if info.predicts_instances else "labels"
+
+    def tile_shape(self, ndim: int) -> tuple[int, ...] | None:
+        """The network tile shape for an ``ndim``-D model (None: the engine's default)."""
+        return (int(self.tile),) * ndim if self.tile else None
+
+    def engine_options(self, ndim: int) -> dict[str, Any]:
+        """Keyword arguments shared by the engine's prediction functions."""
+        return dict(
+            tile_shape=self.tile_shape(ndim),
+            halo=self.halo,
+            batch_size=int(self.batch_size),
+            device=self.device,
+            name=self.name,
+            precision=self.precision,
+        )
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """What a prediction job produced.
+
+    Attributes
+    ----------
+    output : str
+        The output kind computed ("labels", "instances" or "probabilities"; never "auto").
+    data : array-like or list
+        The result: a numpy array, the written file opened lazily, or ``[level0, level1,
+        ...]`` when a pyramid was written.
+    layout : Layout
+        How the image was read; the result has ``layout.output_axes`` (probabilities add a
+        leading class axis).
+    path : Path or None
+        The file the result was written to, if any.
+    probabilities : array-like or None
+        Class probabilities when they were asked for beside the labels.
+    """
+
+    output: str
+    data: Any
+    layout: Layout
+    path: Path | None = None
+    probabilities: Any = None
+
+
+def load_job_model(source: ModelSource) -> UNet:
+    """The network for a request: a UNet as it is, a model file loaded, None the bundled model.
+
+    Raises
+    ------
+    UserInputError
+        If the bundled default model is not installed, saying what to choose instead.
+    """
+    from napari_tiled_unet.inference import resolve_model
+    from napari_tiled_unet.model.modelfile import default_model_path
+
+    if source is None and not default_model_path().is_file():
+        raise UserInputError(
+            f"the bundled default model is not installed (no file {default_model_path()}); "
+            "choose a model file (*.pt, --model in the command line), or train a model"
+        )
+    return resolve_model(source)
+
+
+def read_spec(source: ModelSource) -> ModelSpec:
+    """What the model of ``source`` takes (channels, dimensions, stored channel selection)."""
+    from napari_tiled_unet.axes import ModelSpec
+
+    return ModelSpec.of(load_job_model(source))
+
+
+def read_layout(shape: Sequence[int], model: UNet | ModelSpec, request: PredictRequest) -> Layout:
+    """How ``model`` reads an image of ``shape`` under ``request`` (its axes, channels, hints).
+
+    Raises
+    ------
+    AxesError
+        For an impossible or ambiguous layout, listing the readings considered.
+    """
+    from napari_tiled_unet.axes import choose_layout
+
+    return choose_layout(
+        shape,
+        model,
+        axes=request.axes,
+        channels=request.channels,
+        tiff_axes=request.hints.tiff_axes,
+        rgb=request.hints.rgb,
+        axis_labels=request.hints.axis_labels,
+        name=request.name,
+    )
+
+
+def open_input(path: str | os.PathLike, request: PredictRequest) -> tuple[Any, PredictRequest]:
+    """Open a TIFF lazily and complete ``request`` with its axes and its name in messages."""
+    import dataclasses
+
+    from napari_tiled_unet.io.tiff import open_tiff, tiff_axes
+
+    path = Path(path)
+    image = open_tiff(path)
+    axes = tiff_axes(path)
+    names = ", ".join(TIFF_AXIS_NAMES.get(a, a) for a in axes)
+    request = dataclasses.replace(
+        request,
+        hints=dataclasses.replace(request.hints, tiff_axes=axes),
+        name=f"input {path} (TIFF axes {axes}: {names})",
+    )
+    return image, request
+
+
+# Axis letters as tifffile reports them (tifffile.TIFF.AXES_NAMES, abridged).
+TIFF_AXIS_NAMES = {
+    "X": "width",
+    "Y": "height",
+    "Z": "depth",
+    "C": "channel",
+    "S": "sample/colour",
+    "T": "time",
+    "I": "sequence",
+    "Q": "other",
+}
+
+
+def check_targets(source: Path | None, *targets: Path | None) -> None:
+    """Refuse outputs that are the input file or that cannot be written as asked."""
+    from napari_tiled_unet.io.store import check_output_path
+
+    for target in targets:
+        if target is None:
+            continue
+        if source is not None and Path(target).resolve() == source.resolve():
+            raise UserInputError(f"output {target} is the input file; choose another name")
+        check_output_path(target)
+
+
+def iter_predict_job(
+    image: Any,
+    request: PredictRequest,
+    *,
+    output_path: str | os.PathLike | None = None,
+    probabilities_path: str | os.PathLike | None = None,
+    pyramid: bool = False,
+    client: Any = None,
+) -> Generator[Progress, None, PredictResult]:
+    """Run a prediction request, yielding Progress; return a :class:`PredictResult`.
+
+    Parameters
+    ----------
+    image : array-like or path-like
+        The image (numpy, memmap, zarr, dask, a napari layer's data), or a TIFF file opened
+        lazily (its axes become the layout hint and its path names it in messages).
+    request : PredictRequest
+        What to compute and how.
+    output_path : path-like, optional
+        Stream the result into this ``.tif``/``.tiff``/``.zarr`` file (published only when
+        complete); the result is returned opened lazily. None: a numpy array in memory.
+    probabilities_path : path-like, optional
+        Also write class probabilities here (C first, float32); the labels or instances are
+        then derived from them, and the probabilities of the image are held in memory.
+        Needs ``output_path``.
+    pyramid : bool
+        With a ``.zarr`` ``output_path``: write coarser levels beside it (``<name>-levels/``)
+        and return ``[level0, level1, ...]`` (opened for painting) when there is more than
+        one, so that a viewer reads only what it shows.
+    client : distributed.Client, optional
+        Run the tiles on this dask cluster; results equal the local ones.
+
+    Raises
+    ------
+    UserInputError
+        (and its subclasses, e.g. AxesError) for a request the image or model cannot satisfy,
+        before any work.
+    """
+    from napari_tiled_unet.inference import image_layout
+
+    source = None
+    if isinstance(image, str | os.PathLike):
+        source = Path(image)
+        check_targets(source, *(Path(p) for p in (output_path, probabilities_path) if p))
+        image, request = open_input(source, request)
+    else:
+        check_targets(None, *(Path(p) for p in (output_path, probabilities_path) if p))
+    if probabilities_path is not None and output_path is None:
+        raise UserInputError("probabilities_path needs an output_path for the labels")
+    model = load_job_model(request.model)
+    kind = request.output_kind(model.info)
+    if probabilities_path is not None and kind == "probabilities":
+        raise UserInputError("probabilities_path goes with labels or instances output")
+    layout = image_layout(image, model, axes=read_layout(image.shape, model, request))
+    options = request.engine_options(model.config.ndim)
+    path = None if output_path is None else Path(output_path)
+
+    if probabilities_path is not None:
+        labels, probabilities = yield from _iter_labels_and_probabilities(
+            image, model, layout, kind, options, client, path, Path(probabilities_path)
+        )
+        return PredictResult(kind, labels, layout, path, probabilities)
+    if path is None:
+        data = yield from _iter_in_memory(image, model, layout, kind, options, client)
+        return PredictResult(kind, data, layout)
+    data = yield from _iter_to_file(image, model, layout, kind, options, client, path, pyramid)
+    return PredictResult(kind, data, layout, path)
+
+
+def predict_job(image: Any, request: PredictRequest, **kwargs: Any) -> PredictResult:
+    """Blocking form of :func:`iter_predict_job`."""
+    from napari_tiled_unet.events import run_to_completion
+
+    return run_to_completion(iter_predict_job(image, request, **kwargs))
+
+
+def _iter_in_memory(image, model, layout, kind, options, client):
+    if client is None:
+        from napari_tiled_unet.inference import iter_predict
+
+        return (yield from iter_predict(image, model, axes=layout, output=kind, **options))
+    from napari_tiled_unet.distributed import iter_predict_dask
+    from napari_tiled_unet.inference import layout_output_spec
+
+    shape, dtype, _axes = layout_output_spec(model, layout, kind)
+    out = np.zeros(shape, dtype)
+    return (
+        yield from iter_predict_dask(
+            image, model, out, axes=layout, output=kind, client=client, **options
+        )
+    )
+
+
+def _iter_to_file(image, model, layout, kind, options, client, path, pyramid):
+    from napari_tiled_unet.io.store import create_output, open_output
+
+    if client is None:
+        from napari_tiled_unet.inference import iter_predict_to_file
+
+        yield from iter_predict_to_file(image, path, model, output=kind, axes=layout, **options)
+    else:
+        from napari_tiled_unet.distributed import iter_predict_dask
+        from napari_tiled_unet.inference import layout_output_spec
+
+        shape, dtype, axes = layout_output_spec(model, layout, kind)
+        scratch = dict(scratch_dir=path.parent, scratch_name=f"{path.name}.classes")
+        with create_output(path, shape, dtype, axes=axes) as out:
+            yield from iter_predict_dask(
+                image, model, out, axes=layout, output=kind, client=client, **scratch, **options
+            )
+    if not pyramid:
+        return open_output(path)
+    import zarr
+
+    from napari_tiled_unet.io.pyramid import iter_write_pyramid
+
+    result = zarr.open_array(str(path), mode="r+")  # the store is the caller's: paintable
+    # A pyramid, so a viewer reads only what it shows; one big array napari would read whole,
+    # twice, on the GUI thread (23 s for a 32768² result).
+    levels = yield from iter_write_pyramid(result, path.with_name(path.stem + "-levels"))
+    return levels if len(levels) > 1 else result
+
+
+def _iter_labels_and_probabilities(image, model, layout, kind, options, client, path, probs_path):
+    """Probabilities in memory, then labels or instances from them, frame by frame."""
+    from napari_tiled_unet.io.store import write_array
+    from napari_tiled_unet.postprocess import labels_from_probabilities
+
+    probabilities = yield from _iter_in_memory(
+        image, model, layout, "probabilities", options, client
+    )
+    mode = "instance" if kind == "instances" else "semantic"
+    labels = None
+    for index in layout.frames():  # objects never join across iterated axes
+        frame = np.asarray(layout.frame_out(probabilities, index, lead=1))
+        found = labels_from_probabilities(frame, mode)
+        if labels is None:
+            labels = np.zeros(layout.output_shape, found.dtype)
+        layout.frame_out(labels, index)[...] = found
+    write_array(path, labels, axes=layout.output_axes)
+    write_array(probs_path, probabilities, axes="C" + layout.output_axes)
+    return labels, probabilities

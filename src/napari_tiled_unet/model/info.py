@@ -1,0 +1,190 @@
+"""What a model file says about its network beyond the architecture: :class:`ModelInfo`."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import operator
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from napari_tiled_unet.errors import UserInputError
+from napari_tiled_unet.normalization import Normalization
+
+LABEL_MODES = ("semantic", "instance", "sparse")
+
+
+class ModelInfoError(UserInputError):
+    """Model information that is inconsistent (with itself or with the network)."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Typed model information, stored as plain data in model files.
+
+    Every field is optional: a bare :class:`~napari_tiled_unet.model.unet.UNet` has none,
+    model files from older versions lack the newer ones.
+
+    Parameters
+    ----------
+    normalization : Normalization, optional
+        How raw intensities become network input. None: the image is fed as float32.
+    label_mode : {"semantic", "instance", "sparse"}, optional
+        How the training labels were read; "instance" models predict object ids by default.
+    class_names : tuple of str, optional
+        One name per output class.
+    axes : str, optional
+        The network's input axes, e.g. ``"YX"``, ``"CYX"``, ``"ZYX"``.
+    tile_shape : tuple of int, optional
+        Input tile shape the network was trained with (pixels).
+    channels : tuple of int, optional
+        The channels of the training images' C axis the model was trained on, in order;
+        prediction applies them by itself to images with ``source_channels`` channels.
+    source_channels : int, optional
+        How many channels the training images had (None: unknown or they differed).
+    training : mapping, optional
+        The training record (config, seed, steps, best step and scores, validation, ...),
+        plain data as written by :class:`~napari_tiled_unet.training.Trainer`.
+    package_version : str, optional
+        Version of napari-tiled-unet that wrote the file (set when a file is loaded).
+    extra : mapping
+        Entries this version does not know, kept so that saving a file again keeps them.
+    """
+
+    normalization: Normalization | None = None
+    label_mode: str | None = None
+    class_names: tuple[str, ...] | None = None
+    axes: str | None = None
+    tile_shape: tuple[int, ...] | None = None
+    channels: tuple[int, ...] | None = None
+    source_channels: int | None = None
+    training: Mapping[str, Any] | None = None
+    package_version: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if isinstance(self.normalization, Mapping):
+            set_(self, "normalization", Normalization.from_dict(self.normalization))
+        if self.normalization is not None and not isinstance(self.normalization, Normalization):
+            raise ModelInfoError(
+                f"normalization must be a Normalization or its dict, got "
+                f"{type(self.normalization).__name__}"
+            )
+        if self.label_mode is not None and self.label_mode not in LABEL_MODES:
+            raise ModelInfoError(
+                f"label_mode must be one of {LABEL_MODES}, got {self.label_mode!r}"
+            )
+        if self.class_names is not None:
+            if isinstance(self.class_names, str) or not isinstance(self.class_names, Sequence):
+                raise ModelInfoError(
+                    f"class_names must be a list of names, got {self.class_names!r}"
+                )
+            set_(self, "class_names", tuple(str(n) for n in self.class_names))
+        if self.axes is not None and not isinstance(self.axes, str):
+            raise ModelInfoError(f"axes must be a string such as 'CYX', got {self.axes!r}")
+        if self.tile_shape is not None:
+            set_(self, "tile_shape", _ints("tile_shape", self.tile_shape))
+        channels, source = check_selection(self.channels, self.source_channels)
+        set_(self, "channels", channels)
+        set_(self, "source_channels", source)
+        if self.training is not None and not isinstance(self.training, Mapping):
+            raise ModelInfoError(f"training must be a dict, got {type(self.training).__name__}")
+        set_(self, "extra", dict(self.extra))
+
+    @property
+    def input_normalization(self) -> Normalization:
+        """The normalisation to apply: the stored one, else mode "none" (float32 as it is)."""
+        return self.normalization if self.normalization is not None else Normalization("none")
+
+    @property
+    def predicts_instances(self) -> bool:
+        """Whether the model was trained on instance labels (its default output is object ids)."""
+        return self.label_mode == "instance"
+
+    @property
+    def best_scores(self) -> dict[str, float]:
+        """Validation scores of the kept model ({} if the file has no training record)."""
+        return dict((self.training or {}).get("best_scores") or {})
+
+    def check_network(self, in_channels: int) -> None:
+        """Raise a :class:`ModelInfoError` unless the information fits a network of ``in_channels``."""
+        if self.channels is not None and len(self.channels) != in_channels:
+            raise ModelInfoError(
+                f"the stored channel selection {list(self.channels)} has "
+                f"{len(self.channels)} channel(s) but the model takes {in_channels}"
+            )
+
+    def replace(self, **changes: Any) -> ModelInfo:
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for a model file; fields that are None are left out."""
+        data: dict[str, Any] = dict(copy.deepcopy(self.extra))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("extra", "package_version") or value is None:
+                continue
+            if isinstance(value, Normalization):
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, Mapping):
+                value = copy.deepcopy(dict(value))
+            data[f.name] = value
+        return data
+
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any] | None, package_version: str | None = None
+    ) -> ModelInfo:
+        """Read the ``metadata`` entry of a model file (any version); unknown keys go to ``extra``."""
+        data = dict(data or {})
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra", "package_version"}
+        known = {k: data.pop(k) for k in list(data) if k in names}
+        return cls(**known, package_version=package_version, extra=data)
+
+
+def check_selection(
+    channels: Sequence[int] | None, source_channels: int | None
+) -> tuple[tuple[int, ...] | None, int | None]:
+    """A stored channel selection as ``(channels, source_channels)``, checked.
+
+    Raises
+    ------
+    ModelInfoError
+        If the entries are not channel numbers or do not fit each other.
+    """
+    if channels is None:
+        if source_channels is not None:
+            raise ModelInfoError(
+                f"source_channels {source_channels!r} is stored without a channel selection"
+            )
+        return None, None
+    try:
+        selected = tuple(operator.index(k) for k in channels)
+        source = None if source_channels is None else operator.index(source_channels)
+    except TypeError:
+        raise ModelInfoError(
+            f"the stored channel selection must be channel numbers and source_channels a "
+            f"number, got channels={channels!r}, source_channels={source_channels!r}"
+        ) from None
+    if not selected or min(selected) < 0:
+        raise ModelInfoError(
+            f"the stored channel selection {list(selected)} is not channel numbers"
+        )
+    if source is not None and max(selected) >= source:
+        raise ModelInfoError(
+            f"the stored channel selection {list(selected)} does not fit images of {source} "
+            f"channel(s) (source_channels)"
+        )
+    return selected, source
+
+
+def _ints(name: str, values: Any) -> tuple[int, ...]:
+    try:
+        return tuple(operator.index(v) for v in values)
+    except TypeError:
+        raise ModelInfoError(f"{name} must be a list of integers, got {values!r}") from None
