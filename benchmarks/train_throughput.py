@@ -26,7 +26,7 @@ import torch
 
 from napari_tiled_unet.device import resolve_device
 from napari_tiled_unet.model.unet import UNet
-from napari_tiled_unet.training import TrainConfig, Trainer
+from napari_tiled_unet.training import NetworkSpec, TrainConfig, Trainer
 from napari_tiled_unet.training.loss import make_loss
 
 
@@ -136,8 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         iterations=args.steps + args.warmup,
         tile_shape=(args.tile, args.tile),
         batch_size=args.batch,
-        base_channels=args.base_channels,
-        depth=args.depth,
+        network=NetworkSpec(base_channels=args.base_channels, depth=args.depth),
         validation_fraction=0.0,
         device=args.device,
         prefetch=not args.no_prefetch,

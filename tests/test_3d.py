@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from _helpers import drain
+from _nets import tiny_unet
 from napari_tiled_unet import UNet, load_model, predict, save_model
 from napari_tiled_unet.config import UNetConfig
 from napari_tiled_unet.inference import forward_whole_image
@@ -16,21 +18,15 @@ SHAPES = [(19, 22, 17), (9, 13, 11)]  # odd, 3 tiles per axis; smaller than one 
 
 
 def tiny_unet3d(padding="same", depth=2, anisotropic_levels=0, num_classes=3, base_channels=2):
-    """A small random 3D U-Net; biases randomised so outputs vary across the volume."""
-    net = UNet(
-        1,
+    """A small random 3D U-Net: the shared ``tiny_unet`` with ``ndim=3``."""
+    return tiny_unet(
+        padding,
+        depth,
         num_classes,
-        depth=depth,
         base_channels=base_channels,
-        padding=padding,
         ndim=3,
         anisotropic_levels=anisotropic_levels,
     )
-    with torch.no_grad():
-        for p in net.parameters():
-            if p.ndim == 1:
-                p.uniform_(-0.1, 0.1)
-    return net.eval()
 
 
 def small_tiles(net: UNet, written: int = 8) -> tuple[int, ...]:
@@ -78,8 +74,7 @@ def _run_plan(net: UNet, volume: np.ndarray, plan) -> np.ndarray:
         with torch.inference_mode():
             return torch.softmax(net(torch.from_numpy(batch)), 1).numpy()
 
-    for _ in iter_run_plan(volume, plan, fn, out, batch_size=2):
-        pass
+    drain(iter_run_plan(volume, plan, fn, out, batch_size=2))
     return out
 
 
@@ -227,8 +222,7 @@ def test_plan_with_one_geometry_per_axis():
     assert (hits == 1).all()
     volume = np.random.default_rng(0).random((1, *shape), dtype=np.float32)
     out = np.zeros(shape, np.float32)
-    for _ in iter_run_plan(volume, plan, lambda batch, tiles: batch[:, 0] + 1, out):
-        pass
+    drain(iter_run_plan(volume, plan, lambda batch, tiles: batch[:, 0] + 1, out))
     np.testing.assert_array_equal(out, volume[0] + 1)
     with pytest.raises(ValueError, match="tile size 8 along axis Z leaves no output"):
         plan_tiles(shape, axes, (8, 64, 32))

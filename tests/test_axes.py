@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import zarr
 
+from _helpers import drain
 from _nets import tiny_unet
 from napari_tiled_unet import iter_predict, predict, save_model
 from napari_tiled_unet.axes import (
@@ -216,13 +217,7 @@ def test_instances_are_labelled_frame_by_frame_in_memory_and_streamed(rng, tmp_p
     generator = iter_predict_to_file(
         movie, tmp_path / "o.zarr", net, axes="tyx", output="instances"
     )
-    events = []
-    while True:
-        try:
-            events.append(next(generator))
-        except StopIteration as stop:
-            written = stop.value
-            break
+    events, written = drain(generator)
     np.testing.assert_array_equal(written[...], expected)
     assert dict(zarr.open_array(str(tmp_path / "o.zarr")).attrs)["axes"] == "TYX"
     blocks = [e for e in events if e.stage == "instances"]

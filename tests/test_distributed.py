@@ -3,9 +3,12 @@
 import numpy as np
 import pytest
 import tifffile
+import torch
 
+from _helpers import drain
 from _nets import tiny_unet
 from napari_tiled_unet import predict, save_model
+from napari_tiled_unet.normalization import Normalization
 
 dask = pytest.importorskip("dask")
 da = pytest.importorskip("dask.array")
@@ -35,7 +38,7 @@ def test_local_cluster_equals_local_prediction(client, image, padding, tile):
     from napari_tiled_unet.distributed import iter_store, predict_dask
 
     net = tiny_unet(padding)
-    net.metadata["normalization"] = {"mode": "percentile", "low": 1.0, "high": 99.8}
+    net.info = net.info.replace(normalization=Normalization("percentile", low=1.0, high=99.8))
     labels = predict_dask(image, net, tile_shape=tile, device="cpu", client=client)
     assert labels.numblocks[0] > 1 and labels.numblocks[1] > 1  # several tiles per axis
     expected = predict(image, net, tile_shape=tile, device="cpu")
@@ -76,7 +79,7 @@ def test_stored_channel_selection_is_applied_as_by_predict(image):
     from napari_tiled_unet.distributed import predict_dask
 
     net = tiny_unet("same", in_channels=2)
-    net.metadata.update(channels=[2, 0], source_channels=3)
+    net.info = net.info.replace(channels=(2, 0), source_channels=3)
     three = np.stack([image, image[::-1], image[:, ::-1]])
     result = predict_dask(three, net, tile_shape=(96, 96), output="probabilities", device="cpu")
     expected = predict(three, net, tile_shape=(96, 96), output="probabilities", channels=[2, 0])
@@ -86,11 +89,61 @@ def test_stored_channel_selection_is_applied_as_by_predict(image):
         predict_dask(np.concatenate([three, three[:1]]), net, device="cpu")
 
 
+def test_frames_of_a_stack_on_an_in_process_cluster_equal_predict(rng, tmp_path):
+    """A TZCYX stack: one graph per frame, normalised once over the whole stack, assembled in
+    the image's axis order; labels, probabilities and instances equal the local engine's."""
+    distributed = pytest.importorskip("distributed")
+    import zarr
+
+    from napari_tiled_unet.distributed import iter_predict_dask, iter_store, predict_dask
+
+    net = tiny_unet("same", in_channels=2)
+    net.info = net.info.replace(normalization=Normalization("percentile", low=1.0, high=99.8))
+    # Frames of different brightness: normalising each frame on its own would change labels.
+    brightness = np.arange(1, 7, dtype=np.float32).reshape(2, 3, 1, 1, 1)
+    stack = (rng.random((2, 3, 2, 32, 40)) * 1000 * brightness).astype(np.float32)
+    options = dict(axes="TZCYX", tile_shape=(64, 64), device="cpu")
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        for output in ("labels", "probabilities"):
+            lazy = predict_dask(stack, net, output=output, client=client, **options)
+            expected = predict(stack, net, output=output, **options)
+            assert (lazy.shape, lazy.dtype) == (expected.shape, expected.dtype)
+            assert lazy.numblocks[-2] > 1 and lazy.numblocks[-1] > 1  # several tiles a frame
+            out = np.zeros(lazy.shape, lazy.dtype)
+            drain(iter_store(lazy, out, client))
+            np.testing.assert_array_equal(out, expected)
+
+        torch.manual_seed(2)  # a random network that finds many objects in this stack
+        net = tiny_unet("same", in_channels=2)  # no normalisation: a varied class map
+        expected = predict(stack, net, output="instances", **options)
+        assert (expected.reshape(6, -1).max(axis=1) > 10).all()
+        objects = zarr.create_array(
+            store=str(tmp_path / "objects.zarr"), shape=expected.shape, dtype=np.int32
+        )
+        job = iter_predict_dask(
+            stack, net, objects, output="instances", client=client, scratch_dir=tmp_path, **options
+        )
+        events, result = drain(job)
+    assert result is objects
+    np.testing.assert_array_equal(objects[...], expected)
+    stages = [e.stage for e in events]
+    assert stages[0] == "predict" and stages[-1] == "instances"
+    last_predict = [e for e in events if e.stage == "predict"][-1]
+    assert last_predict.done == last_predict.total == 2 * 3 * 6  # frames x tiles
+    assert events[-1].done == events[-1].total
+    assert [p.name for p in tmp_path.iterdir()] == ["objects.zarr"]  # the scratch is gone
+
+
 def test_errors_match_predict(image):
     from napari_tiled_unet.distributed import predict_dask
 
     with pytest.raises(ValueError, match="model expects"):
-        predict_dask(np.stack([image, image]), tiny_unet(), device="cpu")
+        predict_dask(image, tiny_unet(in_channels=2), device="cpu")
     with pytest.raises(ValueError, match="output must be"):
         predict_dask(image, tiny_unet(), output="instances")
 
@@ -115,20 +168,19 @@ def test_cli_dask_scheduler_local(tmp_path, image):
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "l2.tif"), expected)
 
 
-def test_cli_dask_instances_are_labelled_block_by_block(client, tmp_path, image):
+def test_dask_job_instances_are_labelled_block_by_block(client, tmp_path, image):
     import zarr
 
     from napari_tiled_unet import load_model
-    from napari_tiled_unet.cli import _predict_one, build_parser
+    from napari_tiled_unet.jobs import PredictRequest, predict_job
 
     path = save_model(tiny_unet("same"), tmp_path / "inst.pt", label_mode="instance")
     model = load_model(path)
     tifffile.imwrite(tmp_path / "image.tif", image)
     out = tmp_path / "objects.zarr"
-    args = build_parser().parse_args(
-        ["predict", str(tmp_path / "image.tif"), "-o", str(out), "--tile", "96", "--device", "cpu"]
-    )
-    _predict_one(args, model, "instances", tmp_path / "image.tif", out, None, client)
+    request = PredictRequest(model=path, tile=96, device="cpu")  # auto: instances
+    result = predict_job(tmp_path / "image.tif", request, output_path=out, client=client)
+    assert result.output == "instances" and result.path == out
     expected = predict(image, model, tile_shape=(96, 96), device="cpu", output="instances")
     assert expected.max() > 10
     np.testing.assert_array_equal(zarr.open_array(str(out), mode="r")[...], expected)

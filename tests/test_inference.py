@@ -3,6 +3,7 @@ import pytest
 import tifffile
 import torch
 
+from _helpers import drain
 from _nets import tiny_unet
 from napari_tiled_unet import Progress, iter_predict, predict, save_model
 from napari_tiled_unet.inference import forward_whole_image
@@ -43,21 +44,14 @@ def test_insufficient_halo_is_not_exact(rng):
         with torch.inference_mode():
             return torch.softmax(net(torch.from_numpy(batch)), 1).numpy()
 
-    for _ in iter_run_plan(image, plan, fn, out):
-        pass
+    drain(iter_run_plan(image, plan, fn, out))
     assert np.abs(out - forward_whole_image(image, net)).max() > 1e-3
 
 
 def test_progress_events_are_exact_and_generator_returns_result(rng):
     net = tiny_unet("same", depth=2)
     image = rng.random((200, 200), dtype=np.float32)
-    gen = iter_predict(image, net, tile_shape=(64, 64), batch_size=3)
-    events = []
-    try:
-        while True:
-            events.append(next(gen))
-    except StopIteration as stop:
-        result = stop.value
+    events, result = drain(iter_predict(image, net, tile_shape=(64, 64), batch_size=3))
     assert all(isinstance(e, Progress) for e in events)
     total = events[0].total
     assert events[0].done == 0 and events[-1].done == total == len(events[1:]) * 3 - (-total % 3)

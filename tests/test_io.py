@@ -5,9 +5,9 @@ import pytest
 import tifffile
 import zarr
 
+from _helpers import drain
 from _nets import tiny_unet
 from napari_tiled_unet import predict
-from napari_tiled_unet.events import run_to_completion
 from napari_tiled_unet.inference import iter_predict_to_file
 from napari_tiled_unet.io.store import create_output, open_output
 from napari_tiled_unet.io.tiff import open_tiff
@@ -68,8 +68,9 @@ def test_non_tiff_is_a_clear_error(tmp_path):
 def test_streamed_output_equals_in_memory_result(tmp_path, image, suffix, output):
     net = tiny_unet()
     path = tmp_path / f"result{suffix}"
-    events = iter_predict_to_file(image, path, net, output=output, tile=64, tile_shape=(64, 64))
-    result = run_to_completion(events)
+    _, result = drain(
+        iter_predict_to_file(image, path, net, output=output, tile=64, tile_shape=(64, 64))
+    )
     expected = predict(image, net, output=output, tile_shape=(64, 64))
     assert isinstance(result, zarr.Array) and result.dtype == expected.dtype
     np.testing.assert_array_equal(result[:], expected)
@@ -83,7 +84,7 @@ def test_streamed_output_equals_in_memory_result(tmp_path, image, suffix, output
 @pytest.mark.parametrize("suffix", [".tif", ".zarr"])
 def test_cancel_mid_write_leaves_previous_output_and_no_temporaries(tmp_path, image, suffix):
     path = tmp_path / f"result{suffix}"
-    run_to_completion(iter_predict_to_file(image[:32, :32], path, tiny_unet(), tile=16))
+    drain(iter_predict_to_file(image[:32, :32], path, tiny_unet(), tile=16))
     before = open_output(path)[:]
     events = iter_predict_to_file(image, path, tiny_unet(), tile_shape=(64, 64))
     next(events), next(events)  # a tile written into the temporary store
@@ -97,9 +98,7 @@ def test_error_mid_write_leaves_no_file(tmp_path, image):
     bad = image[:60, :60].astype(np.float32)
     bad[55, 55] = np.nan  # found in the last tile
     with pytest.raises(ValueError, match="NaN"):
-        run_to_completion(
-            iter_predict_to_file(bad, tmp_path / "o.tif", tiny_unet(), tile_shape=(64, 64))
-        )
+        drain(iter_predict_to_file(bad, tmp_path / "o.tif", tiny_unet(), tile_shape=(64, 64)))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -120,29 +119,52 @@ def test_disk_full_mid_write_leaves_nothing_even_with_writes_in_flight(tmp_path,
     """One chunk write fails at once while its siblings are still being written."""
     import errno
     import threading
-    import time
 
+    from napari_tiled_unet.io import store
     from napari_tiled_unet.io.store import OutputWriteError, write_array
 
     local = pytest.importorskip("zarr.storage._local")
     if not hasattr(local, "_put"):
         pytest.skip("zarr writes chunks some other way")
-    put, failed = local._put, threading.Event()
+    put, wait_for_pending_writes = local._put, store._wait_for_pending_writes
+    # The handshake: the first chunk write fails once a sibling is in flight; siblings hold
+    # until the error has reached create_output's cleanup, then finish their writes.
+    lock = threading.Lock()
+    failed, in_flight, cleaning_up = threading.Event(), threading.Event(), threading.Event()
+    started, finished = [], []
 
-    def slow_or_full(path, value, *args, **kwargs):
-        if path.name != "zarr.json":
-            if not failed.is_set():
-                failed.set()
-                raise OSError(errno.ENOSPC, "No space left on device", str(path))
-            time.sleep(0.3)  # still writing when the error reaches create_output
-        return put(path, value, *args, **kwargs)
+    def in_flight_or_full(path, value, *args, **kwargs):
+        if path.name == "zarr.json":
+            return put(path, value, *args, **kwargs)
+        with lock:
+            first = not failed.is_set()
+            failed.set()
+        if first:
+            in_flight.wait(timeout=30)
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        started.append(path)
+        in_flight.set()
+        cleaning_up.wait(timeout=30)  # still writing when the error reaches create_output
+        written = put(path, value, *args, **kwargs)
+        finished.append(path)
+        return written
 
-    monkeypatch.setattr(local, "_put", slow_or_full)
+    def cleanup_begins(*args, **kwargs):
+        cleaning_up.set()
+        return wait_for_pending_writes(*args, **kwargs)
+
+    monkeypatch.setattr(local, "_put", in_flight_or_full)
+    monkeypatch.setattr(store, "_wait_for_pending_writes", cleanup_begins)
     for name in ("o.zarr", "o.tif"):
         with pytest.raises(OutputWriteError, match=f"cannot write .*{name}: the disk is full") as e:
             write_array(tmp_path / name, np.ones((600, 600), np.uint8))
         assert e.value.errno == errno.ENOSPC
         assert "nothing was written under" in str(e.value)
-        time.sleep(0.5)  # a write still in flight would have recreated the temporary folder
+        # Writes were in flight when the error came, and all had ended before it was raised:
+        # none is left to recreate the temporary folder.
+        assert started and len(finished) == len(started)
         assert list(tmp_path.iterdir()) == []
-        failed.clear()
+        for event in (failed, in_flight, cleaning_up):
+            event.clear()
+        started.clear()
+        finished.clear()

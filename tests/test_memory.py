@@ -166,17 +166,33 @@ def test_command_line_halo(tmp_path, rng, capsys):
     assert not refused.exists()
 
 
-def test_command_line_prints_the_memory_warning_on_one_line(tmp_path, rng, capsys):
+def test_command_line_prints_the_memory_warning_on_one_line(tmp_path, rng, capsys, monkeypatch):
+    """The warning rides on the job's first Progress event (``Progress.warning``): the run is
+    stopped after that event instead of predicting with 240³ tiles to the end."""
     import tifffile
 
+    import napari_tiled_unet.jobs as jobs
     from napari_tiled_unet import save_model
     from napari_tiled_unet.cli import main
 
+    real_job, first = jobs.iter_predict_job, []
+
+    def first_event_only(*args, **kwargs):
+        job = real_job(*args, **kwargs)
+        try:
+            first.append(next(job))
+            yield first[0]
+        finally:
+            job.close()  # as a cancel does: no output, no temporaries
+
+    monkeypatch.setattr(jobs, "iter_predict_job", first_event_only)
     stack = tmp_path / "stack.tif"
     tifffile.imwrite(stack, (rng.random((8, 24, 24)) * 4000).astype(np.uint16))
     model = save_model(UNet(base_channels=1, depth=4, ndim=3), tmp_path / "deep3d.pt")
     argv = ["predict", str(stack), "--model", str(model), "--axes", "ZYX", "--device", "cpu"]
     assert main([*argv, "--output", str(tmp_path / "labels.tif")]) == 0
+    assert [e.done for e in first] == [0] and "(240, 240, 240)" in first[0].warning
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep3d.pt", "stack.tif"]
     lines = capsys.readouterr().err.splitlines()
     assert any(
         line.startswith("napari-tiled-unet: warning: the smallest tile (240, 240, 240)")

@@ -8,9 +8,9 @@ import tifffile
 import zarr
 from scipy import ndimage as ndi
 
+from _helpers import drain
 from _nets import tiny_unet
 from napari_tiled_unet import predict, save_model
-from napari_tiled_unet.events import run_to_completion
 from napari_tiled_unet.inference import iter_predict_to_file
 from napari_tiled_unet.instances_blockwise import iter_instances_blockwise
 from napari_tiled_unet.model.modelfile import default_model_path
@@ -29,14 +29,7 @@ SAMPLES = default_model_path().parent
 def blockwise(classes, out=None, **kwargs):
     if out is None:
         out = np.zeros(classes.shape, np.int32)
-    events = []
-    generator = iter_instances_blockwise(classes, out, **kwargs)
-    while True:
-        try:
-            events.append(next(generator))
-        except StopIteration as stop:
-            result = stop.value
-            break
+    events, result = drain(iter_instances_blockwise(classes, out, **kwargs))
     assert all(e.stage == "instances" for e in events)
     assert events[-1].done == events[-1].total and events[0].done == 0
     return result
@@ -246,11 +239,11 @@ def test_zarr_in_zarr_out(tmp_path):
 def test_bad_arguments():
     classes = np.zeros((10, 10), np.uint8)
     with pytest.raises(ValueError, match="shape"):
-        run_to_completion(iter_instances_blockwise(classes, np.zeros((10, 11), np.int32)))
+        drain(iter_instances_blockwise(classes, np.zeros((10, 11), np.int32)))
     with pytest.raises(ValueError, match="signed integer"):
-        run_to_completion(iter_instances_blockwise(classes, np.zeros((10, 10), np.uint16)))
+        drain(iter_instances_blockwise(classes, np.zeros((10, 10), np.uint16)))
     with pytest.raises(ValueError, match="halo"):
-        run_to_completion(iter_instances_blockwise(classes, np.zeros((10, 10), np.int32), halo=0))
+        drain(iter_instances_blockwise(classes, np.zeros((10, 10), np.int32), halo=0))
 
 
 def test_memory_is_bounded_by_the_block():
@@ -261,7 +254,7 @@ def test_memory_is_bounded_by_the_block():
     out = np.zeros(classes.shape, np.int32)
     tracemalloc.start()
     try:
-        run_to_completion(iter_instances_blockwise(classes, out, block=256))
+        drain(iter_instances_blockwise(classes, out, block=256))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -301,16 +294,9 @@ def test_predict_to_file_instances_equal_predict(
     folder = tmp_path / "out"
     folder.mkdir()
     path = folder / f"objects{suffix}"
-    events = []
-    generator = iter_predict_to_file(
-        image, path, instance_model, output="instances", tile=32, **OPTIONS
+    events, result = drain(
+        iter_predict_to_file(image, path, instance_model, output="instances", tile=32, **OPTIONS)
     )
-    while True:
-        try:
-            events.append(next(generator))
-        except StopIteration as stop:
-            result = stop.value
-            break
     expected = predict(image, instance_model, output="instances", **OPTIONS)
     assert expected.max() > 10 and result.dtype == np.int32
     np.testing.assert_array_equal(result[...], expected)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_tiled_unet.events import run_to_completion
+from _helpers import drain
 from napari_tiled_unet.io.pyramid import iter_write_pyramid, level_shapes, strided_levels
 
 
@@ -18,7 +18,7 @@ def test_level_shapes_halve_yx_until_the_coarsest_edge():
 @pytest.mark.parametrize("shape", [(45, 37), (2, 45, 37)])
 def test_written_levels_are_every_other_pixel_of_the_level_before(shape, tmp_path):
     data = np.random.default_rng(0).integers(0, 1000, shape).astype(np.int32)
-    levels = run_to_completion(iter_write_pyramid(data, tmp_path, coarsest=8, block=7, chunk=5))
+    _, levels = drain(iter_write_pyramid(data, tmp_path, coarsest=8, block=7, chunk=5))
     assert len(levels) == 4 and levels[0] is data
     for k, level in enumerate(levels):
         np.testing.assert_array_equal(level[...], data[..., :: 2**k, :: 2**k])

@@ -6,7 +6,8 @@ import tifffile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from napari_tiled_unet.inference import _ChannelView
+from _helpers import drain
+from napari_tiled_unet.axes import AxesView
 from napari_tiled_unet.model.geometry import TileGeometry
 from napari_tiled_unet.tiling.plan import plan_tiles
 from napari_tiled_unet.tiling.stitch import iter_run_plan, mirror_indices, read_tile
@@ -14,8 +15,7 @@ from napari_tiled_unet.tiling.stitch import iter_run_plan, mirror_indices, read_
 
 def _copy_through(image, plan, fn):
     out = np.zeros(image.shape, np.float32)
-    for _ in iter_run_plan(image, plan, lambda batch, tiles: fn(batch), out, batch_size=3):
-        pass
+    drain(iter_run_plan(image, plan, lambda batch, tiles: fn(batch), out, batch_size=3))
     return out
 
 
@@ -121,8 +121,8 @@ def test_memmapped_input_does_not_stay_resident(tmp_path):
         image.shape, TileGeometry(grid=16, context_before=16, context_after=16), (256, 256)
     )
     out = np.zeros(image.shape, np.uint16)
-    for _ in iter_run_plan(_ChannelView(image), plan, lambda batch, tiles: batch[:, 0], out):
-        pass
+    single_channel = AxesView(image, (0, 1), new_axis=True)  # (1, Y, X), read lazily
+    drain(iter_run_plan(single_channel, plan, lambda batch, tiles: batch[:, 0], out))
     np.testing.assert_array_equal(out, data)
     assert _mapped_kib(path) < 1024  # of 8 MiB read
 

@@ -273,11 +273,13 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _train_config(args: argparse.Namespace):
+    from napari_tiled_unet.jobs.train import requested_tile_shape
     from napari_tiled_unet.training import AugmentSpec, NetworkSpec, TrainConfig
 
     return TrainConfig(
         label_mode=args.mode,
         iterations=args.iterations,
+        tile_shape=requested_tile_shape(args.ndim, args.tile),
         batch_size=args.batch,
         learning_rate=args.lr,
         optimizer=args.optimizer,

@@ -1,42 +1,59 @@
 """Overlap-tile prediction on dask: the same tile plan and per-tile function, many machines.
 
-:func:`predict_dask` returns a lazy ``dask.array.Array`` built from the plan of
+:func:`predict_dask` returns a lazy ``dask.array.Array`` built, frame by frame of the image's
+layout (:class:`~napari_tiled_unet.axes.Layout`, resolved as by
+:func:`~napari_tiled_unet.inference.iter_predict`), from the plan of
 :func:`~napari_tiled_unet.inference.iter_predict`: one task per batch of tiles reads each
 tile's bounding box from the (dask) image, mirror-pads it with
 :func:`~napari_tiled_unet.tiling.stitch.take_window` and runs
-:func:`~napari_tiled_unet.inference.predict_batch`; the tiles' valid centres are assembled with
-``dask.array.block``. The result equals the local one exactly (same tiles, same batches, same
-function). It computes on whatever dask scheduler is active: the local threaded one, or a
-``dask.distributed`` Client (LocalCluster, a scheduler address, dask-jobqueue's SLURMCluster).
-The network travels once, as its configuration and weights, and is rebuilt once per worker.
+:func:`~napari_tiled_unet.forward.predict_batch`; the tiles' valid centres are assembled with
+``dask.array.block``, the frames stacked in the result's axis order. The result equals the
+local one exactly (same normalisation, tiles, batches and function). It computes on whatever
+dask scheduler is active: the local threaded one, or a ``dask.distributed`` Client
+(LocalCluster, a scheduler address, dask-jobqueue's SLURMCluster). The network travels once,
+as its configuration and weights, and is rebuilt once per worker.
+
+:func:`iter_predict_dask` runs a whole prediction (labels, probabilities or instances) that
+way into an array on this machine, yielding Progress: what a job layer calls.
 
 Needs the ``dask`` extra: ``pip install napari-tiled-unet[dask]``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import threading
 import uuid
+import warnings
 from collections.abc import Generator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.events import Progress
+from napari_tiled_unet.forward import check_precision, memory_format, predict_batch
 from napari_tiled_unet.inference import (
-    _memory_format,
-    as_channel_first,
-    check_precision,
+    check_output_kind,
     image_layout,
-    output_spec,
-    plan_for,
-    predict_batch,
+    input_normalization,
+    layout_output_spec,
     resolve_model,
 )
+from napari_tiled_unet.instances import iter_instances
 from napari_tiled_unet.normalization import Normalization
-from napari_tiled_unet.tiling.plan import Tile
+from napari_tiled_unet.planning import plan_with_warning
+from napari_tiled_unet.tiling.grid import BlockGrid
+from napari_tiled_unet.tiling.plan import Tile, TilePlan
 from napari_tiled_unet.tiling.stitch import take_window, tile_window
+
+if TYPE_CHECKING:
+    import dask.array
+
+    from napari_tiled_unet.axes import Layout
+    from napari_tiled_unet.model.unet import UNet
 
 _CACHE: dict[tuple[str, str], Any] = {}
 _CACHE_LOCK = threading.Lock()
@@ -57,7 +74,7 @@ def _worker_model(payload: dict, device: str):
             net.load_state_dict(payload["state_dict"])
             while len(_CACHE) >= _CACHE_SIZE:
                 _CACHE.pop(next(iter(_CACHE)))
-            layout = _memory_format(net.config.ndim)
+            layout = memory_format(net.config.ndim)
             _CACHE[key] = (net.eval().to(torch_device, memory_format=layout), torch_device)
         return _CACHE[key]
 
@@ -90,25 +107,12 @@ def _model_payload(net) -> dict:
     }
 
 
-def _stored_selection(image, net, name: str) -> tuple[int, ...] | None:
-    """The model's stored channel selection if ``image`` is ``(source_channels, *spatial)``.
-
-    Raises the engine's AxesError, which names the stored selection, for a channels-first
-    image with a channel count the model cannot take.
-    """
-    from napari_tiled_unet.axes import ModelSpec
-
-    spec = ModelSpec.of(net)
-    own = "C" + spec.spatial
-    if spec.channels is None or len(image.shape) != len(own):
-        return None
-    return image_layout(image, net, axes=own, name=name).channels
-
-
 def predict_dask(
     image,
     model=None,
     *,
+    axes: str | Layout | None = None,
+    channels: Sequence[int] | None = None,
     tile_shape: Sequence[int] | None = None,
     halo: int | None = None,
     batch_size: int = 1,
@@ -117,30 +121,26 @@ def predict_dask(
     client=None,
     name: str = "image",
     precision: str = "float32",
-):
+) -> dask.array.Array:
     """Lazy overlap-tile prediction of ``image`` as a ``dask.array.Array``.
 
     Parameters
     ----------
     image : array-like or dask.array.Array
-        In the model's own layout, ``(*spatial)`` or ``(C, *spatial)``, or, for a model trained
-        on a channel selection, ``(source_channels, *spatial)`` read through the stored
-        selection (as :func:`~napari_tiled_unet.inference.iter_predict` without ``channels``);
+        Any layout :func:`~napari_tiled_unet.inference.iter_predict` takes (``axes``);
         numpy, memmap or zarr inputs are wrapped with ``dask.array.from_array``. Each task
-        reads only its tiles' boxes.
+        reads only its tiles' boxes of one frame.
     model : UNet or path-like, optional
         As for :func:`~napari_tiled_unet.inference.iter_predict` (None: the bundled model).
-    tile_shape, halo, batch_size, name, precision
-        As for :func:`~napari_tiled_unet.inference.iter_predict`; the plan and the batches are
-        the same, so the result equals :func:`~napari_tiled_unet.inference.predict`'s.
+    axes, channels, tile_shape, halo, batch_size, name, precision
+        As for :func:`~napari_tiled_unet.inference.iter_predict`: the same layout,
+        normalisation, plan and batches, so the result equals
+        :func:`~napari_tiled_unet.inference.predict`'s.
     device : {"auto", "cpu", "cuda", "mps"}
         Resolved on each worker ("auto": cuda, then mps, then cpu there).
     output : {"labels", "probabilities"}
-        As for :func:`~napari_tiled_unet.inference.iter_predict`. For instances, store
-        "labels" (the class map) with :func:`iter_store`, e.g. into a zarr array, and label
-        it block by block with
-        :func:`~napari_tiled_unet.instances_blockwise.iter_instances_blockwise` (the CLI
-        does this).
+        As for :func:`~napari_tiled_unet.inference.iter_predict`. For instances use
+        :func:`iter_predict_dask`.
     client : distributed.Client, optional
         If given, the network's weights are scattered to all workers once; otherwise they
         are one task of the graph. Computing runs on the active scheduler either way.
@@ -148,45 +148,223 @@ def predict_dask(
     Returns
     -------
     dask.array.Array
-        Chunked like the plan's write windows; dtype and shape as
-        :func:`~napari_tiled_unet.inference.output_spec`.
+        Shaped, typed and ordered as :func:`~napari_tiled_unet.inference.iter_predict`'s
+        result (:func:`~napari_tiled_unet.inference.layout_output_spec`); chunked like the
+        plan's write windows, one chunk per frame along iterated axes. A default tile larger
+        than the memory budget is a UserWarning, as from
+        :func:`~napari_tiled_unet.inference.plan_for`.
     """
+    check_output_kind(output, ("labels", "probabilities"))
+    net = resolve_model(model)
+    layout = image_layout(image, net, axes=axes, channels=channels, name=name)
+    array, _plan, warning = _graph(
+        image,
+        net,
+        layout,
+        output=output,
+        tile_shape=tile_shape,
+        halo=halo,
+        batch_size=batch_size,
+        device=device,
+        client=client,
+        name=name,
+        precision=precision,
+    )
+    if warning:
+        warnings.warn(warning, stacklevel=2)
+    return array
+
+
+def iter_predict_dask(
+    image,
+    model=None,
+    out: Any = None,
+    *,
+    axes: str | Layout | None = None,
+    channels: Sequence[int] | None = None,
+    tile_shape: Sequence[int] | None = None,
+    halo: int | None = None,
+    batch_size: int = 1,
+    device: str = "auto",
+    output: str = "labels",
+    client=None,
+    name: str = "image",
+    precision: str = "float32",
+    scratch_dir: str | os.PathLike | None = None,
+    scratch_name: str = "classes",
+) -> Generator[Progress, None, Any]:
+    """:func:`~napari_tiled_unet.inference.iter_predict` with the tiles computed on dask.
+
+    The result is computed block by block on the active scheduler (or ``client``'s cluster)
+    and written into ``out`` on this machine (:func:`iter_store`), so ``out`` need not be
+    reachable from the workers. Equal to :func:`~napari_tiled_unet.inference.predict`'s.
+
+    Parameters
+    ----------
+    image, model, axes, channels, tile_shape, halo, batch_size, name, precision
+        As for :func:`~napari_tiled_unet.inference.iter_predict`.
+    out : array-like, optional
+        Where to write the result (shape: :func:`~napari_tiled_unet.inference.layout_output_spec`),
+        e.g. the array of :func:`~napari_tiled_unet.io.store.create_output`; a new numpy
+        array by default.
+    device, client
+        As for :func:`predict_dask`.
+    output : {"labels", "probabilities", "instances"}
+        "instances": the class map is computed on dask into a scratch zarr store (with
+        ``out``) and labelled here frame by frame, block by block
+        (:func:`~napari_tiled_unet.instances.iter_instances`, as the local engine does).
+    scratch_dir, scratch_name
+        Where the scratch class map of "instances" goes (None: the system's temporary
+        folder), as for :func:`~napari_tiled_unet.instances.iter_instances`.
+
+    Yields
+    ------
+    Progress
+        ``stage="predict"`` in blocks (one per tile and frame), first with ``done=0`` and
+        the plan's memory warning, if any; for "instances" with ``out`` then
+        ``stage="instances"`` events.
+
+    Returns
+    -------
+    array-like
+        ``out`` (or the new array) holding the result.
+    """
+    check_output_kind(output)
+    net = resolve_model(model)
+    layout = image_layout(image, net, axes=axes, channels=channels, name=name)
+    options = dict(tile_shape=tile_shape, halo=halo, batch_size=batch_size, device=device)
+    options.update(client=client, name=name, precision=precision)
+    if output == "instances":
+        classes = functools.partial(_iter_graph, image, net, layout, output="labels", **options)
+        scratch = dict(scratch_dir=scratch_dir, scratch_name=scratch_name)
+        return (yield from iter_instances(layout, net.config.num_classes, classes, out, **scratch))
+    return (yield from _iter_graph(image, net, layout, out, output=output, **options))
+
+
+def _iter_graph(
+    image, net: UNet, layout: Layout, out: Any = None, *, output: str, client, **options: Any
+) -> Generator[Progress, None, Any]:
+    """Labels or probabilities of every frame of ``layout`` on dask, stored into ``out``."""
+    shape, dtype, _axes = layout_output_spec(net, layout, output)
+    target = np.zeros(shape, dtype) if out is None else out
+    if tuple(target.shape) != shape:
+        raise UserInputError(
+            f"out has shape {tuple(target.shape)}; expected {shape} for output={output!r}"
+        )
+    array, plan, warning = _graph(image, net, layout, output=output, client=client, **options)
+    stream = iter_store(array, target, client)
+    first = next(stream)
+    message = f"{len(plan)} tiles of {plan.tile_shape} on dask"
+    if layout.n_frames > 1:
+        message = f"{layout.n_frames} frames of {message}"
+    yield dataclasses.replace(first, message=f"{first.message}: {message}", warning=warning)
+    return (yield from stream)
+
+
+def _graph(
+    image,
+    net: UNet,
+    layout: Layout,
+    *,
+    output: str,
+    tile_shape: Sequence[int] | None,
+    halo: int | None,
+    batch_size: int,
+    device: str,
+    client,
+    name: str,
+    precision: str,
+) -> tuple[dask.array.Array, TilePlan, str]:
+    """The lazy result of the whole image, its tile plan and the plan's warning ("" if none)."""
     import dask
     import dask.array as da
 
-    if output not in ("labels", "probabilities"):
-        raise ValueError(f"output must be 'labels' or 'probabilities', got {output!r}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise UserInputError(f"batch_size must be at least 1, got {batch_size}")
     check_precision(precision, device)  # "auto" is checked on the workers
-    net = resolve_model(model)
-    selection = _stored_selection(image, net, name)
-    if selection is None:
-        as_channel_first(image, net, name)  # shape and dtype errors, worded as for predict
-    source = image if isinstance(image, da.Array) else da.from_array(image)
-    if selection is not None:
-        source = source[list(selection)]
-    elif net.config.in_channels == 1:
-        source = source[None]
-    spatial = tuple(source.shape[1:])
-    plan = plan_for(spatial, net, tile_shape, halo)
-    out_shape, out_dtype, _axes = output_spec(net, spatial, output)
-    lead = out_shape[: len(out_shape) - len(spatial)]
-
-    normalization = Normalization.from_dict(net.metadata.get("normalization"))
-    normalization = normalization.resolve(source, channel_axis=0)  # per channel, as predict
+    plan, warning = plan_with_warning(layout.spatial_shape, net, tile_shape, halo)
+    normalization = input_normalization(net, layout, image)
     payload = _model_payload(net)
     if client is not None:
         # A list: scattering a dict would scatter its values under the dict's keys.
         [payload] = client.scatter([payload], broadcast=True, hash=False)
     else:
         payload = dask.delayed(payload, pure=False, traverse=False)
+    source = image if isinstance(image, da.Array) else da.from_array(image)
+    _shape, dtype, _axes = layout_output_spec(net, layout, output)
+    lead = (net.config.num_classes,) if output == "probabilities" else ()
+    task = functools.partial(
+        _frame_graph,
+        plan=plan,
+        payload=payload,
+        normalization=normalization,
+        output=output,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        lead=lead,
+        dtype=dtype,
+    )
+    frames = []
+    for index in layout.frames():
+        where = layout.frame_name(index)
+        frame = _frame_array(source, layout, index)
+        frames.append(task(frame, name=f"{name} at {where}" if where else name))
+    result = _stack(frames, layout.iter_shape)  # (*iterated, *lead, *spatial)
+    n_iter, n_lead = len(layout.iter_axes), len(lead)
+    position = {a: k for k, a in enumerate(layout.iter_axes)}
+    position.update({a: n_iter + n_lead + k for k, a in enumerate(layout.spatial_axes)})
+    order = [n_iter + k for k in range(n_lead)]
+    order += [position[i] for i, letter in enumerate(layout.axes) if letter != "C"]
+    if order != sorted(order):
+        result = result.transpose(order)
+    return result, plan, warning
 
+
+def _frame_array(source: dask.array.Array, layout: Layout, index: Sequence[int]):
+    """One frame of a dask image as a lazy ``(C, *spatial)`` dask array.
+
+    The dask form of :meth:`~napari_tiled_unet.axes.Layout.frame` (whose view would compute
+    the dask image window by window inside the tasks): iterated axes fixed at ``index``,
+    channel and spatial axes in the model's order, channels selected.
+    """
+    fixed = dict(zip(layout.iter_axes, (int(k) for k in index), strict=True))
+    frame = source[tuple(fixed.get(a, slice(None)) for a in range(source.ndim))]
+    kept = [a for a in range(source.ndim) if a not in fixed]
+    c = layout.channel_axis
+    order = ((c,) if c is not None else ()) + layout.spatial_axes
+    frame = frame.transpose([kept.index(a) for a in order])
+    if c is None:
+        return frame[None]
+    if layout.channels is not None:
+        frame = frame[list(layout.channels)]
+    return frame
+
+
+def _frame_graph(
+    frame,
+    *,
+    plan: TilePlan,
+    payload,
+    normalization: Normalization,
+    output: str,
+    device: str,
+    name: str,
+    precision: str,
+    batch_size: int,
+    lead: tuple[int, ...],
+    dtype: np.dtype,
+):
+    """One frame ``(C, *spatial)`` predicted lazily: one task per batch of the plan's tiles."""
+    import dask
+    import dask.array as da
+
+    spatial = tuple(frame.shape[1:])
     pieces = []
     for i in range(0, len(plan), batch_size):
         tiles = plan.tiles[i : i + batch_size]
         windows = [tile_window(t, spatial) for t in tiles]
-        blocks = [source[(slice(None), *box)] for box, _ in windows]
+        blocks = [frame[(slice(None), *box)] for box, _ in windows]
         task = dask.delayed(_run_batch, pure=True, nout=len(tiles))(
             payload,
             tiles,
@@ -200,9 +378,10 @@ def predict_dask(
         )
         for tile, part in zip(tiles, task, strict=True):
             shape = (*lead, *(s.stop - s.start for s in tile.write))
-            pieces.append(da.from_delayed(part, shape, out_dtype))
-    counts = [len(range(0, n, s)) for n, s in zip(spatial, plan.stride, strict=True)]
-    return da.block(_nest(pieces, counts))
+            pieces.append(da.from_delayed(part, shape, dtype))
+    # The plan's write windows are the blocks of this grid, in the same (C) order.
+    grid = BlockGrid(spatial, plan.stride)
+    return da.block(_nest(pieces, grid.counts))
 
 
 def _nest(items: list, counts: Sequence[int]) -> list:
@@ -213,28 +392,48 @@ def _nest(items: list, counts: Sequence[int]) -> list:
     return [_nest(items[i * step : (i + 1) * step], counts[1:]) for i in range(counts[0])]
 
 
+def _stack(frames: list, shape: Sequence[int]):
+    """Row-major flat list of dask arrays → one array with leading axes ``shape``."""
+    import dask.array as da
+
+    if not shape:
+        return frames[0]
+    step = len(frames) // shape[0]
+    return da.stack([_stack(frames[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])])
+
+
+def _regular_blocks(array) -> tuple[Any, BlockGrid]:
+    """``array`` with regular chunks (rechunked only if they are not) and their grid."""
+    block = tuple(max(max(c, default=1), 1) for c in array.chunks)
+    grid = BlockGrid(array.shape, block)
+    regular = tuple(
+        tuple(s.stop - s.start for (s,) in BlockGrid((n,), (b,)))
+        for n, b in zip(array.shape, block, strict=True)
+    )
+    if tuple(tuple(int(n) for n in c) for c in array.chunks) != regular:
+        array = array.rechunk(block)
+    return array, grid
+
+
 def iter_store(array, out, client=None) -> Generator[Progress, None, Any]:
     """Compute a chunked dask ``array`` block by block into ``out`` on this machine.
 
     With a ``client``, blocks are computed on the cluster as they are ready and written here,
     so ``out`` (a numpy array, memmap or the zarr array of
     :func:`~napari_tiled_unet.io.store.create_output`) need not be reachable from the workers.
-    Yields Progress in blocks; returns ``out``.
+    Yields Progress in blocks (a block grid of the array's chunks, which are made regular
+    first if they are not); returns ``out``.
     """
     import dask
 
-    indices = list(np.ndindex(*array.numblocks))
-    offsets = [np.concatenate([[0], np.cumsum(c)]) for c in array.chunks]
-
-    def region(idx):
-        return tuple(slice(int(o[i]), int(o[i + 1])) for o, i in zip(offsets, idx, strict=True))
-
+    array, grid = _regular_blocks(array)
+    indices = list(grid.indices())
     yield Progress("predict", 0, len(indices), f"{len(indices)} blocks")
     if client is not None:
         from distributed import as_completed
 
         futures = client.compute([array.blocks[idx] for idx in indices])
-        where = {f.key: region(idx) for f, idx in zip(futures, indices, strict=True)}
+        where = {f.key: grid.region(idx) for f, idx in zip(futures, indices, strict=True)}
         try:
             for done, future in enumerate(as_completed(futures), start=1):
                 out[where[future.key]] = future.result()
@@ -247,7 +446,7 @@ def iter_store(array, out, client=None) -> Generator[Progress, None, Any]:
     for start in range(0, len(indices), step):
         group = indices[start : start + step]
         for idx, block in zip(group, dask.compute(*(array.blocks[i] for i in group)), strict=True):
-            out[region(idx)] = block
+            out[grid.region(idx)] = block
         done = start + len(group)
         yield Progress("predict", done, len(indices), f"block {done}/{len(indices)}")
     return out

@@ -1,37 +1,67 @@
-"""Overlap-tile prediction: the engine behind the Predict widget, the CLI and the dask path."""
+"""Overlap-tile prediction: the engine behind the Predict widget, the CLI and the dask path.
+
+One job per module: this one resolves the model and the image's layout and runs the tile
+plan frame by frame (:func:`iter_predict`, :func:`iter_predict_to_file`); the network's
+forward pass is :mod:`napari_tiled_unet.forward`, tile planning
+:mod:`napari_tiled_unet.planning`, instance output :mod:`napari_tiled_unet.instances`.
+Their public names are re-exported here.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import math
+import functools
 import os
-import warnings
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from napari_tiled_unet.axes import Layout, choose_layout
-from napari_tiled_unet.device import PRECISIONS
+from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.events import Progress, run_to_completion
-from napari_tiled_unet.model.memory import (
-    TILE_MEMORY_BUDGET,
-    format_bytes,
-    tile_memory,
-    voxel_budget,
+from napari_tiled_unet.forward import (
+    check_precision,
+    forward_whole_image,
+    inference_setup,
+    labels_dtype,
+    predict_batch,
+    tile_function,
 )
+from napari_tiled_unet.instances import iter_instances
+from napari_tiled_unet.model.memory import format_bytes, tile_memory
 from napari_tiled_unet.normalization import Normalization
-from napari_tiled_unet.tiling.plan import Tile, TilePlan, default_tile_shape, plan_tiles
+from napari_tiled_unet.planning import (
+    SUGGESTED_KEPT_SHARE,
+    plan_for,
+    plan_with_warning,
+    suggest_halo,
+)
 from napari_tiled_unet.tiling.stitch import iter_run_plan
 
 if TYPE_CHECKING:
-    import torch
-
     from napari_tiled_unet.model.unet import UNet
 
-logger = logging.getLogger(__name__)
+__all__ = [
+    "OUTPUTS",
+    "SUGGESTED_KEPT_SHARE",
+    "check_output_kind",
+    "check_precision",
+    "forward_whole_image",
+    "image_layout",
+    "inference_setup",
+    "input_normalization",
+    "iter_predict",
+    "iter_predict_to_file",
+    "layout_output_spec",
+    "output_spec",
+    "plan_for",
+    "predict",
+    "predict_batch",
+    "predicted_spec",
+    "resolve_model",
+    "suggest_halo",
+]
 
 OUTPUTS = ("labels", "probabilities", "instances")
 
@@ -50,50 +80,10 @@ def resolve_model(model: UNet | str | os.PathLike | None) -> UNet:
     raise TypeError(f"model must be a UNet or a model-file path, got {type(model).__name__}")
 
 
-def as_channel_first(image, model: UNet, name: str = "image"):
-    """Return ``image`` viewed as ``(C, *spatial)`` for ``model``, or raise a ValueError saying why not.
-
-    A single-channel model takes ``(Y, X)`` (2D) or ``(Z, Y, X)`` (3D); a model with C input
-    channels takes ``(C, Y, X)`` / ``(C, Z, Y, X)``.
-    """
-    cfg = model.config
-    shape = tuple(image.shape)
-    spatial = "ZYX"[-cfg.ndim :]
-    if cfg.in_channels == 1:
-        expected = f"a {cfg.ndim}D single-channel image with axes {spatial}"
-        ok = len(shape) == cfg.ndim
-    else:
-        expected = f"a {cfg.ndim}D image with {cfg.in_channels} channels, axes C{spatial}"
-        ok = len(shape) == cfg.ndim + 1 and shape[0] == cfg.in_channels
-    if not ok:
-        hint = ""
-        if len(shape) == cfg.ndim + 1 and shape[-1] in (3, 4):
-            hint = " It looks like an RGB(A) image; convert it to one channel first."
-        elif len(shape) > cfg.ndim:
-            hint = " Pick one plane or channel, or use a model made for this many axes."
-        raise ValueError(f"{name} has shape {shape}, but the model expects {expected}.{hint}")
-    dtype = np.dtype(image.dtype)
-    if not (np.issubdtype(dtype, np.number) or dtype.kind == "b") or np.issubdtype(
-        dtype, np.complexfloating
-    ):
-        raise ValueError(f"{name} has dtype {dtype}; expected real numbers (integer or float)")
-    if cfg.in_channels == 1:
-        return _ChannelView(image)
-    return image
-
-
-class _ChannelView:
-    """A leading length-1 channel axis on any sliceable array-like, without copying."""
-
-    def __init__(self, array):
-        self.array = array
-        self.shape = (1, *array.shape)
-        self.dtype = array.dtype
-        self.ndim = array.ndim + 1
-
-    def __getitem__(self, key):
-        key = key if isinstance(key, tuple) else (key,)
-        return np.asarray(self.array[key[1:]])[None]
+def check_output_kind(output: str, kinds: Sequence[str] = OUTPUTS) -> None:
+    """Raise a UserInputError unless ``output`` is one of ``kinds``."""
+    if output not in kinds:
+        raise UserInputError(f"output must be one of {tuple(kinds)}, got {output!r}")
 
 
 def _check_dtype(image, name: str) -> None:
@@ -101,7 +91,7 @@ def _check_dtype(image, name: str) -> None:
     if not (np.issubdtype(dtype, np.number) or dtype.kind == "b") or np.issubdtype(
         dtype, np.complexfloating
     ):
-        raise ValueError(f"{name} has dtype {dtype}; expected real numbers (integer or float)")
+        raise UserInputError(f"{name} has dtype {dtype}; expected real numbers (integer or float)")
 
 
 def image_layout(
@@ -135,15 +125,25 @@ def image_layout(
 
     Raises
     ------
-    ValueError
+    UserInputError
         (:class:`~napari_tiled_unet.axes.AxesError`) naming the shape, the axes and what the
-        model expects; or for a dtype that is not real numbers.
+        model expects; for a given Layout made for another shape or model; or for a dtype
+        that is not real numbers. A ValueError, too.
     """
     if isinstance(axes, Layout):
         layout = axes
         if layout.shape != tuple(int(n) for n in image.shape):
-            raise ValueError(
+            raise UserInputError(
                 f"{name} has shape {tuple(image.shape)}; the layout is for {layout.shape}"
+            )
+        if layout.in_channels != model.config.in_channels:
+            raise UserInputError(
+                f"{name}: the layout feeds {layout.in_channels} channel(s); the model takes "
+                f"{model.config.in_channels}"
+            )
+        if layout.ndim != model.config.ndim:
+            raise UserInputError(
+                f"{name}: the layout is {layout.ndim}D; the model is {model.config.ndim}D"
             )
     else:
         layout = choose_layout(image.shape, model, axes=axes, channels=channels, name=name)
@@ -151,116 +151,12 @@ def image_layout(
     return layout
 
 
-def _labels_dtype(num_classes: int) -> np.dtype:
-    return np.dtype(np.uint8 if num_classes <= 256 else np.uint16)
+def input_normalization(net: UNet, layout: Layout, image) -> Normalization:
+    """The model's input normalisation resolved for ``image`` as every engine applies it.
 
-
-def _memory_format(ndim: int):
-    """The channels-last layout for a 2D or 3D network: 1.5–2× faster convolutions on CPU."""
-    import torch
-
-    return torch.channels_last if ndim == 2 else torch.channels_last_3d
-
-
-def check_precision(precision: str, device_type: str) -> None:
-    """Raise a ValueError unless ``precision`` is known and usable on ``device_type`` ("cpu", …)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "float16" and device_type == "cpu":
-        raise ValueError("precision 'float16' needs a GPU; on the CPU use 'bfloat16' or 'float32'")
-
-
-@contextlib.contextmanager
-def inference_setup(net: UNet, device: torch.device) -> Iterator[UNet]:
-    """``net`` in eval mode on ``device`` with channels-last weights; put back as it was after."""
-    import torch
-
-    first = next(net.parameters())
-    was_training, old_device = net.training, first.device
-    net.eval().to(device, memory_format=_memory_format(net.config.ndim))
-    try:
-        yield net
-    finally:
-        net.to(old_device, memory_format=torch.contiguous_format).train(was_training)
-
-
-@contextlib.contextmanager
-def _ieee_float32(device: torch.device) -> Iterator[None]:
-    """cuDNN convolutions in true float32. PyTorch lets them use TF32 by default, which moved
-    probabilities by 2e-3 on an H200 and would break tiled == whole-image exactness."""
-    import torch
-
-    cudnn = torch.backends.cudnn
-    if device.type != "cuda" or not cudnn.allow_tf32:
-        yield
-        return
-    cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        cudnn.allow_tf32 = True
-
-
-def predict_batch(
-    model: UNet,
-    batch: np.ndarray,
-    tiles: Sequence[Tile],
-    normalization: Normalization,
-    output: str,
-    device: torch.device,
-    name: str = "image",
-    precision: str = "float32",
-) -> np.ndarray:
-    """The per-tile function: normalise a batch of tiles, run the network, return its output.
-
-    ``batch`` is ``(B, C, *tile_shape)`` as read by
-    :func:`~napari_tiled_unet.tiling.stitch.read_tile` for ``tiles``; the result is
-    ``(B, *output_tile_shape)`` class ids for ``output="labels"``, or ``(B, num_classes,
-    *output_tile_shape)`` float32 softmax for ``output="probabilities"``. ``normalization``
-    must be resolved (:meth:`Normalization.resolve`); ``model`` should be prepared by
-    :func:`inference_setup`. ``precision`` "bfloat16"/"float16" runs the network under
-    ``torch.autocast`` (softmax and arg-max in float32). Top-level and free of closures, so
-    the local loop and the dask tasks (:mod:`napari_tiled_unet.distributed`) share it.
+    Once for the whole image (every frame), per channel: see :func:`iter_predict`'s Notes.
     """
-    import torch
-
-    x = normalization.apply(batch, channel_axis=1)
-    if not np.isfinite(x).all():
-        region = ", ".join(
-            f"{a} {s.start}:{s.stop}"
-            for a, s in zip("ZYX"[-len(tiles[0].write) :], tiles[0].write, strict=True)
-        )
-        raise ValueError(
-            f"{name} contains NaN or infinite values (near {region}); replace them, e.g. "
-            "with numpy.nan_to_num, before predicting"
-        )
-    layout = _memory_format(x.ndim - 2)
-    with torch.inference_mode():
-        inputs = torch.from_numpy(x).to(device).contiguous(memory_format=layout)
-        if precision == "float32":
-            with _ieee_float32(device):
-                logits = model(inputs)
-        else:
-            with torch.autocast(device.type, dtype=getattr(torch, precision)):
-                logits = model(inputs)
-        logits = logits.float()
-        if output == "labels":
-            return logits.argmax(dim=1).to("cpu").numpy().astype(_labels_dtype(logits.shape[1]))
-        return torch.softmax(logits, dim=1).to("cpu").numpy()
-
-
-def _forward_fn(
-    model: UNet,
-    device: torch.device,
-    normalization: Normalization,
-    output: str,
-    name: str,
-    precision: str,
-):
-    def tile_fn(batch: np.ndarray, tiles) -> np.ndarray:
-        return predict_batch(model, batch, tiles, normalization, output, device, name, precision)
-
-    return tile_fn
+    return net.info.input_normalization.resolve(layout.job(image), channel_axis=0)
 
 
 def iter_predict(
@@ -288,7 +184,7 @@ def iter_predict(
         zarr, dask, napari layer data) is read tile by tile.
     model : UNet or path-like, optional
         A network or a model file; None uses the bundled default model. The normalisation
-        stored in the model's metadata is applied; a bare UNet gets the image as float32.
+        stored with the model (``model.info``) is applied; a bare UNet gets the image as float32.
     axes : str, optional
         The image's axis layout, letters T, Z, C, Y, X in the image's order (case-insensitive),
         e.g. ``"TZCYX"``, ``"YXC"`` (RGB), ``"TYX"``. Axes the model does not take (T; Z for a
@@ -367,24 +263,39 @@ def iter_predict(
     differ by its normalisation (with a model normalising "none" or "fixed", a time series
     gives exactly the per-frame predictions).
     """
-    if output not in OUTPUTS:
-        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    check_output_kind(output)
     net = resolve_model(model)
     layout = image_layout(image, net, axes=axes, channels=channels, name=name)
     options = dict(tile_shape=tile_shape, halo=halo, batch_size=batch_size, device=device)
     options.update(name=name, precision=precision)
     if output == "instances":
-        return (yield from _iter_instances(image, net, out, layout=layout, **options))
-    return (yield from _iter_layout(image, net, layout, output=output, out=out, **options))
+        return (yield from _iter_local_instances(image, net, layout, out, **options))
+    return (yield from _iter_layout(image, net, layout, out, output=output, **options))
+
+
+def _iter_local_instances(
+    image,
+    net: UNet,
+    layout: Layout,
+    out: Any = None,
+    *,
+    scratch_dir: str | os.PathLike | None = None,
+    scratch_name: str = "classes",
+    **options: Any,
+) -> Generator[Progress, None, Any]:
+    """``output="instances"`` on this machine: the class map by the local tile loop."""
+    classes = functools.partial(_iter_layout, image, net, layout, output="labels", **options)
+    scratch = dict(scratch_dir=scratch_dir, scratch_name=scratch_name)
+    return (yield from iter_instances(layout, net.config.num_classes, classes, out, **scratch))
 
 
 def _iter_layout(
     image,
     net: UNet,
     layout: Layout,
+    out: Any = None,
     *,
     output: str,
-    out: Any = None,
     tile_shape: Sequence[int] | None = None,
     halo: int | None = None,
     batch_size: int = 1,
@@ -395,16 +306,14 @@ def _iter_layout(
     """Labels or probabilities of every frame of ``layout``, one Progress stream."""
     from napari_tiled_unet.device import resolve_device
 
-    plan, warning = _plan_and_warning(layout.spatial_shape, net, tile_shape, halo)
+    plan, warning = plan_with_warning(layout.spatial_shape, net, tile_shape, halo)
     out_shape, out_dtype, _axes = layout_output_spec(net, layout, output)
     target = out if out is not None else np.zeros(out_shape, out_dtype)
     if tuple(target.shape) != out_shape:
-        raise ValueError(
+        raise UserInputError(
             f"out has shape {tuple(target.shape)}; expected {out_shape} for output={output!r}"
         )
-    _check_model_channels(net, layout, name)
-    stored = Normalization.from_dict(net.metadata.get("normalization"))
-    normalization = stored.resolve(layout.job(image), channel_axis=0)
+    normalization = input_normalization(net, layout, image)
     torch_device = resolve_device(device)
     check_precision(precision, torch_device.type)
     frames, per_frame = layout.n_frames, len(plan)
@@ -422,7 +331,7 @@ def _iter_layout(
         for k, index in enumerate(layout.frames()):
             where = layout.frame_name(index)
             frame_name = f"{name} at {where}" if where else name
-            tile_fn = _forward_fn(net, torch_device, normalization, kind, frame_name, precision)
+            tile_fn = tile_function(net, torch_device, normalization, kind, frame_name, precision)
             source = layout.frame(image, index)
             frame_out = layout.frame_out(target, index, lead=lead)
             for done in iter_run_plan(source, plan, tile_fn, frame_out, batch_size=batch_size):
@@ -432,83 +341,6 @@ def _iter_layout(
     return target
 
 
-def _check_model_channels(net: UNet, layout: Layout, name: str) -> None:
-    if layout.in_channels != net.config.in_channels:  # a Layout built for another model
-        raise ValueError(
-            f"{name}: the layout feeds {layout.in_channels} channel(s); the model takes "
-            f"{net.config.in_channels}"
-        )
-    if layout.ndim != net.config.ndim:
-        raise ValueError(f"{name}: the layout is {layout.ndim}D; the model is {net.config.ndim}D")
-
-
-def _iter_instances(
-    image,
-    net: UNet,
-    out: Any = None,
-    *,
-    layout: Layout | None = None,
-    scratch_dir: str | os.PathLike | None = None,
-    scratch_name: str = "classes",
-    **kwargs: Any,
-) -> Generator[Progress, None, Any]:
-    """``iter_predict(output="instances")``: the class map first, then object ids from it.
-
-    Without ``out`` the class map is stitched in memory and labelled by
-    :func:`~napari_tiled_unet.postprocess.instances_from_classes`. With ``out`` it is
-    streamed into a temporary zarr store in a new folder inside ``scratch_dir`` (None: the
-    system's temporary folder), removed at the end, also on error, cancel or
-    KeyboardInterrupt, and labelled block by block into ``out``
-    (:func:`~napari_tiled_unet.instances_blockwise.iter_instances_blockwise`, the same
-    result); memory then stays bounded by a batch of tiles or a block. An image with
-    iterated axes (``layout``) is labelled frame by frame.
-    """
-    from napari_tiled_unet.postprocess import check_instance_classes, instances_from_classes
-
-    check_instance_classes(net.config.num_classes)
-    if layout is None:
-        layout = image_layout(image, net, name=kwargs.get("name", "image"))
-    frames = list(layout.frames())
-    if out is None:
-        classes = yield from _iter_layout(image, net, layout, output="labels", out=None, **kwargs)
-        if len(frames) == 1 and layout.frame_out(classes, frames[0]) is classes:
-            return instances_from_classes(classes)
-        result = np.zeros(layout.output_shape, np.int32)
-        for index in frames:
-            frame = np.asarray(layout.frame_out(classes, index)[...])
-            layout.frame_out(result, index)[...] = instances_from_classes(frame)
-        return result
-    from napari_tiled_unet.instances_blockwise import iter_instances_blockwise
-    from napari_tiled_unet.io.store import temporary_array
-
-    shape = layout.output_shape
-    if tuple(out.shape) != shape:
-        raise ValueError(
-            f"out has shape {tuple(out.shape)}; expected {shape} for output='instances'"
-        )
-    dtype = _labels_dtype(net.config.num_classes)
-    with temporary_array(scratch_dir, shape, dtype, prefix=scratch_name) as classes:
-        yield from _iter_layout(image, net, layout, output="labels", out=classes, **kwargs)
-        if len(frames) == 1:
-            frame_classes = layout.frame_out(classes, frames[0])
-            frame_out = layout.frame_out(out, frames[0])
-            yield from iter_instances_blockwise(frame_classes, frame_out)
-            return out
-        steps = None
-        for k, index in enumerate(frames):
-            blockwise = iter_instances_blockwise(
-                layout.frame_out(classes, index), layout.frame_out(out, index)
-            )
-            where = layout.frame_name(index)
-            for event in blockwise:
-                steps = event.total if steps is None else steps
-                done = k * steps + event.done
-                if k and not event.done:
-                    continue  # one stream: each frame's opening event is the last one's end
-                yield Progress(event.stage, done, steps * len(frames), f"{event.message} ({where})")
-        return out
-
-
 def output_spec(
     model: UNet, spatial: Sequence[int], output: str = "labels"
 ) -> tuple[tuple[int, ...], np.dtype, str]:
@@ -516,12 +348,12 @@ def output_spec(
     spatial = tuple(int(n) for n in spatial)
     letters = "ZYX"[-len(spatial) :]
     if output == "labels":
-        return spatial, _labels_dtype(model.config.num_classes), letters
+        return spatial, labels_dtype(model.config.num_classes), letters
     if output == "instances":
         return spatial, np.dtype(np.int32), letters
     if output == "probabilities":
         return (model.config.num_classes, *spatial), np.dtype(np.float32), "C" + letters
-    raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    raise UserInputError(f"output must be one of {OUTPUTS}, got {output!r}")
 
 
 def layout_output_spec(
@@ -605,8 +437,7 @@ def iter_predict_to_file(
     """
     from napari_tiled_unet.io.store import check_output_path, create_output, open_output
 
-    if output not in OUTPUTS:
-        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    check_output_kind(output)
     check_output_path(path)
     net = resolve_model(model)
     layout = image_layout(
@@ -620,7 +451,7 @@ def iter_predict_to_file(
     with create_output(path, shape, dtype, axes=out_axes, tile=tile) as out:
         if output == "instances":
             scratch = dict(scratch_dir=Path(path).parent, scratch_name=f"{Path(path).name}.classes")
-            yield from _iter_instances(image, net, out, layout=layout, **scratch, **kwargs)
+            yield from _iter_local_instances(image, net, layout, out, **scratch, **kwargs)
         else:
             yield from iter_predict(image, net, axes=layout, output=output, out=out, **kwargs)
     return open_output(path)
@@ -634,121 +465,3 @@ def predict(image, model: UNet | str | os.PathLike | None = None, **kwargs: Any)
     :func:`iter_predict`).
     """
     return run_to_completion(iter_predict(image, model, **kwargs))
-
-
-def plan_for(
-    image_shape: Sequence[int],
-    model: UNet,
-    tile_shape: Sequence[int] | None = None,
-    halo: int | None = None,
-) -> TilePlan:
-    """The tile plan :func:`iter_predict` would use for a spatial ``image_shape``.
-
-    Without a ``tile_shape``, tiles are the largest (up to
-    :data:`~napari_tiled_unet.tiling.plan.DEFAULT_TILE_EDGE`) whose forward pass fits
-    :data:`~napari_tiled_unet.model.memory.TILE_MEMORY_BUDGET`. Where even the smallest tile
-    that leaves output does not (an exact depth-4 3D network: 240³ voxels), that tile is used
-    and a UserWarning says how much it needs and which ``halo`` would fit
-    (:func:`suggest_halo`). ``halo``: see
-    :meth:`~napari_tiled_unet.model.geometry.UNetGeometry.with_halo`.
-    """
-    plan, warning = _plan_and_warning(image_shape, model, tile_shape, halo)
-    if warning:
-        warnings.warn(warning, stacklevel=2)
-    return plan
-
-
-def _plan_and_warning(
-    image_shape: Sequence[int],
-    model: UNet,
-    tile_shape: Sequence[int] | None,
-    halo: int | None,
-) -> tuple[TilePlan, str]:
-    """:func:`plan_for`'s plan, and its warning as text ("" if none)."""
-    config = model.config
-    geometry = model.geometry.with_halo(halo)
-    warning = ""
-    if tile_shape is None:
-        tile_shape = default_tile_shape(geometry, config.ndim, voxel_budget(config))
-        need = tile_memory(config, tile_shape)
-        if need > TILE_MEMORY_BUDGET:
-            suggestion = suggest_halo(model)
-            if suggestion is None:
-                helps = "a network with fewer levels or base channels needs less"
-            else:
-                cut, tile = suggestion
-                helps = (
-                    f"halo={cut} (--halo {cut}, or the Predict widget's halo) fits it with "
-                    f"tiles of {tile}, approximate near tile borders (see the README)"
-                )
-            warning = (
-                f"the smallest tile {tuple(tile_shape)} of this depth-{config.depth} "
-                f"{config.ndim}D network ({geometry.describe()}) needs about "
-                f"{format_bytes(need)} for its forward pass, more than the default "
-                f"{format_bytes(TILE_MEMORY_BUDGET)}; {helps}"
-            )
-    return plan_tiles(tuple(image_shape), geometry, tile_shape), warning
-
-
-#: A suggested halo leaves default tiles that keep at least this share of their voxels as
-#: output (half of each edge in 3D).
-SUGGESTED_KEPT_SHARE = 0.125
-
-
-def suggest_halo(model: UNet) -> tuple[int, tuple[int, ...]] | None:
-    """The largest cut halo whose default tile fits the memory budget and keeps enough output.
-
-    Returns ``(halo, tile_shape)``, with tiles that keep at least
-    :data:`SUGGESTED_KEPT_SHARE` of their voxels, or None ('valid' networks, or no halo
-    does). Used in the warning of :func:`plan_for`.
-    """
-    config = model.config
-    if config.padding != "same":
-        return None
-    budget = voxel_budget(config)
-    widest = max(before for before, _ in model.geometry.halos)
-    for halo in range(widest - 1, -1, -1):
-        geometry = model.geometry.with_halo(halo)
-        if max(before for before, _ in geometry.halos) != halo:
-            continue  # not a cut of its own: the next grid step down
-        tile = default_tile_shape(geometry, config.ndim, budget)
-        kept = math.prod(
-            max(0, n - g.context_before - g.context_after)
-            for n, g in zip(tile, geometry.axes, strict=True)
-        )
-        fits = tile_memory(config, tile) <= TILE_MEMORY_BUDGET
-        if fits and kept >= SUGGESTED_KEPT_SHARE * math.prod(tile):
-            return halo, tile
-    return None
-
-
-def forward_whole_image(image: np.ndarray, model: UNet, device: str = "cpu") -> np.ndarray:
-    """Class probabilities from one forward pass over the whole mirror-padded image (no tiling).
-
-    The image ``(C, *spatial)`` is mirror-padded by the network's context before each axis
-    and by at least its context after it (more where the network needs a larger size), which
-    is the reference the overlap-tile engine reproduces exactly. Memory grows with the image:
-    use it for tests and benchmarks.
-
-    Returns
-    -------
-    numpy.ndarray, shape (num_classes, *spatial), float32
-    """
-    import torch
-
-    from napari_tiled_unet.device import resolve_device
-
-    spatial = image.shape[1:]
-    pads, crop = [], []
-    for n, geometry in zip(spatial, model.geometry.axes, strict=True):  # per axis: Z may differ
-        size = geometry.nearest_valid_sizes(n + geometry.context_before + geometry.context_after)[1]
-        pads.append((geometry.context_before, size - n - geometry.context_before))
-        first = geometry.context_before - geometry.output_offset
-        crop.append(slice(first, first + n))
-    padded = np.pad(np.asarray(image, dtype=np.float32), [(0, 0), *pads], mode="reflect")
-    dev = resolve_device(device)
-    layout = _memory_format(model.config.ndim)
-    with inference_setup(model, dev), torch.inference_mode(), _ieee_float32(dev):
-        logits = model(torch.from_numpy(padded[None]).to(dev).contiguous(memory_format=layout))
-        probs = torch.softmax(logits, dim=1)[0].cpu().numpy()
-    return probs[(slice(None), *crop)]

@@ -44,8 +44,10 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.events import Progress
-from napari_tiled_unet.postprocess import _first_pixels, grow_seeds, smallest_label_per_pixel
+from napari_tiled_unet.postprocess import first_pixels, grow_seeds, smallest_label_per_pixel
+from napari_tiled_unet.tiling.grid import BlockGrid
 
 STAGE = "instances"
 DEFAULT_BLOCK = {2: (1024, 1024), 3: (64, 256, 256)}
@@ -69,38 +71,8 @@ def _block_shape(
         block = (int(block),) * ndim
     block = tuple(int(b) for b in block)
     if len(block) != ndim or min(block) < 1:
-        raise ValueError(f"block must be a positive int or {ndim} positive ints, got {block}")
+        raise UserInputError(f"block must be a positive int or {ndim} positive ints, got {block}")
     return tuple(min(b, max(n, 1)) for b, n in zip(block, shape, strict=True))
-
-
-class _Grid:
-    """Blocks of ``block`` pixels covering ``shape``, in C order."""
-
-    def __init__(self, shape: tuple[int, ...], block: tuple[int, ...]):
-        self.shape = shape
-        self.block = block
-        self.counts = tuple(-(-n // b) for n, b in zip(shape, block, strict=True))
-        self.indices = list(np.ndindex(*self.counts))
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def core(self, index: tuple[int, ...]) -> tuple[slice, ...]:
-        return tuple(
-            slice(i * b, min((i + 1) * b, n))
-            for i, b, n in zip(index, self.block, self.shape, strict=True)
-        )
-
-    def window(
-        self, index: tuple[int, ...], halo: int
-    ) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
-        """The block grown by ``halo`` (clipped to the image), and the block inside it."""
-        outer, inner = [], []
-        for s, n in zip(self.core(index), self.shape, strict=True):
-            start, stop = max(s.start - halo, 0), min(s.stop + halo, n)
-            outer.append(slice(start, stop))
-            inner.append(slice(s.start - start, s.stop - start))
-        return tuple(outer), tuple(inner)
 
 
 def _global_flat(local_flat: np.ndarray, block_shape, origin, shape) -> np.ndarray:
@@ -185,17 +157,18 @@ def iter_instances_blockwise(
     """
     shape = tuple(int(n) for n in classes.shape)
     if tuple(out.shape) != shape:
-        raise ValueError(f"out has shape {tuple(out.shape)}; expected {shape} like classes")
+        raise UserInputError(f"out has shape {tuple(out.shape)}; expected {shape} like classes")
     out_dtype = np.dtype(out.dtype)
     if out_dtype.kind != "i" or out_dtype.itemsize < 4:
-        raise ValueError(
+        raise UserInputError(
             f"out must have a signed integer dtype of 32 bits or more, got {out_dtype}"
         )
     if halo < 1:
-        raise ValueError(f"halo must be at least 1, got {halo}")
+        raise UserInputError(f"halo must be at least 1, got {halo}")
     if len(shape) == 0 or min(shape) == 0:
         return out
-    grid = _Grid(shape, _block_shape(block, shape, getattr(out, "chunks", None)))
+    grid = BlockGrid(shape, _block_shape(block, shape, getattr(out, "chunks", None)))
+    indices = list(grid.indices())
     ndim = len(shape)
     structure = ndi.generate_binary_structure(ndim, 1)
     total = 4 * len(grid)
@@ -211,8 +184,7 @@ def iter_instances_blockwise(
     seed_size, seed_first, seed_fg, fg_size = [], [], [], []
     seed_pairs, fg_pairs = [], []
     pending: dict[tuple[tuple[int, ...], int], tuple[np.ndarray, int, np.ndarray, int]] = {}
-    for index in grid.indices:
-        core = grid.core(index)
+    for index, core in zip(indices, grid, strict=True):
         c = read(core)
         seeds, ns = ndi.label(c == 1, structure=structure)
         fg, nf = ndi.label(c != 0, structure=structure)
@@ -220,7 +192,7 @@ def iter_instances_blockwise(
         fg_offsets.append(n_fg)
         if ns:
             seed_size.append(np.bincount(seeds.ravel(), minlength=ns + 1)[1:])
-            ids, first = _first_pixels(seeds)
+            ids, first = first_pixels(seeds)
             origin = tuple(s.start for s in core)
             seed_first.append(_global_flat(first, c.shape, origin, shape))
             seed_fg.append(fg.ravel()[first].astype(np.int64) + (n_fg - 1))
@@ -292,8 +264,7 @@ def iter_instances_blockwise(
 
     # Pass 2: seed numbers into out.
     seed_counts = np.diff([*seed_offsets, n_seed])
-    for b, index in enumerate(grid.indices):
-        core = grid.core(index)
+    for b, core in enumerate(grid):
         seeds, ns = ndi.label(read(core) == 1, structure=structure)
         if ns != seed_counts[b]:
             raise RuntimeError("classes changed while the instances were computed")
@@ -306,8 +277,7 @@ def iter_instances_blockwise(
     fg_counts = np.diff([*fg_offsets, n_fg])
     first_seen = np.full(n_provisional + 1, np.iinfo(np.int64).max, np.int64)
     far, rim, rim_labels = [], [], []
-    for b, index in enumerate(grid.indices):
-        core = grid.core(index)
+    for b, (index, core) in enumerate(zip(indices, grid, strict=True)):
         window, inner = grid.window(index, halo)
         c = read(window)
         o = np.asarray(out[window])
@@ -341,7 +311,7 @@ def iter_instances_blockwise(
                 rim_labels.append(labels[local].astype(np.int64))
         core_seeds = seeds[inner]
         out[core] = np.where(core_seeds > 0, core_seeds, -labels).astype(out_dtype)
-        ids, first = _first_pixels(labels)
+        ids, first = first_pixels(labels)
         if ids.size:
             _min_at(first_seen, ids, _global_flat(first, labels.shape, origin, shape))
         done += 1
@@ -363,7 +333,7 @@ def iter_instances_blockwise(
             grid.counts,
         )
         for b in np.unique(block_of):
-            core = grid.core(grid.indices[b])
+            core = grid.region(indices[b])
             mine = block_of == b
             coords = np.unravel_index(far[mine], shape)
             local = tuple(c - s.start for c, s in zip(coords, core, strict=True))
@@ -377,8 +347,7 @@ def iter_instances_blockwise(
     present = present[np.argsort(first_seen[present], kind="stable")]
     final = np.zeros(n_provisional + 1, out_dtype)
     final[present] = np.arange(1, present.size + 1)
-    for b, index in enumerate(grid.indices):
-        core = grid.core(index)
+    for b, core in enumerate(grid):
         out[core] = final[np.abs(np.asarray(out[core]))]
         done += 1
         yield Progress(STAGE, done, total, f"numbering: block {b + 1}/{len(grid)}")

@@ -12,6 +12,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
+from napari_tiled_unet.errors import UserInputError
+
 LABEL_MODES = ("semantic", "instance", "sparse")
 INSTANCE_METHODS = ("components", "watershed")
 
@@ -31,7 +33,7 @@ def labels_from_probabilities(
         Class probabilities (or logits: only their order per pixel matters, except for
         ``method="watershed"``, which reads the interior probability as a landscape).
     label_mode : {"semantic", "sparse", "instance"}
-        The mode the model was trained in (``model.metadata["label_mode"]``).
+        The mode the model was trained in (``model.info.label_mode``).
         "semantic" and "sparse": the arg-max class id per pixel. For a sparse-trained model,
         class ``k`` is what was painted as label ``k + 1``. "instance": ``C`` must be 3
         (background, interior, boundary); each object gets its own id.
@@ -56,16 +58,18 @@ def labels_from_probabilities(
     """
     probabilities = np.asarray(probabilities)
     if probabilities.ndim < 2:
-        raise ValueError(f"probabilities must have shape (C, *spatial), got {probabilities.shape}")
+        raise UserInputError(
+            f"probabilities must have shape (C, *spatial), got {probabilities.shape}"
+        )
     num_classes = probabilities.shape[0]
     if label_mode in ("semantic", "sparse"):
         dtype = np.uint8 if num_classes <= 256 else np.uint16
         return np.argmax(probabilities, axis=0).astype(dtype)
     if label_mode != "instance":
-        raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
+        raise UserInputError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
     check_instance_classes(num_classes, probabilities.shape)
     if method not in INSTANCE_METHODS:
-        raise ValueError(f"method must be one of {INSTANCE_METHODS}, got {method!r}")
+        raise UserInputError(f"method must be one of {INSTANCE_METHODS}, got {method!r}")
     classes = np.argmax(probabilities, axis=0).astype(np.uint8)
     if method == "components":
         return instances_from_classes(classes, min_size=min_size)
@@ -80,10 +84,10 @@ def labels_from_probabilities(
 
 
 def check_instance_classes(num_classes: int, shape: tuple[int, ...] | None = None) -> None:
-    """Raise a ValueError unless a network with ``num_classes`` outputs can give instances."""
+    """Raise a UserInputError unless a network with ``num_classes`` outputs can give instances."""
     if num_classes != 3:
         seen = "" if shape is None else f" (shape {shape})"
-        raise ValueError(
+        raise UserInputError(
             f"instance mode needs 3 probability channels (background, interior, boundary), "
             f"got {num_classes}{seen}; was the model trained with label_mode='instance'?"
         )
@@ -257,7 +261,7 @@ def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     return np.where(small[labels], 0, labels)
 
 
-def _first_pixels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def first_pixels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The non-zero ids of ``labels`` and the flat (C-order) index of each one's first pixel.
 
     Only the starts of runs along the last axis can be first pixels, so only they are sorted.
@@ -277,7 +281,7 @@ def _first_pixels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _relabel(labels: np.ndarray) -> np.ndarray:
     """Consecutive ids 1..N in order of first appearance (C order), 0 kept."""
-    ids, first = _first_pixels(labels)
+    ids, first = first_pixels(labels)
     order = ids[np.argsort(first)]
     dtype = np.int32 if order.size < 2**31 - 1 else np.int64
     lookup = np.zeros(int(labels.max(initial=0)) + 1, dtype)

@@ -7,17 +7,12 @@ import pytest
 import torch
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
+import _nets
 
-def _tiny_unet(num_classes: int = 2, train: bool = False):
-    """A small random U-Net (base 4 channels, depth 2) with randomised biases."""
-    from napari_tiled_unet import UNet
 
-    net = UNet(1, num_classes, depth=2, base_channels=4)
-    with torch.no_grad():
-        for p in net.parameters():
-            if p.ndim == 1:
-                p.uniform_(-0.1, 0.1)
-    return net.train(train)
+def _tiny_unet(num_classes: int = 2, train: bool = False, **overrides):
+    """The shared ``_nets.tiny_unet`` (base 4 channels, depth 2), 2 classes unless told."""
+    return _nets.tiny_unet(num_classes=num_classes, **overrides).train(train)
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +27,7 @@ def _seeded_single_thread():
 
 @pytest.fixture
 def tiny_unet():
-    """Factory of small random U-Nets: ``tiny_unet(num_classes=2, train=False)``."""
+    """Factory of small random U-Nets: ``tiny_unet(num_classes=2, train=False, **overrides)``."""
     return _tiny_unet
 
 

@@ -302,14 +302,13 @@ def test_unusable_tile_size_names_sizes_that_work(
 
 
 def test_halo_allows_tiles_smaller_than_the_receptive_field(
-    viewer, predict_widget, wait_done, errors, tmp_path
+    viewer, predict_widget, wait_done, errors, tiny_unet, tmp_path
 ):
     """A depth-3 'same' network needs 51 px of context per side: 48 px tiles are refused with
     the exact halo (0) and work with halo 3, as ``predict(..., halo=3)`` does."""
-    from _nets import tiny_unet
     from napari_tiled_unet import predict, save_model
 
-    path = save_model(tiny_unet(depth=3, num_classes=2), tmp_path / "deep.pt")
+    path = save_model(tiny_unet(depth=3), tmp_path / "deep.pt")
     data = np.random.default_rng(3).random((96, 88)).astype(np.float32)
     layer = viewer.add_image(data, name="cells")
     choose(predict_widget, layer, path)
@@ -352,12 +351,11 @@ def test_a_tile_over_the_memory_budget_is_announced_with_a_halo_that_fits(
 
 
 def test_halo_is_refused_for_a_valid_network(
-    viewer, predict_widget, wait_done, errors, image, tmp_path
+    viewer, predict_widget, wait_done, errors, image, tiny_unet, tmp_path
 ):
-    from _nets import tiny_unet
     from napari_tiled_unet import save_model
 
-    path = save_model(tiny_unet(padding="valid", num_classes=2), tmp_path / "valid.pt")
+    path = save_model(tiny_unet(padding="valid"), tmp_path / "valid.pt")
     layer = viewer.add_image(image, name="cells")
     choose(predict_widget, layer, path)
     predict_widget.halo.value = 3
@@ -489,15 +487,15 @@ def test_layout_of_the_default_model(viewer, predict_widget, qtbot):
 
 
 def test_layout_uses_the_models_stored_channel_selection(
-    viewer, predict_widget, qtbot, wait_done, tmp_path
+    viewer, predict_widget, qtbot, wait_done, tiny_unet, tmp_path
 ):
     """A model trained on channels [2, 0] of 3-channel images reads a 3-channel layer so, in
     the "reads as" text and in the run, unless 'channels' says otherwise."""
-    from napari_tiled_unet import Normalization, UNet, predict, save_model
+    from napari_tiled_unet import Normalization, predict, save_model
     from napari_tiled_unet._napari.predict_widget import read_model_spec
     from napari_tiled_unet.axes import ModelSpec
 
-    net = UNet(2, 2, depth=2, base_channels=4)
+    net = tiny_unet(in_channels=2)
     path = save_model(
         net,
         tmp_path / "selected.pt",

@@ -27,19 +27,33 @@ def disc_image(size=96, count=8, radius=6, seed=0, noise=0.1):
 
 
 def tiny_config(**overrides):
-    """A TrainConfig for second-long CPU runs."""
-    from napari_tiled_unet.training import TrainConfig
+    """A TrainConfig for second-long CPU runs.
 
+    ``overrides`` may also name fields of its network (e.g. ``padding="valid"``) or
+    augmentation (e.g. ``elastic=False``) spec.
+    """
+    import dataclasses
+
+    from napari_tiled_unet.config import NetworkSpec
+    from napari_tiled_unet.training import TrainConfig
+    from napari_tiled_unet.training.config import AugmentSpec
+
+    network = dict(base_channels=4, depth=2)
+    augment = {}
     settings = dict(
         iterations=40,
         tile_shape=(32, 32),
         batch_size=4,
-        base_channels=4,
-        depth=2,
         learning_rate=1e-2,
         validation_every=20,
         device="cpu",
         prefetch=False,
     )
-    settings.update(overrides)
-    return TrainConfig(**settings)
+    for key, value in overrides.items():
+        if key in {f.name for f in dataclasses.fields(NetworkSpec)}:
+            network[key] = value
+        elif key in {f.name for f in dataclasses.fields(AugmentSpec)}:
+            augment[key] = value
+        else:
+            settings[key] = value
+    return TrainConfig(network=NetworkSpec(**network), augment=AugmentSpec(**augment), **settings)

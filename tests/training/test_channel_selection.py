@@ -52,8 +52,7 @@ def test_selection_is_stored_and_applied_at_prediction(three_channels, selected_
 def test_model_files_without_a_selection_behave_as_before(three_channels, selected_model, tmp_path):
     image, _ = three_channels
     model = load_model(selected_model)
-    for key in ("channels", "source_channels"):
-        del model.metadata[key]
+    model.info = model.info.replace(channels=None, source_channels=None)
     old = load_model(save_model(model, tmp_path / "old.pt"))
     assert "channels" not in old.metadata
     with pytest.raises(ValueError, match="3 channels, the model takes 2"):
@@ -80,7 +79,7 @@ def test_without_a_selection_nothing_is_stored(three_channels):
     image, labels = three_channels
     model = train(image, labels, tiny_config(iterations=1, validation_fraction=0))
     assert model.config.in_channels == 3
-    assert model.metadata["channels"] is None and model.metadata["source_channels"] is None
+    assert model.info.channels is None and model.info.source_channels is None
 
 
 def test_fine_tuning_keeps_or_replaces_the_selection(three_channels, selected_model):
@@ -107,6 +106,6 @@ def test_images_of_different_channel_counts_store_no_source_count(three_channels
     four = np.concatenate([image, image[:1]])
     config = tiny_config(iterations=1, validation_fraction=0)
     model = train([image, four], [labels, labels], config, channels=[2, 0])
-    assert model.metadata["channels"] == [2, 0] and model.metadata["source_channels"] is None
+    assert model.info.channels == (2, 0) and model.info.source_channels is None
     with pytest.raises(ValueError, match="does not apply that selection by itself"):
         predict(image, model, device="cpu")

@@ -6,17 +6,12 @@ import torch
 from _train_problems import disc_image
 
 from napari_tiled_unet.normalization import Normalization
-from napari_tiled_unet.training import sampling
+from napari_tiled_unet.training import scan
 from napari_tiled_unet.training.augment import Augmentation
 from napari_tiled_unet.training.loss import dice_loss, weighted_cross_entropy
-from napari_tiled_unet.training.sampling import (
-    SampleSettings,
-    TileLayout,
-    TileSampler,
-    make_pair,
-    read_window,
-    scan_pair,
-)
+from napari_tiled_unet.training.pairs import make_pair, read_window
+from napari_tiled_unet.training.sampler import SampleSettings, TileLayout, TileSampler
+from napari_tiled_unet.training.scan import scan_pair
 
 NO_AUGMENTATION = Augmentation(flips=False, rotations=False, elastic=False, intensity=False)
 
@@ -31,7 +26,7 @@ def sampler_for(image, labels, mode, layout, fraction=0.5, augmentation=NO_AUGME
 def test_read_window_mirrors_outside_the_array():
     array = np.arange(7 * 9).reshape(7, 9)
     np.testing.assert_array_equal(read_window(array, (2, 3), (5, 8)), array[2:5, 3:8])
-    padded = np.pad(array, 20, mode="symmetric")
+    padded = np.pad(array, 20, mode="reflect")  # as prediction mirrors
     np.testing.assert_array_equal(read_window(array, (-20, -3), (10, 29)), padded[0:30, 17:49])
     channels = np.stack([array, -array])
     out = read_window(channels, (-2, -2), (3, 3), channel_axis=True)
@@ -61,7 +56,7 @@ def test_training_reads_only_windows(monkeypatch):
     from napari_tiled_unet import normalization
     from napari_tiled_unet.training import train
 
-    monkeypatch.setattr(sampling, "SCAN_PIXELS", 2048)
+    monkeypatch.setattr(scan, "SCAN_PIXELS", 2048)
     monkeypatch.setattr(normalization, "SAMPLE_PIXELS", 2048)
     image, labels = disc_image(size=160, count=20)
     big_image, big_labels = GuardedArray(image, 3000), GuardedArray(labels, 3000)

@@ -5,8 +5,9 @@ import pytest
 from _train_problems import tiny_config
 
 from napari_tiled_unet import predict
+from napari_tiled_unet.config import NetworkSpec
 from napari_tiled_unet.training import TrainConfig, Trainer, train
-from napari_tiled_unet.training.sampling import TileLayout
+from napari_tiled_unet.training.sampler import TileLayout
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def test_3d_training_per_axis_geometry(blobs, padding, levels, tile_shape, tmp_p
     model = trainer.run()
     assert model.config.ndim == 3 and model.config.anisotropic_levels == levels
     assert model.metadata["axes"] == "ZYX"
-    assert model.metadata["training"]["config"]["anisotropic_levels"] == levels
+    assert model.info.training["config"]["network"]["anisotropic_levels"] == levels
     from napari_tiled_unet.model.modelfile import load_model, save_model
 
     save_model(model, tmp_path / "m.pt")
@@ -82,9 +83,9 @@ def test_tile_layout_per_axis_offsets():
 def test_3d_tile_errors_are_clear(blobs):
     volume, labels = blobs
     with pytest.raises(ValueError, match="anisotropic_levels is for 3D"):
-        TrainConfig(anisotropic_levels=1)
+        TrainConfig(network=NetworkSpec(anisotropic_levels=1))
     with pytest.raises(ValueError, match="between 0 and depth"):
-        TrainConfig(tile_shape=(16, 64, 64), depth=2, anisotropic_levels=3)
+        TrainConfig(tile_shape=(16, 64, 64), network=NetworkSpec(depth=2, anisotropic_levels=3))
     # A depth-4 isotropic 'valid' 3D network needs a large tile along Z too.
     with pytest.raises(ValueError, match=r"3D U-Net.*smallest input.*along axis Z"):
         Trainer(volume, labels, _config(padding="valid", depth=4, tile_shape=(20, 188, 188)))

@@ -19,9 +19,10 @@ from napari.utils.notifications import show_error
 from napari.utils.theme import get_theme
 from napari.viewer import Viewer
 
-from napari_tiled_unet._napari._layers import layer_data
+from napari_tiled_unet._napari._layers import engine_name, layer_data
 from napari_tiled_unet._napari._models import trained_models
 from napari_tiled_unet._napari._worker import start_engine
+from napari_tiled_unet._napari.training_plot import TrainingPlot
 from napari_tiled_unet.axes import parse_channels
 from napari_tiled_unet.device import DEVICES
 from napari_tiled_unet.events import Progress
@@ -32,7 +33,7 @@ from napari_tiled_unet.jobs import (
     plan_training,
     read_training_layout,
 )
-from napari_tiled_unet.jobs.train import TILE_3D, training_spec
+from napari_tiled_unet.jobs.train import TILE_2D, TILE_3D, requested_tile_shape, training_spec
 
 if TYPE_CHECKING:
     from napari.qt.threading import GeneratorWorker
@@ -53,65 +54,6 @@ DIMENSIONS_HELP = (
     "planes). 3D: a model of ZYX volumes that sees neighbouring planes (needs labelled "
     "volumes at least one tile deep, and a GPU for real sizes)."
 )
-
-
-class TrainingPlot:
-    """Training loss and validation score against the step, drawn with matplotlib.
-
-    Attributes
-    ----------
-    steps, losses : list
-        Step and training loss of every step so far.
-    val_steps, val_scores : list
-        Step and validation score (``metric``) of every validation so far.
-    """
-
-    def __init__(self, background: str = "white", text: str = "black") -> None:
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        self.figure = Figure(figsize=(4, 2.6), layout="constrained", facecolor=background)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(180)
-        self.loss_axes = self.figure.add_subplot()
-        self.score_axes = self.loss_axes.twinx()
-        (self._loss_line,) = self.loss_axes.plot([], [], color="tab:blue", lw=1)
-        (self._score_line,) = self.score_axes.plot([], [], "o-", color="tab:orange", ms=3)
-        self.loss_axes.set_xlabel("step", fontsize=8)
-        self.loss_axes.set_ylabel("training loss", color="tab:blue", fontsize=8)
-        self.score_axes.set_ylim(0, 1)
-        self.loss_axes.set_facecolor(background)
-        self.loss_axes.xaxis.label.set_color(text)
-        for axes in (self.loss_axes, self.score_axes):
-            axes.tick_params(labelsize=7, colors=text)
-            for spine in axes.spines.values():
-                spine.set_color(text)
-        self.clear("val_iou")
-
-    def clear(self, metric: str) -> None:
-        """Forget all points; validation scores will be read from ``metric``."""
-        self.metric = metric
-        self.steps, self.losses, self.val_steps, self.val_scores = [], [], [], []
-        self.score_axes.set_ylabel(metric.replace("_", " "), color="tab:orange", fontsize=8)
-        self._redraw()
-
-    def add(self, event: Progress) -> None:
-        """Add the loss and validation score carried by a training event, if any."""
-        if "loss" in event.metrics:
-            self.steps.append(event.done)
-            self.losses.append(event.metrics["loss"])
-        if self.metric in event.metrics:
-            self.val_steps.append(event.done)
-            self.val_scores.append(event.metrics[self.metric])
-        if event.metrics:
-            self._redraw()
-
-    def _redraw(self) -> None:
-        self._loss_line.set_data(self.steps, self.losses)
-        self._score_line.set_data(self.val_steps, self.val_scores)
-        self.loss_axes.relim()
-        self.loss_axes.autoscale_view()
-        self.canvas.draw_idle()
 
 
 class TrainWidget(Container):
@@ -304,7 +246,7 @@ class TrainWidget(Container):
     def show_layout(self, _value=None) -> None:
         """Show how the model to train reads each pair's image (:meth:`layouts`), or why not."""
         try:
-            pairs = self.layer_pairs()
+            pairs = self.training_images()
         except ValueError:
             self.reading.value = ""  # a row without layers: train() says what to do
             return
@@ -321,8 +263,8 @@ class TrainWidget(Container):
             for pair, layout in zip(pairs, layouts, strict=True)
         )
 
-    def layer_pairs(self) -> list[TrainImage]:
-        """The chosen (image layer, labels layer) pairs, as the training job takes them.
+    def layer_pairs(self) -> list[tuple[Image, Labels]]:
+        """The chosen (image layer, labels layer) pairs.
 
         Raises
         ------
@@ -338,14 +280,30 @@ class TrainWidget(Container):
                     "add a Labels layer and paint some objects (or open File ▸ Open Sample ▸ "
                     "Tiled U-Net ▸ Synthetic nuclei), then choose them here."
                 )
-            hints = LayoutHints(
-                rgb=bool(getattr(image, "rgb", False)),
-                axis_labels=getattr(image, "axis_labels", None),
-            )
-            pairs.append(
-                TrainImage(layer_data(image), layer_data(labels), (image.name, labels.name), hints)
-            )
+            pairs.append((image, labels))
         return pairs
+
+    def training_images(self) -> list[TrainImage]:
+        """The chosen pairs as the training job takes them (data, names, the layer's axis hints).
+
+        Raises
+        ------
+        ValueError
+            If a row lacks a layer.
+        """
+        return [
+            TrainImage(
+                layer_data(image),
+                layer_data(labels),
+                (image.name, labels.name),
+                LayoutHints(
+                    rgb=bool(getattr(image, "rgb", False)),
+                    axis_labels=getattr(image, "axis_labels", None),
+                ),
+                described=(f"image {engine_name(image)}", f"labels layer {labels.name!r}"),
+            )
+            for image, labels in self.layer_pairs()
+        ]
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -360,9 +318,7 @@ class TrainWidget(Container):
         if three and self.tile_size.value > 2 * TILE_3D:
             self.tile_size.value = TILE_3D
         elif not three and self.tile_size.value == TILE_3D:
-            from napari_tiled_unet.training import TrainConfig
-
-            self.tile_size.value = TrainConfig().tile_shape[-1]
+            self.tile_size.value = TILE_2D
 
     def request(self) -> TrainRequest:
         """The :class:`~napari_tiled_unet.jobs.TrainRequest` the controls describe.
@@ -386,6 +342,7 @@ class TrainWidget(Container):
         config = TrainConfig(
             label_mode=self.label_mode.value,
             iterations=iterations,
+            tile_shape=requested_tile_shape(self.ndim, self.tile_size.value),
             batch_size=self.batch_size.value,
             learning_rate=learning_rate,
             network=NetworkSpec(
@@ -425,7 +382,7 @@ class TrainWidget(Container):
         if self.running:
             return None
         try:
-            pairs = self.layer_pairs()
+            pairs = self.training_images()
             plan = plan_training(self.request(), pairs)
             trainer = plan.trainer()
         except ValueError as err:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_tiled_unet.events import Progress
+from napari_tiled_unet.tiling.grid import BlockGrid
 
 #: Levels are added until Y and X are at most this many pixels.
 COARSEST_EDGE = 1024
@@ -69,13 +70,11 @@ def iter_write_pyramid(
     shapes = level_shapes(level0.shape, coarsest=coarsest)
     lead = level0.ndim - 2
 
-    def windows(shape):
-        for index in np.ndindex(*shape[:lead]):
-            for y in range(0, shape[-2], block):
-                for x in range(0, shape[-1], block):
-                    yield index, y, x
+    def windows(shape) -> BlockGrid:
+        """``block`` x ``block`` output pixels of one plane at a time."""
+        return BlockGrid(shape, (*(1,) * lead, block, block))
 
-    total = sum(1 for shape in shapes[1:] for _ in windows(shape))
+    total = sum(len(windows(shape)) for shape in shapes[1:])
     yield Progress("pyramid", 0, total, f"{len(shapes) - 1} coarser levels")
     directory = Path(directory)
     if len(shapes) > 1:
@@ -91,11 +90,12 @@ def iter_write_pyramid(
             fill_value=0,
             overwrite=True,
         )
-        for index, y, x in windows(shape):
+        for window in windows(shape):
+            *index, y, x = window
             source = np.asarray(
-                previous[(*index, slice(2 * y, 2 * (y + block)), slice(2 * x, 2 * (x + block)))]
+                previous[(*index, slice(2 * y.start, 2 * y.stop), slice(2 * x.start, 2 * x.stop))]
             )
-            level[(*index, slice(y, y + block), slice(x, x + block))] = source[..., ::2, ::2]
+            level[window] = source[..., ::2, ::2]
             done += 1
             yield Progress("pyramid", done, total, f"level {k}: block {done}/{total}")
         levels.append(level)

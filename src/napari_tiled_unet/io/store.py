@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_tiled_unet.io.atomic import _umask, atomic_path
+from napari_tiled_unet.errors import TiledUNetError, UserInputError
+from napari_tiled_unet.io.atomic import atomic_path, current_umask
+from napari_tiled_unet.tiling.grid import BlockGrid
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 ZARR_SUFFIXES = (".zarr",)
@@ -34,7 +36,7 @@ _WRITE_ERRORS = {
 }
 
 
-class OutputWriteError(OSError):
+class OutputWriteError(TiledUNetError, OSError):
     """An output could not be written (e.g. disk full); nothing was left under its name.
 
     ``errno`` is that of the underlying error (``ENOSPC``, ``EFBIG``, ...); ``str()`` is a
@@ -52,13 +54,13 @@ def _write_error(path: Path, err: OSError, existed: bool) -> OutputWriteError:
 
 
 def output_format(path: str | os.PathLike) -> str:
-    """``"tiff"`` or ``"zarr"`` from the extension of ``path``; a ValueError for anything else."""
+    """``"tiff"`` or ``"zarr"`` from the extension of ``path``; a UserInputError for anything else."""
     suffix = Path(path).suffix.lower()
     if suffix in TIFF_SUFFIXES:
         return "tiff"
     if suffix in ZARR_SUFFIXES:
         return "zarr"
-    raise ValueError(f"output {path} must end in .tif, .tiff or .zarr")
+    raise UserInputError(f"output {path} must end in .tif, .tiff or .zarr")
 
 
 def check_output_path(path: str | os.PathLike) -> Path:
@@ -91,11 +93,12 @@ def iter_tiff_tiles(array, tile: int) -> Iterator[np.ndarray]:
     pads them).
     """
     *lead, height, width = array.shape
-    for index in np.ndindex(*lead):
-        for y in range(0, height, tile):
-            band = np.asarray(array[(*index, slice(y, y + tile), slice(None))])
-            for x in range(0, width, tile):
-                yield band[:, x : x + tile]
+    columns = BlockGrid((width,), (tile,))
+    for rows in BlockGrid((*lead, height), (*(1,) * len(lead), tile)):  # one band at a time
+        band = np.asarray(array[(*rows, slice(None))])
+        band = band.reshape(band.shape[-2:])
+        for x in columns:
+            yield band[(slice(None), *x)]
 
 
 def _wait_for_pending_writes(timeout: float = 60.0) -> None:
@@ -121,7 +124,7 @@ def _wait_for_pending_writes(timeout: float = 60.0) -> None:
 
 def _publish_dir(tmp: Path, path: Path) -> None:
     """Move the folder ``tmp`` onto ``path``, replacing an older folder there."""
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700
     if not path.exists():
         os.replace(tmp, path)
         return
@@ -168,7 +171,7 @@ def create_output(
 
     Raises
     ------
-    ValueError, FileNotFoundError, PermissionError, IsADirectoryError
+    UserInputError (a ValueError), FileNotFoundError, PermissionError, IsADirectoryError
         Before the block runs, if ``path`` cannot be written (see :func:`check_output_path`).
     OutputWriteError
         If writing fails (disk full, file too large, ...), after removing the temporary data:
@@ -179,12 +182,12 @@ def create_output(
     path = check_output_path(path)
     fmt = output_format(path)
     if tile % 16:
-        raise ValueError(f"tile must be a multiple of 16, got {tile}")
+        raise UserInputError(f"tile must be a multiple of 16, got {tile}")
     shape = tuple(int(n) for n in shape)
     if len(shape) < 2:
-        raise ValueError(f"output must have at least 2 axes (Y, X), got shape {shape}")
+        raise UserInputError(f"output must have at least 2 axes (Y, X), got shape {shape}")
     if axes is not None and len(axes) != len(shape):
-        raise ValueError(f"axes {axes!r} do not match shape {shape}")
+        raise UserInputError(f"axes {axes!r} do not match shape {shape}")
     dtype = np.dtype(dtype)
     existed = path.exists()
     try:

@@ -199,17 +199,34 @@ def read_layout(shape: Sequence[int], model: UNet | ModelSpec, request: PredictR
     AxesError
         For an impossible or ambiguous layout, listing the readings considered.
     """
+    return layout_from_hints(
+        shape, model, request.axes, request.channels, request.hints, name=request.name
+    )
+
+
+def layout_from_hints(
+    shape: Sequence[int],
+    model: UNet | ModelSpec,
+    axes: str | None,
+    channels: Sequence[int] | None,
+    hints: LayoutHints,
+    *,
+    name: str,
+    labels_shape: Sequence[int] | None = None,
+) -> Layout:
+    """:func:`~napari_tiled_unet.axes.choose_layout` with the user's axes and channels and the hints."""
     from napari_tiled_unet.axes import choose_layout
 
     return choose_layout(
         shape,
         model,
-        axes=request.axes,
-        channels=request.channels,
-        tiff_axes=request.hints.tiff_axes,
-        rgb=request.hints.rgb,
-        axis_labels=request.hints.axis_labels,
-        name=request.name,
+        axes=axes,
+        channels=channels,
+        tiff_axes=hints.tiff_axes,
+        rgb=hints.rgb,
+        axis_labels=hints.axis_labels,
+        labels_shape=labels_shape,
+        name=name,
     )
 
 

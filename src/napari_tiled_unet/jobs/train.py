@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from napari_tiled_unet.errors import UserInputError
-from napari_tiled_unet.jobs.predict import LayoutHints
+from napari_tiled_unet.jobs.predict import LayoutHints, layout_from_hints
 
 if TYPE_CHECKING:
     from napari_tiled_unet.axes import Layout, ModelSpec
@@ -23,6 +23,18 @@ if TYPE_CHECKING:
 
 #: Default Y/X edge of a 3D training tile (a 64×64×64 tile already holds 262,144 voxels).
 TILE_3D = 64
+#: Default edge of a 2D training tile.
+TILE_2D = 256
+
+
+def requested_tile_shape(ndim: int, tile: int | None = None) -> tuple[int, ...]:
+    """The tile a user asks for before the data are seen: ``tile`` (or the default) per axis.
+
+    Faces put it in the :class:`~napari_tiled_unet.training.TrainConfig` of a request;
+    :func:`plan_training` fits a 3D tile's depth to the volumes.
+    """
+    edge = tile or (TILE_3D if ndim == 3 else TILE_2D)
+    return (int(edge),) * ndim
 
 
 @dataclass(frozen=True)
@@ -37,18 +49,32 @@ class TrainImage:
         How messages name the pair (a layer name, or image and labels names).
     hints : LayoutHints
         Axis hints of the image's file or layer.
+    described : (str, str), optional
+        How layout errors name the image and the labels, e.g. ``("image layer 'cells' (2
+        axes: Y, X)", "labels layer 'masks'")``; default: from ``name``.
     """
 
     image: Any
     labels: Any
     name: Any = None
     hints: LayoutHints = field(default_factory=LayoutHints)
+    described: tuple[str, str] | None = None
 
     @property
     def image_name(self) -> str:
+        """The image's short name (the layer or file name)."""
         if isinstance(self.name, tuple):
             return str(self.name[0])
         return "image" if self.name is None else str(self.name)
+
+    @property
+    def labels_name(self) -> str:
+        """How messages name the labels."""
+        if self.described is not None:
+            return self.described[1]
+        if isinstance(self.name, tuple):
+            return str(self.name[1])
+        return "its labels"
 
 
 @dataclass(frozen=True)
@@ -58,12 +84,13 @@ class TrainRequest:
     Parameters
     ----------
     config : TrainConfig
-        How to train; its ``tile_shape`` is replaced by the planned one.
+        How to train; its ``tile_shape`` (e.g. :func:`requested_tile_shape`) is replaced by
+        the planned one.
     ndim : {2, 3}
         A model of YX planes or of ZYX volumes (a fine-tuned model keeps its own).
     tile : int, optional
-        Tile edge in pixels; None: ``config.tile_shape`` in 2D, :data:`TILE_3D` in 3D. A 3D
-        tile is ``tile`` in Y and X and as deep in Z as the thinnest volume allows.
+        Tile edge in pixels; None: :data:`TILE_2D` in 2D, :data:`TILE_3D` in 3D. A 3D tile is
+        ``tile`` in Y and X and as deep in Z as the thinnest volume allows.
     model : UNet, path-like or None
         A model to fine-tune, or None for a new network.
     axes : str, optional
@@ -149,31 +176,33 @@ def training_spec(request: TrainRequest) -> ModelSpec:
 
 def read_training_layout(pair: TrainImage, spec: ModelSpec, request: TrainRequest) -> Layout:
     """How ``pair``'s image is read for a model of ``spec``; errors name the labels too."""
-    from napari_tiled_unet.axes import AxesError, choose_layout
+    from napari_tiled_unet.axes import AxesError
 
     labels_shape = tuple(int(n) for n in pair.labels.shape)
     try:
-        return choose_layout(
+        return layout_from_hints(
             pair.image.shape,
             spec,
-            axes=request.axes,
-            channels=request.channels,
-            tiff_axes=pair.hints.tiff_axes,
-            rgb=pair.hints.rgb,
-            axis_labels=pair.hints.axis_labels,
+            request.axes,
+            request.channels,
+            pair.hints,
+            name=pair.image_name if pair.described is None else pair.described[0],
             labels_shape=labels_shape,
-            name=pair.image_name,
         )
     except AxesError as err:
         raise AxesError(
-            f"{err} (its labels have shape {labels_shape}). Name the image's axes (e.g. ZYX, "
-            "YXC, TYX), or train a model of the other dimensions (2D/3D).",
+            f"{err} ({pair.labels_name} have shape {labels_shape}). Name the image's axes "
+            "(e.g. ZYX, YXC, TYX), or train a model of the other dimensions (2D/3D).",
             err.readings,
         ) from None
 
 
-def training_tile(request: TrainRequest, layouts: Sequence[Layout]) -> tuple[int, ...]:
+def training_tile(
+    request: TrainRequest, layouts: Sequence[Layout], ndim: int | None = None
+) -> tuple[int, ...]:
     """The training tile: ``tile`` squared in 2D; in 3D as deep as the thinnest volume allows.
+
+    ``ndim`` (default: the request's) is the model's: a fine-tuned model keeps its own.
 
     Raises
     ------
@@ -181,9 +210,9 @@ def training_tile(request: TrainRequest, layouts: Sequence[Layout]) -> tuple[int
         In 3D, if no tile depth fits the thinnest volume, naming it and what would help.
     """
     config = request.config
-    if request.ndim == 2:
-        edge = request.tile or config.tile_shape[-1]
-        return (edge, edge)
+    ndim = request.ndim if ndim is None else ndim
+    if ndim == 2:
+        return requested_tile_shape(2, request.tile)
     from napari_tiled_unet.training.config import volume_tile_shape
 
     edge = request.tile or TILE_3D
@@ -220,6 +249,6 @@ def plan_training(
     spec = training_spec(request)
     layouts = tuple(read_training_layout(p, spec, request) for p in pairs)
     validation_layouts = tuple(read_training_layout(p, spec, request) for p in validation)
-    tile_shape = training_tile(request, layouts + validation_layouts)
+    tile_shape = training_tile(request, layouts + validation_layouts, spec.ndim)
     config = dataclasses.replace(request.config, tile_shape=tile_shape)
     return TrainPlan(request, config, tuple(pairs), layouts, tuple(validation), validation_layouts)

@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.model.geometry import TileGeometry, UNetGeometry, axis_geometries
 
 #: Geometry of a network for :func:`plan_tiles`: one TileGeometry for every axis, one per axis,
@@ -164,20 +165,20 @@ def plan_tiles(
 
     Raises
     ------
-    ValueError
-        If a tile size is not accepted by the network, or leaves no room for output after the
-        context is removed; the message names sizes that work.
+    UserInputError
+        (a ValueError) if a tile size is not accepted by the network, or leaves no room for
+        output after the context is removed; the message names sizes that work.
     """
     image_shape = tuple(int(n) for n in image_shape)
     ndim = len(image_shape)
     if any(n < 1 for n in image_shape):
-        raise ValueError(f"cannot tile an empty image of shape {image_shape}")
+        raise UserInputError(f"cannot tile an empty image of shape {image_shape}")
     axes = axis_geometries(geometry, ndim)
     if tile_shape is None:
         tile_shape = default_tile_shape(axes, ndim)
     tile_shape = tuple(int(n) for n in tile_shape)
     if len(tile_shape) != ndim:
-        raise ValueError(
+        raise UserInputError(
             f"tile_shape {tile_shape} must have one entry per image axis {image_shape}"
         )
     names = "ZYX"[-ndim:] if ndim <= 3 else [str(i) for i in range(ndim)]
@@ -188,7 +189,7 @@ def plan_tiles(
         stride = _axis_stride(geometry, edge)
         if stride < geometry.grid:
             minimum = smallest_tile(geometry, geometry.grid)
-            raise ValueError(
+            raise UserInputError(
                 f"tile size {edge} along axis {axis} leaves no output after removing the "
                 f"{geometry.context_before}+{geometry.context_after} px context this network "
                 f"needs; use at least {minimum}"

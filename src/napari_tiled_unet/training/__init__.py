@@ -1,8 +1,16 @@
 """Training: tile sampling, augmentation, weight maps, loss and the training loop.
 
 ``iter_train`` / ``train`` are the functional entry points; :class:`Trainer` also gives access
-to the best model after an early stop. ``TrainConfig`` imports without torch (so a widget can
-build one cheaply); the rest is loaded on first use. None of this imports Qt or napari.
+to the best model after an early stop. ``TrainConfig`` (with its ``NetworkSpec`` and
+``AugmentSpec``) imports without torch (so a widget can build one cheaply); the rest is loaded
+on first use. None of this imports Qt or napari.
+
+Modules: ``config`` (settings), ``pairs`` (an image and its labels, reading windows),
+``inputs`` (a run's arguments as pairs), ``scan`` (one pass over each pair), ``sampler``
+(random augmented samples), ``augment``, ``targets``, ``weights``, ``loss``, ``validation``
+(held-out windows and their scores), ``finetune`` (the model a run starts from), ``optim``
+(one optimisation step), ``record`` (the trained model's information) and ``loop`` (the
+:class:`Trainer`).
 """
 
 from __future__ import annotations
@@ -10,9 +18,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from napari_tiled_unet.training.config import TrainConfig
+from napari_tiled_unet.config import NetworkSpec
+from napari_tiled_unet.training.config import AugmentSpec, TrainConfig
 
-__all__ = ["TrainConfig", "Trainer", "iter_train", "train"]
+__all__ = ["AugmentSpec", "NetworkSpec", "TrainConfig", "Trainer", "iter_train", "train"]
 
 if TYPE_CHECKING:
     from napari_tiled_unet.training.loop import Trainer, iter_train, train

@@ -7,6 +7,7 @@ lands.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,51 +15,23 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_tiled_unet.training.config import AugmentSpec
+
 
 @dataclass(frozen=True)
-class Augmentation:
-    """Which augmentations run, and how strong they are.
+class Augmentation(AugmentSpec):
+    """An :class:`~napari_tiled_unet.training.config.AugmentSpec` that can be applied to tiles.
 
-    Parameters
-    ----------
-    flips : bool
-        Flip each spatial axis with probability 1/2.
-    rotations : bool
-        Rotate by a random multiple of 90 degrees in the last two spatial axes (by 0 or 180
-        degrees when those axes differ in length, so the tile shape is kept).
-    elastic : bool
-        Elastic deformation (see :func:`elastic_displacement`).
-    elastic_sigma : float
-        Standard deviation of the coarse displacements, in pixels.
-    elastic_grid : int
-        Coarse grid points per axis.
-    intensity : bool
-        Random per-channel gain and offset of the (normalised) image.
-    intensity_scale, intensity_shift : float
-        Gain ``1 + U(-scale, scale)``, offset ``U(-shift, shift)``.
+    Same parameters as :class:`~napari_tiled_unet.training.config.AugmentSpec`; calling it
+    augments one image tile together with its label tiles.
     """
 
-    flips: bool = True
-    rotations: bool = True
-    elastic: bool = True
-    elastic_sigma: float = 10.0
-    elastic_grid: int = 3
-    intensity: bool = True
-    intensity_scale: float = 0.1
-    intensity_shift: float = 0.1
-
     @classmethod
-    def from_config(cls, config) -> Augmentation:
-        """The augmentation switches of a :class:`~napari_tiled_unet.training.TrainConfig`."""
+    def from_spec(cls, spec: AugmentSpec) -> Augmentation:
+        """The augmentation a :class:`~napari_tiled_unet.training.config.AugmentSpec` describes
+        (no elastic deformation when its ``elastic_sigma`` is 0)."""
         return cls(
-            flips=config.flips,
-            rotations=config.rotations,
-            elastic=config.elastic and config.elastic_sigma > 0,
-            elastic_sigma=config.elastic_sigma,
-            elastic_grid=config.elastic_grid,
-            intensity=config.intensity,
-            intensity_scale=config.intensity_scale,
-            intensity_shift=config.intensity_shift,
+            **{**dataclasses.asdict(spec), "elastic": spec.elastic and spec.elastic_sigma > 0}
         )
 
     def __call__(

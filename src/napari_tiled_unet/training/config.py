@@ -92,8 +92,9 @@ class TrainConfig:
         Optimizer steps.
     tile_shape : tuple of int
         Spatial shape (pixels, e.g. ``(Y, X)``) of the network *input* tile. With "same" padding
-        it must be a multiple of ``2**depth``; with "valid" padding it must be a size the network
-        accepts (e.g. 572 for depth 4) and the label target is the smaller centre it outputs.
+        it must be a multiple of ``2**network.depth``; with "valid" padding it must be a size
+        the network accepts (e.g. 572 for depth 4) and the label target is the smaller centre
+        it outputs.
     batch_size : int
         Tiles per optimizer step.
     learning_rate : float
@@ -284,6 +285,11 @@ class TrainConfig:
     def ndim(self) -> int:
         """Number of spatial dimensions (length of ``tile_shape``)."""
         return len(self.tile_shape)
+
+    @property
+    def weighted_loss(self) -> bool:
+        """Whether the loss uses the per-pixel weight map (class balance, border term)."""
+        return self.loss in ("weighted_ce", "weighted_ce+dice")
 
     @property
     def effective_foreground_fraction(self) -> float:

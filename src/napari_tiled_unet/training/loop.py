@@ -17,62 +17,56 @@ file, if configured, is only ever written atomically, so neither Stop nor a cras
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-import os
 from collections.abc import Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from napari_tiled_unet.axes import ModelSpec
-from napari_tiled_unet.config import UNetConfig
 from napari_tiled_unet.device import resolve_device
 from napari_tiled_unet.events import Progress, run_to_completion
-from napari_tiled_unet.metrics import (
-    ObjectMatch,
-    confusion_matrix,
-    f1_per_class,
-    iou_per_class,
-    match_objects,
-    mean_score,
-)
 from napari_tiled_unet.model.geometry import UNetGeometry
-from napari_tiled_unet.model.modelfile import load_model, save_model
+from napari_tiled_unet.model.info import ModelInfo
+from napari_tiled_unet.model.modelfile import save_model
 from napari_tiled_unet.model.unet import UNet
 from napari_tiled_unet.normalization import Normalization
-from napari_tiled_unet.training.augment import Augmentation
 from napari_tiled_unet.training.config import TrainConfig
-from napari_tiled_unet.training.loss import make_loss, weighted_cross_entropy
-from napari_tiled_unet.training.sampling import (
-    SampleSettings,
-    TileLayout,
-    TileSampler,
-    TrainingPair,
-    ValidationTiles,
-    as_sequence,
-    check_pair_size,
-    choose_validation_blocks,
-    count_classes,
-    describe_pairs,
-    load_validation_tiles,
-    make_pairs,
-    scan_pair,
-    window_origin,
+from napari_tiled_unet.training.finetune import (
+    ModelSource,
+    check_base_model,
+    load_base_model,
+    run_class_names,
+    run_normalization,
+    run_num_classes,
 )
-from napari_tiled_unet.training.targets import default_class_names
+from napari_tiled_unet.training.inputs import (
+    AxesArgument,
+    collect_pairs,
+    collect_validation_pairs,
+    common_channels,
+    labelled_frames,
+)
+from napari_tiled_unet.training.loss import make_loss
+from napari_tiled_unet.training.optim import grad_scaler, make_optimizer, train_step
+from napari_tiled_unet.training.pairs import check_pair_size
+from napari_tiled_unet.training.record import run_info
+from napari_tiled_unet.training.sampler import SampleSettings, TileLayout, TileSampler
+from napari_tiled_unet.training.scan import count_classes, scan_pair
+from napari_tiled_unet.training.validation import (
+    ValidationTiles,
+    hold_out_validation,
+    score_validation,
+)
 from napari_tiled_unet.training.weights import class_weights
 
 logger = logging.getLogger(__name__)
 
 #: Consecutive non-finite losses under mixed precision before training stops as diverged.
 MAX_SKIPPED_AMP_STEPS = 20
-
-ModelSource = UNet | str | os.PathLike | None
 
 
 class Trainer:
@@ -91,7 +85,7 @@ class Trainer:
     config : TrainConfig
         How to train.
     model : UNet, path-like or None
-        None: a new U-Net from ``config`` (``base_channels``, ``depth``, ``padding``).
+        None: a new U-Net from ``config.network``.
         A :class:`UNet` or a model file: fine-tune it (a copy; the given object is not
         changed). Its input channels must match the images, its classes the labels, and its
         stored normalisation is used (an explicit, different ``config.normalization`` is an
@@ -152,86 +146,36 @@ class Trainer:
         model: ModelSource = None,
         names: Sequence[Any] | None = None,
         validation: Sequence[Sequence[Any]] | None = None,
-        axes: str | Sequence[str | None] | None = None,
-        validation_axes: str | Sequence[str | None] | None = None,
+        axes: AxesArgument = None,
+        validation_axes: AxesArgument = None,
         channels: Sequence[int] | None = None,
     ):
         config = TrainConfig() if config is None else config
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
         self.config = config
-        images = as_sequence(images, "images")
-        labels = as_sequence(labels, "labels")
-        if len(images) != len(labels):
-            raise ValueError(
-                f"got {len(images)} images but {len(labels)} label arrays; pass one labels "
-                f"array per image"
-            )
-        if not images:
-            raise ValueError("no training data: pass at least one (image, labels) pair")
         ndim = config.ndim
-        described = describe_pairs(names, len(images))
-        self._fine_tuned_from: str | None = None
-        base = self._load_model(model)
-        self._pair_options = dict(
-            model=None if base is None else ModelSpec.of(base),
-            channels=None if channels is None else [int(c) for c in channels],
+        self._base_model, self._fine_tuned_from = load_base_model(model)
+        self._selection = None if channels is None else [int(c) for c in channels]
+        options = dict(
+            model=None if self._base_model is None else ModelSpec.of(self._base_model),
+            channels=self._selection,
         )
         if validation_axes is None and isinstance(axes, str):
             validation_axes = axes
-        self.pairs = []
-        for im, lab, (im_name, lab_name), ax in zip(
-            images, labels, described, _per_image(axes, len(images), "axes"), strict=True
-        ):
-            self.pairs.extend(
-                make_pairs(im, lab, im_name, lab_name, ndim, axes=ax, **self._pair_options)
-            )
-        self.validation_pairs = self._validation_pairs(validation, ndim, validation_axes)
-        channels = self.pairs[0].channels
-        for pair in self.pairs[1:] + self.validation_pairs:
-            if pair.channels != channels:
-                raise ValueError(
-                    f"{pair.image_name} has {pair.channels} channel(s) but "
-                    f"{self.pairs[0].image_name} has {channels}; all images need the same channels"
-                )
-
-        self._base_model = self._check_model(base, channels, ndim)
+        self.pairs = collect_pairs(images, labels, ndim, names=names, axes=axes, **options)
+        self.validation_pairs = collect_validation_pairs(
+            validation, ndim, validation_axes, **options
+        )
+        channels = common_channels(self.pairs + self.validation_pairs)
         if self._base_model is not None:
+            check_base_model(self._base_model, config, channels, self.pairs[0].image_name)
             geometry = self._base_model.geometry
         else:
-            geometry = UNetGeometry.from_config(
-                UNetConfig(
-                    in_channels=channels,
-                    num_classes=2,
-                    depth=config.depth,
-                    base_channels=config.base_channels,
-                    padding=config.padding,
-                    ndim=ndim,
-                    anisotropic_levels=config.anisotropic_levels,
-                )
-            )
-        try:
-            out_shape = geometry.check_input_shape(config.tile_shape)
-        except ValueError as err:
-            raise ValueError(
-                f"TrainConfig.tile_shape {config.tile_shape} does not suit a depth-"
-                f"{geometry.depth} '{geometry.padding}' {ndim}D U-Net"
-                + (
-                    f" with {geometry.anisotropic_levels} anisotropic level(s)"
-                    if geometry.anisotropic_levels
-                    else ""
-                )
-                + f" ({geometry.describe()}; smallest input {geometry.min_input_shape}): {err}"
-            ) from None
-        uses_weights = config.loss in ("weighted_ce", "weighted_ce+dice")
-        if uses_weights and config.w0 > 0 and config.label_mode != "sparse":
-            margin = math.ceil(2 * config.sigma)
-        else:
-            margin = 1 if config.label_mode == "instance" else 0
-        offsets = tuple(axis.output_offset for axis in geometry.axes)
-        self.layout = TileLayout(config.tile_shape, out_shape, offsets, margin)
+            geometry = UNetGeometry.from_config(config.network.unet_config(channels, 2, ndim))
+        self.layout = TileLayout.for_training(config, geometry)
         for pair in self.pairs + self.validation_pairs:
-            check_pair_size(pair, out_shape, config.tile_shape)
+            check_pair_size(pair, self.layout.out_shape, config.tile_shape)
 
         self.channels = channels
         self.status = "ready"
@@ -253,101 +197,10 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     # Setup
 
-    def _validation_pairs(
-        self, validation: Any, ndim: int, axes: str | Sequence[str | None] | None
-    ) -> list[TrainingPair]:
-        if validation is None:
-            return []
-        if hasattr(validation, "shape") or not isinstance(validation, Sequence):
-            raise ValueError(
-                "validation must be a list of (image, labels) or (image, labels, name) tuples"
-            )
-        pairs = []
-        per_pair = _per_image(axes, len(validation), "validation_axes")
-        for i, item in enumerate(validation):
-            if not isinstance(item, Sequence) or len(item) not in (2, 3):
-                raise ValueError(
-                    f"validation[{i}] must be an (image, labels) or (image, labels, name) tuple, "
-                    f"got {type(item).__name__}"
-                )
-            if len(item) == 3:
-                ((im_name, lab_name),) = describe_pairs([item[2]], 1)
-                im_name, lab_name = f"validation {im_name}", f"validation {lab_name}"
-            else:
-                im_name, lab_name = (
-                    f"image of validation pair {i}",
-                    f"labels of validation pair {i}",
-                )
-            pairs.extend(
-                make_pairs(
-                    item[0],
-                    item[1],
-                    im_name,
-                    lab_name,
-                    ndim,
-                    axes=per_pair[i],
-                    **self._pair_options,
-                )
-            )
-        return pairs
-
-    def _load_model(self, model: ModelSource) -> UNet | None:
-        """The model to fine-tune (a copy), or None."""
-        if model is None:
-            return None
-        if isinstance(model, str | os.PathLike):
-            self._fine_tuned_from = str(Path(model))
-            return load_model(model)
-        if isinstance(model, UNet):
-            self._fine_tuned_from = "UNet object"
-            return copy.deepcopy(model).cpu()
-        raise TypeError(
-            f"model must be None, a UNet or a model file path, got {type(model).__name__}"
-        )
-
-    def _check_model(self, model: UNet | None, channels: int, ndim: int) -> UNet | None:
-        """Raise a ValueError unless ``model`` can be fine-tuned on the pairs."""
-        if model is None:
-            return None
-        if model.config.ndim != ndim:
-            raise ValueError(
-                f"the model to fine-tune is {model.config.ndim}D but tile_shape "
-                f"{self.config.tile_shape} is {ndim}D"
-            )
-        if model.config.in_channels != channels:
-            raise ValueError(
-                f"the model to fine-tune takes {model.config.in_channels} input channel(s) but "
-                f"{self.pairs[0].image_name} has {channels}; fine-tune with images of "
-                f"{model.config.in_channels} channel(s) or train a new model"
-            )
-        stored_mode = model.metadata.get("label_mode")
-        if stored_mode is not None and stored_mode != self.config.label_mode:
-            raise ValueError(
-                f"the model to fine-tune was trained with label_mode={stored_mode!r} but "
-                f"TrainConfig.label_mode is {self.config.label_mode!r}; use the same mode"
-            )
-        if self.config.label_mode == "instance" and model.config.num_classes != 3:
-            raise ValueError(
-                f"instance training needs a 3-class model (background, interior, boundary); "
-                f"the model to fine-tune has {model.config.num_classes} classes"
-            )
-        if "normalization" in model.metadata and self.config.normalization is not None:
-            stored = Normalization.from_dict(model.metadata["normalization"])
-            if stored != self.config.normalization:
-                raise ValueError(
-                    f"the model to fine-tune normalises its input with {stored} but "
-                    f"TrainConfig.normalization is {self.config.normalization}; leave "
-                    f"normalization=None to use the model's, or set it to the model's"
-                )
-        return model
-
     def _prepare(self) -> None:
         """Scan the data, choose the validation tiles, build model and sampler."""
-        config = self.config
-        if self._base_model is not None and "normalization" in self._base_model.metadata:
-            normalization = Normalization.from_dict(self._base_model.metadata["normalization"])
-        else:
-            normalization = config.normalization or Normalization()
+        config, base = self.config, self._base_model
+        normalization = run_normalization(base, config)
         self.normalization = normalization
         labelled = [
             scan_pair(
@@ -360,21 +213,12 @@ class Trainer:
             for pair in self.pairs + self.validation_pairs
         ]
         n = len(self.pairs)
-        self.pairs = _labelled_frames(self.pairs, labelled[:n], config.label_mode)
-        self.validation_pairs = _labelled_frames(
+        self.pairs = labelled_frames(self.pairs, labelled[:n], config.label_mode)
+        self.validation_pairs = labelled_frames(
             self.validation_pairs, labelled[n:], config.label_mode
         )
         counts = count_classes(self.pairs, config.label_mode)
-        num_classes = 3 if config.label_mode == "instance" else len(counts)
-        if self._base_model is not None:
-            model_classes = self._base_model.config.num_classes
-            if num_classes > model_classes:
-                raise ValueError(
-                    f"the labels hold {num_classes} classes but the model to fine-tune has "
-                    f"{model_classes}; fine-tune with labels of at most {model_classes} classes "
-                    f"or train a new model"
-                )
-            num_classes = model_classes
+        num_classes = run_num_classes(base, 3 if config.label_mode == "instance" else len(counts))
         counts = np.pad(counts, (0, num_classes - len(counts)))
         for pair in self.validation_pairs:
             top = len(pair.class_counts) if config.label_mode != "instance" else 0
@@ -386,90 +230,32 @@ class Trainer:
         self.num_classes = num_classes
         self._class_counts = counts
         self._class_weight = class_weights(counts) if config.class_balance else None
-        names = config.class_names
-        if names is None and self._base_model is not None:
-            names = self._base_model.metadata.get("class_names")
-        if names is None:
-            names = default_class_names(config.label_mode, num_classes)
-        if len(names) != num_classes:
-            raise ValueError(
-                f"TrainConfig.class_names has {len(names)} names but the network has "
-                f"{num_classes} classes"
-            )
-        self.class_names = list(names)
+        self.class_names = run_class_names(base, config, num_classes)
 
         if self.seed is None:
             self.seed = int(np.random.SeedSequence().generate_state(1)[0])
         split_seed, sample_seed, torch_seed = np.random.SeedSequence(self.seed).spawn(3)
-        self._choose_validation(np.random.default_rng(split_seed))
+        self._validation, self._validation_source = hold_out_validation(
+            self.pairs,
+            self.validation_pairs,
+            config,
+            self.layout,
+            np.random.default_rng(split_seed),
+        )
         self._sample_rng = np.random.default_rng(sample_seed)
 
-        if self._base_model is not None:
-            model = self._base_model
+        if base is not None:
+            model = base
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(torch_seed.generate_state(1)[0]))
-                model = UNet(
-                    in_channels=self.channels,
-                    num_classes=num_classes,
-                    depth=config.depth,
-                    base_channels=config.base_channels,
-                    padding=config.padding,
-                    ndim=config.ndim,
-                    anisotropic_levels=config.anisotropic_levels,
+                model = UNet.from_config(
+                    config.network.unet_config(self.channels, num_classes, config.ndim)
                 )
         self._model = model
         self._sampler = TileSampler(
-            self.pairs,
-            self.layout,
-            SampleSettings(
-                label_mode=config.label_mode,
-                foreground_fraction=config.effective_foreground_fraction,
-                class_weight=self._class_weight,
-                use_weights=config.loss in ("weighted_ce", "weighted_ce+dice"),
-                w0=config.w0,
-                sigma=config.sigma,
-                augmentation=Augmentation.from_config(config),
-            ),
+            self.pairs, self.layout, SampleSettings.from_config(config, self._class_weight)
         )
-
-    def _choose_validation(self, rng: np.random.Generator) -> None:
-        config, out = self.config, self.layout.out_shape
-        if self.validation_pairs:
-            chosen = choose_validation_blocks(
-                self.validation_pairs, config.max_validation_tiles, rng, keep_one=False
-            )
-            tiles = [
-                (self.validation_pairs[i], window_origin(self.validation_pairs[i], b, out))
-                for i, b in chosen
-            ]
-            self._validation_source = "held-out images"
-        elif config.validation_fraction > 0:
-            annotated = sum(
-                int(np.count_nonzero(p.block_counts[:, 1:].sum(axis=1))) for p in self.pairs
-            )
-            wanted = min(
-                config.max_validation_tiles, max(1, round(config.validation_fraction * annotated))
-            )
-            chosen = choose_validation_blocks(self.pairs, wanted, rng, keep_one=True)
-            if not chosen:
-                logger.warning(
-                    "only one tile-sized block of the training labels is annotated: nothing can "
-                    "be held out for validation, so the last model is kept. Annotate more, "
-                    "use smaller tiles, or pass validation pairs."
-                )
-            tiles = []
-            for i, b in chosen:
-                pair = self.pairs[i]
-                origin = window_origin(pair, b, out)
-                pair.held_out.append(origin)
-                pair.held_out_blocks.append(b)
-                tiles.append((pair, origin))
-            self._validation_source = "held-out tiles" if tiles else "none"
-        else:
-            tiles = []
-        if tiles:
-            self._validation = load_validation_tiles(tiles, self.layout, config.label_mode)
 
     # ------------------------------------------------------------------------------------------
     # Running
@@ -506,8 +292,8 @@ class Trainer:
             device = resolve_device(config.device)
             amp = bool(config.mixed_precision and device.type == "cuda")
             model = self._model.to(device).train()
-            optimizer = self._make_optimizer(model)
-            scaler = _grad_scaler() if amp else None
+            optimizer = make_optimizer(model, config)
+            scaler = grad_scaler() if amp else None
             loss_fn = make_loss(config.loss)
             rng, batch_size, total = self._sample_rng, config.batch_size, config.iterations
 
@@ -548,7 +334,15 @@ class Trainer:
                 message = f"step {step}/{total}  loss {loss:.4f}"
                 if step % config.validation_every == 0 or step == total:
                     if self._validation is not None:
-                        scores = self._validate(model, device, amp)
+                        scores = score_validation(
+                            model,
+                            self._validation,
+                            config.label_mode,
+                            self.num_classes,
+                            batch_size=config.batch_size,
+                            device=device,
+                            amp=amp,
+                        )
                         metrics.update(scores)
                         message += "  " + "  ".join(f"{k} {v:.3f}" for k, v in scores.items())
                         self._keep_if_best(model, step, scores)
@@ -576,95 +370,10 @@ class Trainer:
         """Train to the end without progress events; returns :attr:`best_model`."""
         return run_to_completion(self.iter_run())
 
-    def _make_optimizer(self, model: UNet) -> torch.optim.Optimizer:
-        config = self.config
-        if config.optimizer == "sgd":
-            return torch.optim.SGD(
-                model.parameters(),
-                lr=config.learning_rate,
-                momentum=config.momentum,
-                weight_decay=config.weight_decay,
-            )
-        return torch.optim.Adam(
-            model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-        )
-
-    @staticmethod
-    def _train_step(
-        model, optimizer, scaler, loss_fn, device, amp, images, targets, weights
-    ) -> float:
-        x = torch.from_numpy(images).to(device, non_blocking=True)
-        t = torch.from_numpy(targets).to(device, non_blocking=True)
-        w = torch.from_numpy(weights).to(device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            logits = model(x)
-        loss = loss_fn(logits, t, w)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        return float(loss.detach())
+    _train_step = staticmethod(train_step)  # an attribute, so tests can make a step fail
 
     # ------------------------------------------------------------------------------------------
     # Validation and the best model
-
-    def _validate(self, model: UNet, device: torch.device, amp: bool) -> dict[str, float]:
-        """Scores of ``model`` on the validation tiles."""
-        from napari_tiled_unet.postprocess import labels_from_probabilities
-
-        val, mode, num_classes = self._validation, self.config.label_mode, self.num_classes
-        confusion = np.zeros((num_classes, num_classes), np.int64)
-        objects = ObjectMatch(0, 0, 0)
-        loss_sum, weight_sum = 0.0, 0.0
-        model.eval()
-        try:
-            with torch.no_grad():
-                for start in range(0, len(val), self.config.batch_size):
-                    batch = slice(start, start + self.config.batch_size)
-                    x = torch.from_numpy(val.images[batch]).to(device)
-                    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                        logits = model(x)
-                    logits = logits.float()
-                    targets = torch.from_numpy(val.targets[batch]).to(device)
-                    mask = torch.from_numpy(val.annotated[batch]).to(device).float()
-                    loss_sum += float(weighted_cross_entropy(logits, targets, mask)) * float(
-                        mask.sum()
-                    )
-                    weight_sum += float(mask.sum())
-                    probabilities = torch.softmax(logits, dim=1).cpu().numpy()
-                    prediction = probabilities.argmax(axis=1)
-                    confusion += confusion_matrix(
-                        val.targets[batch], prediction, num_classes, val.annotated[batch]
-                    )
-                    if mode == "instance":
-                        for p, truth in zip(probabilities, val.instances[batch], strict=True):
-                            objects = objects + match_objects(
-                                truth, labels_from_probabilities(p, "instance")
-                            )
-        finally:
-            model.train()
-        scores = {}
-        if mode == "instance":
-            # Object (interior or boundary) versus background.
-            binary = np.array(
-                [
-                    [confusion[0, 0], confusion[0, 1:].sum()],
-                    [confusion[1:, 0].sum(), confusion[1:, 1:].sum()],
-                ]
-            )
-            scores["val_iou"] = mean_score(iou_per_class(binary), [1])
-            scores["val_f1"] = mean_score(f1_per_class(binary), [1])
-            scores["val_object_f1"] = float(objects.f1)
-        else:
-            classes = slice(1, None) if mode == "semantic" else None
-            scores["val_iou"] = mean_score(iou_per_class(confusion), classes)
-            scores["val_f1"] = mean_score(f1_per_class(confusion), classes)
-        scores["val_loss"] = loss_sum / weight_sum if weight_sum else 0.0
-        return scores
 
     def _keep_if_best(self, model: UNet, step: int, scores: dict[str, float]) -> None:
         key = self.config.best_metric
@@ -680,7 +389,7 @@ class Trainer:
 
     @property
     def best_model(self) -> UNet | None:
-        """The best model so far, on CPU in eval mode, with ``metadata`` filled; a new object each time.
+        """The best model so far (CPU, eval mode, with its :meth:`info`); a new object each call.
 
         "Best" is the highest ``config.best_metric`` on the validation tiles. Before the first
         validation, or without validation, it is the current model. None before training
@@ -693,24 +402,24 @@ class Trainer:
             net.load_state_dict(self._best_state)
         else:
             net.load_state_dict({k: v.detach().cpu() for k, v in self._model.state_dict().items()})
-        net.metadata = self.metadata()
+        net.info = self.info()
         return net.eval()
 
-    def metadata(self) -> dict[str, Any]:
-        """What the model file stores about this run: plain data only."""
+    def info(self) -> ModelInfo:
+        """What the model file stores about the trained model and this run."""
         config = self.config
-        previous = dict(self._base_model.metadata) if self._base_model is not None else {}
-        previous.pop("training", None)
-        axes = "ZYX"[-config.ndim :]
-        return {
-            **previous,
-            "normalization": self.normalization.to_dict(),
-            "label_mode": config.label_mode,
-            "class_names": list(self.class_names),
-            "axes": ("C" + axes) if self.channels > 1 else axes,
-            **self._selection_metadata(previous),
-            "tile_shape": list(config.tile_shape),
-            "training": {
+        return run_info(
+            config,
+            base=None if self._base_model is None else self._base_model.info,
+            normalization=self.normalization,
+            class_names=self.class_names,
+            in_channels=self.channels,
+            selection=self._selection,
+            source_channels=[
+                p.channels if p.source_channels is None else p.source_channels
+                for p in self.pairs + self.validation_pairs
+            ],
+            training={
                 "config": config.to_dict(),
                 "seed": self.seed,
                 "steps_done": self.step,
@@ -720,43 +429,14 @@ class Trainer:
                 "best_metric": config.best_metric,
                 "num_pairs": len(self.pairs),
                 "validation": self._validation_source,
-                "num_validation_tiles": len(self._validation)
-                if self._validation is not None
-                else 0,
+                "num_validation_tiles": 0 if self._validation is None else len(self._validation),
                 "class_pixel_counts": [int(c) for c in self._class_counts],
                 "class_weights": (
                     None if self._class_weight is None else [float(w) for w in self._class_weight]
                 ),
                 "fine_tuned_from": self._fine_tuned_from,
             },
-        }
-
-    def _selection_metadata(self, previous: dict[str, Any]) -> dict[str, Any]:
-        """``channels`` and ``source_channels`` for the model file.
-
-        The selection given to this run, with the training images' channel count (None if
-        they differ); without one, a fine-tuned model keeps its own (it still reads the same
-        channels), and a new model stores None.
-        """
-        selection = self._pair_options["channels"]
-        if selection is None:
-            return {
-                "channels": previous.get("channels"),
-                "source_channels": previous.get("source_channels"),
-            }
-        pairs = self.pairs + self.validation_pairs
-        counts = {p.channels if p.source_channels is None else p.source_channels for p in pairs}
-        return {
-            "channels": list(selection),
-            "source_channels": counts.pop() if len(counts) == 1 else None,
-        }
-
-
-def _grad_scaler():
-    """A CUDA gradient scaler (``torch.amp`` from torch 2.3, ``torch.cuda.amp`` before)."""
-    if hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):
-        return torch.amp.GradScaler("cuda")
-    return torch.cuda.amp.GradScaler()
+        )
 
 
 def iter_train(
@@ -772,9 +452,9 @@ def iter_train(
 
     Equivalent to ``yield from Trainer(...).iter_run()``; see :class:`Trainer` for the
     parameters (``validation``, ``axes``, ``validation_axes``, ``channels`` as keywords),
-    e.g. ``iter_train(rgb_images, labels, config, axes="YXC")``. To keep the best model after stopping early (``close()``), create the
-    :class:`Trainer` yourself and read :attr:`Trainer.best_model`, or set
-    ``config.checkpoint_path``.
+    e.g. ``iter_train(rgb_images, labels, config, axes="YXC")``. To keep the best model
+    after stopping early (``close()``), create the :class:`Trainer` yourself and read
+    :attr:`Trainer.best_model`, or set ``config.checkpoint_path``.
 
     Yields
     ------
@@ -785,9 +465,9 @@ def iter_train(
     Returns
     -------
     UNet
-        The best model by validation score, on CPU, in eval mode, with ``metadata``
-        (normalization, label_mode, class_names, axes, tile_shape, channels and
-        source_channels, training).
+        The best model by validation score, on CPU, in eval mode, with its ``info``
+        (:class:`~napari_tiled_unet.model.info.ModelInfo`: normalization, label_mode,
+        class_names, axes, tile_shape, channels and source_channels, training).
     """
     trainer = Trainer(images, labels, config, model=model, names=names, **kwargs)
     return (yield from trainer.iter_run())
@@ -807,48 +487,3 @@ def train(
     E.g. ``train(movie, movie_labels, config, axes="TCYX", channels=[0, 2])``.
     """
     return run_to_completion(iter_train(images, labels, config, model=model, names=names, **kwargs))
-
-
-def _labelled_frames(
-    pairs: list[TrainingPair], labelled: list[bool], label_mode: str
-) -> list[TrainingPair]:
-    """The pairs to train on, given which hold non-zero labels.
-
-    The frames (planes, time points) of one image may be unlabelled as long as one of them is
-    labelled: in "sparse" mode an unlabelled frame carries no annotation and is left out; in
-    "semantic" and "instance" mode all-0 labels say "only background here" and are kept.
-
-    Raises
-    ------
-    ValueError
-        If every frame of an image is unlabelled, naming the image's labels.
-    """
-    sources: dict[tuple[str, str], bool] = {}
-    for pair, has_labels in zip(pairs, labelled, strict=True):
-        if pair.frame_of is not None:
-            sources[pair.frame_of] = sources.get(pair.frame_of, False) or has_labels
-    for (_, labels_name), has_labels in sources.items():
-        if not has_labels:
-            hint = {
-                "semantic": "paint at least one non-background (>0) class",
-                "instance": "paint at least one object (id > 0)",
-                "sparse": "paint a few strokes of each class (0 means not annotated)",
-            }[label_mode]
-            raise ValueError(
-                f"{labels_name} are empty (all 0) in every plane; {hint}, or leave this pair out"
-            )
-    if label_mode != "sparse":
-        return pairs
-    return [pair for pair, has_labels in zip(pairs, labelled, strict=True) if has_labels]
-
-
-def _per_image(axes: Any, count: int, what: str) -> list[str | None]:
-    """One layout (or None) per image from None, one string, or a sequence of them."""
-    if axes is None or isinstance(axes, str):
-        return [axes] * count
-    axes = list(axes)
-    if len(axes) != count:
-        raise ValueError(
-            f"{what} must be one string or one entry per image ({count}), got {len(axes)}"
-        )
-    return axes

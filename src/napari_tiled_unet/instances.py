@@ -1,0 +1,111 @@
+"""Instance output: the class map of an instance-trained network, then object ids, per frame.
+
+:func:`iter_instances` is the one pipeline behind ``output="instances"`` on every scheduler:
+it asks a class-map function (the local tile loop, or the dask graph) for the class map,
+in memory or streamed into a scratch zarr store, and labels it frame by frame, in memory
+(:func:`~napari_tiled_unet.postprocess.instances_from_classes`) or block by block
+(:func:`~napari_tiled_unet.instances_blockwise.iter_instances_blockwise`; the same result).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_tiled_unet.errors import UserInputError
+from napari_tiled_unet.events import Progress
+from napari_tiled_unet.forward import labels_dtype
+
+if TYPE_CHECKING:
+    from napari_tiled_unet.axes import Layout
+
+#: ``predict_classes(target)``: a generator that writes the class map of the whole image
+#: (``layout.output_shape``) into ``target`` (None: a new numpy array), yields Progress and
+#: returns the class map.
+ClassMapFunction = Callable[[Any], Generator[Progress, None, Any]]
+
+
+def iter_instances(
+    layout: Layout,
+    num_classes: int,
+    predict_classes: ClassMapFunction,
+    out: Any = None,
+    *,
+    scratch_dir: str | os.PathLike | None = None,
+    scratch_name: str = "classes",
+) -> Generator[Progress, None, Any]:
+    """Object ids of an image from its class map, frame by frame; yields Progress, returns them.
+
+    Without ``out`` the class map is held in memory and labelled by
+    :func:`~napari_tiled_unet.postprocess.instances_from_classes`. With ``out`` it is
+    streamed into a temporary zarr store in a new folder inside ``scratch_dir`` (None: the
+    system's temporary folder), removed at the end, also on error, cancel or
+    KeyboardInterrupt, and labelled block by block into ``out``
+    (:func:`~napari_tiled_unet.instances_blockwise.iter_instances_blockwise`, the same
+    result); memory then stays bounded by what ``predict_classes`` holds, or a block.
+    Objects never join across the iterated axes of ``layout``.
+
+    Parameters
+    ----------
+    layout : Layout
+        How the model reads the image; the result has ``layout.output_shape``.
+    num_classes : int
+        The network's classes (3: background, interior, boundary).
+    predict_classes : callable
+        See :data:`ClassMapFunction`.
+    out : array-like, optional
+        Receives the int32 object ids, shaped ``layout.output_shape``.
+    scratch_dir, scratch_name
+        Where the scratch class map goes (``.SCRATCH_NAME.XXXXXXXX.tmp``).
+
+    Yields
+    ------
+    Progress
+        ``predict_classes``' events, then (with ``out``) ``stage="instances"`` events over
+        all frames.
+    """
+    from napari_tiled_unet.postprocess import check_instance_classes, instances_from_classes
+
+    check_instance_classes(num_classes)
+    frames = list(layout.frames())
+    if out is None:
+        classes = yield from predict_classes(None)
+        if len(frames) == 1 and layout.frame_out(classes, frames[0]) is classes:
+            return instances_from_classes(classes)
+        result = np.zeros(layout.output_shape, np.int32)
+        for index in frames:
+            frame = np.asarray(layout.frame_out(classes, index)[...])
+            layout.frame_out(result, index)[...] = instances_from_classes(frame)
+        return result
+    from napari_tiled_unet.instances_blockwise import iter_instances_blockwise
+    from napari_tiled_unet.io.store import temporary_array
+
+    shape = layout.output_shape
+    if tuple(out.shape) != shape:
+        raise UserInputError(
+            f"out has shape {tuple(out.shape)}; expected {shape} for output='instances'"
+        )
+    dtype = labels_dtype(num_classes)
+    with temporary_array(scratch_dir, shape, dtype, prefix=scratch_name) as classes:
+        yield from predict_classes(classes)
+        if len(frames) == 1:
+            frame_classes = layout.frame_out(classes, frames[0])
+            frame_out = layout.frame_out(out, frames[0])
+            yield from iter_instances_blockwise(frame_classes, frame_out)
+            return out
+        steps = None
+        for k, index in enumerate(frames):
+            blockwise = iter_instances_blockwise(
+                layout.frame_out(classes, index), layout.frame_out(out, index)
+            )
+            where = layout.frame_name(index)
+            for event in blockwise:
+                steps = event.total if steps is None else steps
+                done = k * steps + event.done
+                if k and not event.done:
+                    continue  # one stream: each frame's opening event is the last one's end
+                yield Progress(event.stage, done, steps * len(frames), f"{event.message} ({where})")
+        return out

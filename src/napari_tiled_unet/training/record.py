@@ -1,0 +1,65 @@
+"""What a trained model's file says about it: the :class:`ModelInfo` of a training run."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from napari_tiled_unet.model.info import ModelInfo
+from napari_tiled_unet.normalization import Normalization
+from napari_tiled_unet.training.config import TrainConfig
+
+
+def run_info(
+    config: TrainConfig,
+    *,
+    base: ModelInfo | None,
+    normalization: Normalization,
+    class_names: Sequence[str],
+    in_channels: int,
+    selection: Sequence[int] | None,
+    source_channels: Collection[int],
+    training: Mapping[str, Any],
+) -> ModelInfo:
+    """The information stored with a model trained with ``config``.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The run's settings (label mode, tile shape, spatial axes).
+    base : ModelInfo or None
+        The fine-tuned model's information: what the run does not decide (the channel
+        selection when the run has none, entries this version does not know) is kept.
+    normalization : Normalization
+        The normalisation trained with (unresolved: percentiles are resolved per image).
+    class_names : sequence of str
+        One name per output class.
+    in_channels : int
+        Input channels of the network.
+    selection : sequence of int or None
+        The channels of the images' C axis the run was given to train on, in order; None
+        keeps ``base``'s selection (none for a new model).
+    source_channels : collection of int
+        The C axis lengths of the training images the selection applied to; stored when they
+        are all the same, so prediction can apply the selection by itself.
+    training : mapping
+        The run's record (plain data).
+    """
+    info = base if base is not None else ModelInfo()
+    if selection is None:
+        channels, source = info.channels, info.source_channels
+    else:
+        counts = set(source_channels)
+        channels, source = tuple(selection), (counts.pop() if len(counts) == 1 else None)
+    axes = "ZYX"[-config.ndim :]
+    return info.replace(
+        normalization=normalization,
+        label_mode=config.label_mode,
+        class_names=tuple(class_names),
+        axes=("C" + axes) if in_channels > 1 else axes,
+        channels=channels,
+        source_channels=source,
+        tile_shape=config.tile_shape,
+        training=dict(training),
+        package_version=None,
+    )
