@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from napari_tiled_unet.errors import UserInputError
+
 PADDINGS = ("same", "valid")
 #: Largest supported number of pooling steps.
 MAX_DEPTH = 6
@@ -24,7 +26,7 @@ def dataclass_from_dict(cls: type[T], data: dict[str, Any]) -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise ValueError(
+        raise UserInputError(
             f"unknown {cls.__name__} keys {sorted(unknown)}; expected some of {sorted(names)}"
         )
     return cls(**data)
@@ -36,14 +38,14 @@ def _check_architecture(
     """The checks :class:`NetworkSpec` and :class:`UNetConfig` share; messages name ``owner``."""
     for name, value in (("base_channels", base_channels), ("depth", depth)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{owner}.{name} must be a positive integer, got {value!r}")
+            raise UserInputError(f"{owner}.{name} must be a positive integer, got {value!r}")
     if depth > MAX_DEPTH:
-        raise ValueError(f"{owner}.depth must be between 1 and {MAX_DEPTH}, got {depth}")
+        raise UserInputError(f"{owner}.depth must be between 1 and {MAX_DEPTH}, got {depth}")
     if padding not in PADDINGS:
-        raise ValueError(f"{owner}.padding must be one of {PADDINGS}, got {padding!r}")
+        raise UserInputError(f"{owner}.padding must be one of {PADDINGS}, got {padding!r}")
     k = anisotropic_levels
     if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= depth:
-        raise ValueError(
+        raise UserInputError(
             f"{owner}.anisotropic_levels must be an integer between 0 and depth ({depth}), "
             f"got {k!r}"
         )
@@ -89,16 +91,18 @@ class UNetConfig:
         for name in ("in_channels", "num_classes"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"UNetConfig.{name} must be a positive integer, got {value!r}")
+                raise UserInputError(f"UNetConfig.{name} must be a positive integer, got {value!r}")
         if self.num_classes < 2:
-            raise ValueError(f"UNetConfig.num_classes must be at least 2, got {self.num_classes}")
+            raise UserInputError(
+                f"UNetConfig.num_classes must be at least 2, got {self.num_classes}"
+            )
         _check_architecture(
             "UNetConfig", self.base_channels, self.depth, self.padding, self.anisotropic_levels
         )
         if self.ndim not in (2, 3):
-            raise ValueError(f"UNetConfig.ndim must be 2 or 3, got {self.ndim!r}")
+            raise UserInputError(f"UNetConfig.ndim must be 2 or 3, got {self.ndim!r}")
         if self.anisotropic_levels and self.ndim != 3:
-            raise ValueError(
+            raise UserInputError(
                 f"UNetConfig.anisotropic_levels is for 3D networks (pooling only in Y and X "
                 f"while Z is coarse); got {self.anisotropic_levels} with ndim={self.ndim}"
             )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from napari_tiled_unet.errors import UserInputError
+
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("float32", "bfloat16", "float16")  # of the forward pass
 
@@ -19,7 +21,7 @@ def resolve_device(device: str = "auto"):
     name = str(device)
     base = name.split(":")[0]
     if base not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES} (or 'cuda:N'), got {device!r}")
+        raise UserInputError(f"device must be one of {DEVICES} (or 'cuda:N'), got {device!r}")
     if base == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -27,11 +29,11 @@ def resolve_device(device: str = "auto"):
             return torch.device("mps")
         return torch.device("cpu")
     if base == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
+        raise UserInputError(
             "device 'cuda' was requested but PyTorch sees no CUDA GPU; use 'cpu' or 'auto'"
         )
     if base == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(
+        raise UserInputError(
             "device 'mps' was requested but this machine has no Apple MPS; use 'cpu' or 'auto'"
         )
     return torch.device(name)

@@ -14,6 +14,8 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from napari_tiled_unet.errors import UserInputError
+
 
 def confusion_matrix(
     target: np.ndarray, prediction: np.ndarray, num_classes: int, mask: np.ndarray | None = None
@@ -35,7 +37,9 @@ def confusion_matrix(
     """
     target, prediction = np.asarray(target), np.asarray(prediction)
     if target.shape != prediction.shape:
-        raise ValueError(f"target {target.shape} and prediction {prediction.shape} differ in shape")
+        raise UserInputError(
+            f"target {target.shape} and prediction {prediction.shape} differ in shape"
+        )
     if mask is not None:
         mask = np.asarray(mask, bool)
         target, prediction = target[mask], prediction[mask]
@@ -45,7 +49,9 @@ def confusion_matrix(
         min(target.min(), prediction.min()) < 0
         or max(target.max(), prediction.max()) >= num_classes
     ):
-        raise ValueError(f"class ids must lie in [0, {num_classes}) for num_classes={num_classes}")
+        raise UserInputError(
+            f"class ids must lie in [0, {num_classes}) for num_classes={num_classes}"
+        )
     counts = np.bincount(target * num_classes + prediction, minlength=num_classes**2)
     return counts.reshape(num_classes, num_classes)
 
@@ -201,11 +207,11 @@ def match_objects(
     """
     true_labels, pred_labels = np.asarray(true_labels), np.asarray(pred_labels)
     if true_labels.shape != pred_labels.shape:
-        raise ValueError(
+        raise UserInputError(
             f"true labels {true_labels.shape} and predicted labels {pred_labels.shape} differ in shape"
         )
     if not 0 < iou_threshold <= 1:
-        raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+        raise UserInputError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
     t_ids, t = np.unique(true_labels, return_inverse=True)
     p_ids, p = np.unique(pred_labels, return_inverse=True)
     t, p = t.ravel(), p.ravel()

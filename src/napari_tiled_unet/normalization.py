@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from napari_tiled_unet.config import dataclass_from_dict as _from_dict
+from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.io.mapped import read_only_map, release_mapped_pages
 
 MODES = ("none", "percentile", "fixed")
@@ -56,26 +57,26 @@ class Normalization:
             if isinstance(value, list | tuple | np.ndarray):
                 value = tuple(float(v) for v in value)
                 if not value:
-                    raise ValueError(f"Normalization.{name} must not be an empty list")
+                    raise UserInputError(f"Normalization.{name} must not be an empty list")
                 object.__setattr__(self, name, value)
             elif isinstance(value, np.generic | int):
                 object.__setattr__(self, name, float(value))
         if self.mode not in MODES:
-            raise ValueError(f"Normalization.mode must be one of {MODES}, got {self.mode!r}")
+            raise UserInputError(f"Normalization.mode must be one of {MODES}, got {self.mode!r}")
         if not 0 <= self.low < self.high <= 100:
-            raise ValueError(
+            raise UserInputError(
                 f"Normalization percentiles must satisfy 0 <= low < high <= 100, got {self.low}, {self.high}"
             )
         for s in _as_tuple(self.scale):
             if s == 0 or not np.isfinite(s):
-                raise ValueError(
+                raise UserInputError(
                     f"Normalization.scale must be finite and non-zero, got {self.scale}"
                 )
         if not all(np.isfinite(o) for o in _as_tuple(self.offset)):
-            raise ValueError(f"Normalization.offset must be finite, got {self.offset}")
+            raise UserInputError(f"Normalization.offset must be finite, got {self.offset}")
         sizes = {len(v) for v in (self.offset, self.scale) if isinstance(v, tuple)}
         if len(sizes) > 1:
-            raise ValueError(
+            raise UserInputError(
                 f"Normalization.offset and scale have different numbers of channels: "
                 f"{self.offset} and {self.scale}"
             )
@@ -156,7 +157,7 @@ class Normalization:
         sample = np.asarray(sample, dtype=np.float64)
         finite = sample[np.isfinite(sample)]
         if finite.size == 0:
-            raise ValueError(f"{what} has no finite values to normalise (all NaN or inf)")
+            raise UserInputError(f"{what} has no finite values to normalise (all NaN or inf)")
         lo, hi = np.percentile(finite, [self.low, self.high])
         return float(lo), float(hi)
 
@@ -186,12 +187,12 @@ class Normalization:
         if len(value) == 1:
             return np.float32(value[0])
         if channel_axis is None:
-            raise ValueError(
+            raise UserInputError(
                 f"this normalisation has {len(value)} channels; apply() needs channel_axis"
             )
         axis = channel_axis % out.ndim
         if out.shape[axis] != len(value):
-            raise ValueError(
+            raise UserInputError(
                 f"the normalisation has {len(value)} channels but the image has "
                 f"{out.shape[axis]} (shape {out.shape}, channel axis {axis})"
             )

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_tiled_unet.errors import UserInputError
+
 
 def layer_data(layer) -> Any:
     """The full-resolution array of an image or labels layer (level 0 of a multiscale layer)."""
@@ -58,7 +60,7 @@ def result_layer_kwargs(
     spatial = len(result_shape) - (1 if leading is not None else 0)
     dims = list(range(source.ndim - spatial, source.ndim)) if dims is None else list(dims)
     if spatial > source.ndim or len(dims) != spatial:
-        raise ValueError(
+        raise UserInputError(
             f"result of shape {result_shape} does not match the dims {dims} of layer "
             f"{source.name!r} ({source.ndim} dims)"
         )

@@ -22,6 +22,7 @@ from napari_tiled_unet._napari._models import trained_models
 from napari_tiled_unet._napari._worker import start_engine
 from napari_tiled_unet.axes import ModelSpec, parse_channels
 from napari_tiled_unet.device import DEVICES
+from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.events import Progress
 from napari_tiled_unet.jobs import (
     OUTPUT_KINDS,
@@ -264,7 +265,7 @@ class PredictWidget(Container):
         if choice == MODEL_FILE:
             path = self.model_file.value
             if path is None or str(path) in ("", "."):
-                raise ValueError(
+                raise UserInputError(
                     f"No model file chosen. Pick a *.pt file in '{MODEL_FILE}', or choose "
                     f"'{DEFAULT_MODEL}' in 'model'."
                 )

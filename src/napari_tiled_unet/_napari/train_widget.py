@@ -25,6 +25,7 @@ from napari_tiled_unet._napari._worker import start_engine
 from napari_tiled_unet._napari.training_plot import TrainingPlot
 from napari_tiled_unet.axes import parse_channels
 from napari_tiled_unet.device import DEVICES
+from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.events import Progress
 from napari_tiled_unet.jobs import (
     LayoutHints,
@@ -275,7 +276,7 @@ class TrainWidget(Container):
         for i, row in enumerate(self.pairs, start=1):
             image, labels = row.image_layer.value, row.labels_layer.value
             if image is None or labels is None:
-                raise ValueError(
+                raise UserInputError(
                     f"Training pair {i} needs an image layer and a labels layer. Open an image, "
                     "add a Labels layer and paint some objects (or open File ▸ Open Sample ▸ "
                     "Tiled U-Net ▸ Synthetic nuclei), then choose them here."
@@ -333,7 +334,7 @@ class TrainWidget(Container):
         try:
             learning_rate = float(self.learning_rate.value)
         except ValueError:
-            raise ValueError(
+            raise UserInputError(
                 f"The learning rate {self.learning_rate.value!r} is not a number; "
                 "enter e.g. 0.001 or 3e-4."
             ) from None

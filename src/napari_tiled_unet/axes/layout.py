@@ -18,6 +18,7 @@ from napari_tiled_unet.axes.infer import (
 from napari_tiled_unet.axes.letters import UNKNOWN, AxesError, parse_axes
 from napari_tiled_unet.axes.spec import ModelSpec, selection_note, stored_channels
 from napari_tiled_unet.axes.view import AxesView
+from napari_tiled_unet.errors import UserInputError
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,9 @@ class Layout:
 
     def _check_image(self, image: Any) -> None:
         if tuple(int(n) for n in image.shape) != self.shape:
-            raise ValueError(f"image of shape {tuple(image.shape)} for a layout of {self.shape}")
+            raise UserInputError(
+                f"image of shape {tuple(image.shape)} for a layout of {self.shape}"
+            )
 
     def describe(self) -> str:
         """E.g. ``"TZCYX: 2 channel(s), YX planes, one per T (4) and Z (30)"``."""

@@ -148,6 +148,6 @@ def parse_channels(text: str | None) -> list[int] | None:
     try:
         return [int(part) for part in text.replace(";", ",").split(",") if part.strip()]
     except ValueError:
-        raise ValueError(
+        raise UserInputError(
             f"channels must be channel numbers separated by commas, e.g. 0 or 2,0,1; got {text!r}"
         ) from None

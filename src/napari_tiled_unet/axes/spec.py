@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.model.info import ModelInfo, check_selection
 
 
@@ -35,9 +36,9 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         if self.ndim not in (2, 3):
-            raise ValueError(f"ModelSpec.ndim must be 2 or 3, got {self.ndim!r}")
+            raise UserInputError(f"ModelSpec.ndim must be 2 or 3, got {self.ndim!r}")
         if self.in_channels is not None and self.in_channels < 1:
-            raise ValueError(f"ModelSpec.in_channels must be >= 1, got {self.in_channels!r}")
+            raise UserInputError(f"ModelSpec.in_channels must be >= 1, got {self.in_channels!r}")
         channels, source = check_selection(self.channels, self.source_channels)
         if self.in_channels is not None:
             ModelInfo(channels=channels, source_channels=source).check_network(self.in_channels)

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_tiled_unet.errors import UserInputError
+
 
 class AxesView:
     """A lazy view of an array-like: some axes fixed, the others reordered, channels selected.
@@ -48,7 +50,7 @@ class AxesView:
         self._fixed = {int(a): int(i) for a, i in (fixed or {}).items()}
         base_ndim = len(array.shape)
         if sorted(self._order + tuple(self._fixed)) != list(range(base_ndim)):
-            raise ValueError(
+            raise UserInputError(
                 f"axes {self._order} and fixed {sorted(self._fixed)} do not cover an array of "
                 f"{base_ndim} axes exactly once"
             )

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import tifffile
 
+from napari_tiled_unet.errors import UserInputError
+
 
 def tiff_levels(path: str | os.PathLike) -> int:
     """Number of pyramid levels of the first image series in the TIFF at ``path`` (1 if none)."""
@@ -28,7 +30,7 @@ def _check_readable(path: Path, level: int) -> None:
     try:
         with tifffile.TiffFile(path) as tif:
             if not tif.series:
-                raise ValueError("it holds no image")
+                raise UserInputError("it holds no image")
             levels = tif.series[0].levels
             if not 0 <= level < len(levels):
                 raise IndexError(
@@ -40,14 +42,14 @@ def _check_readable(path: Path, level: int) -> None:
                     continue
                 ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=True)]
                 if ends and max(ends) > size:
-                    raise ValueError(
+                    raise UserInputError(
                         f"the file is truncated: image data end at byte {max(ends)}, "
                         f"the file has {size} bytes"
                     )
     except IndexError as err:
-        raise ValueError(f"{path}: {err}") from None
+        raise UserInputError(f"{path}: {err}") from None
     except (tifffile.TiffFileError, ValueError, OSError, KeyError) as err:
-        raise ValueError(f"{path} is not a readable TIFF file ({err})") from None
+        raise UserInputError(f"{path} is not a readable TIFF file ({err})") from None
 
 
 def open_tiff(path: str | os.PathLike, level: int = 0):
@@ -90,4 +92,4 @@ def open_tiff(path: str | os.PathLike, level: int = 0):
         store = tifffile.imread(path, aszarr=True, series=0, level=level)
         return zarr.open_array(store, mode="r")
     except (tifffile.TiffFileError, ValueError, OSError, KeyError) as err:
-        raise ValueError(f"{path} is not a readable TIFF file ({err})") from None
+        raise UserInputError(f"{path} is not a readable TIFF file ({err})") from None

@@ -179,7 +179,8 @@ def load_job_model(source: ModelSource) -> UNet:
     if source is None and not default_model_path().is_file():
         raise UserInputError(
             f"the bundled default model is not installed (no file {default_model_path()}); "
-            "choose a model file (*.pt, --model in the command line), or train a model"
+            "choose a model file (*.pt: 'model file' in the Predict widget, --model on the "
+            "command line), or train one (the Train widget, napari-tiled-unet train)"
         )
     return resolve_model(source)
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from napari_tiled_unet.config import UNetConfig
+from napari_tiled_unet.errors import UserInputError
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,9 @@ class TileGeometry:
             lower, upper = self.nearest_valid_sizes(size)
             options = f"{lower} or {upper}" if lower else f"{upper} or larger"
             where = f" along axis {axis}" if axis else ""
-            raise ValueError(f"input size {size}{where} does not suit this network; use {options}")
+            raise UserInputError(
+                f"input size {size}{where} does not suit this network; use {options}"
+            )
         return out
 
 
@@ -98,7 +101,7 @@ class UNetAxisGeometry(TileGeometry):
         """
         pools = (True,) * depth if pools is None else tuple(bool(p) for p in pools)
         if len(pools) != depth:
-            raise ValueError(f"pools needs one entry per level ({depth}), got {len(pools)}")
+            raise UserInputError(f"pools needs one entry per level ({depth}), got {len(pools)}")
         grid = 2 ** sum(pools)
         if padding == "valid":
             # A valid network never sees padding: the context is what it trims off.
@@ -210,11 +213,11 @@ class UNetGeometry:
         except TypeError:
             halo = -1
         if halo < 0:
-            raise ValueError(f"halo must be a non-negative integer or None, got {given!r}")
+            raise UserInputError(f"halo must be a non-negative integer or None, got {given!r}")
         if self.padding == "valid":
             exact = min(min(pair) for pair in self.halos)
             if halo < exact:
-                raise ValueError(
+                raise UserInputError(
                     f"a 'valid' network trims its own context ({self.describe()}), so its "
                     f"halo cannot be cut to {halo}; leave halo unset"
                 )
@@ -265,7 +268,7 @@ class UNetGeometry:
         The message names the axis ("Z", "Y" or "X") and the nearest sizes that work along it.
         """
         if len(shape) != self.ndim:
-            raise ValueError(f"expected {self.ndim} spatial axes, got shape {shape}")
+            raise UserInputError(f"expected {self.ndim} spatial axes, got shape {shape}")
         return tuple(
             axis.check_size(n, name)
             for n, axis, name in zip(shape, self.axes, self.axis_names, strict=True)
@@ -290,7 +293,7 @@ class UNetGeometry:
 
     def _common(self) -> UNetAxisGeometry:
         if not self.isotropic:
-            raise ValueError(
+            raise UserInputError(
                 f"this anisotropic network's geometry differs per axis ({self.describe()}); "
                 "use geometry.axes[i] for axis i"
             )
@@ -361,7 +364,7 @@ def axis_geometries(
         return (geometry,) * ndim
     axes = tuple(geometry.axes if isinstance(geometry, UNetGeometry) else geometry)
     if len(axes) != ndim or not all(isinstance(g, TileGeometry) for g in axes):
-        raise ValueError(
+        raise UserInputError(
             f"expected one TileGeometry per image axis ({ndim}), got {len(axes)} "
             f"({', '.join(type(g).__name__ for g in axes)})"
         )

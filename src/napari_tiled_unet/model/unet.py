@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from napari_tiled_unet.config import UNetConfig
+from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.model.geometry import UNetGeometry
 from napari_tiled_unet.model.info import ModelInfo
 
@@ -239,7 +240,7 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != self.config.ndim + 2 or x.shape[1] != self.config.in_channels:
             expected = ("N", self.config.in_channels, *("spatial",) * self.config.ndim)
-            raise ValueError(f"UNet expects input of shape {expected}, got {tuple(x.shape)}")
+            raise UserInputError(f"UNet expects input of shape {expected}, got {tuple(x.shape)}")
         self.geometry.check_input_shape(tuple(x.shape[2:]))
         skips = []
         for down in self.downs:

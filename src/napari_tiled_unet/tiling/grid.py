@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_tiled_unet.errors import UserInputError
+
 
 @dataclass(frozen=True)
 class BlockGrid:
@@ -39,7 +41,7 @@ class BlockGrid:
         shape = tuple(int(n) for n in self.shape)
         block = tuple(int(b) for b in self.block)
         if len(block) != len(shape) or any(b < 1 for b in block) or any(n < 0 for n in shape):
-            raise ValueError(
+            raise UserInputError(
                 f"a block grid needs one positive block size per axis of {shape}, got {block}"
             )
         object.__setattr__(self, "shape", shape)

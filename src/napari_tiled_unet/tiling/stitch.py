@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.io.mapped import release_mapped_pages
 from napari_tiled_unet.tiling.plan import Tile, TilePlan
 
@@ -102,9 +103,9 @@ def iter_run_plan(
         batch; the prefetch thread is shut down.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise UserInputError(f"batch_size must be at least 1, got {batch_size}")
     if tuple(image.shape[1:]) != plan.image_shape:
-        raise ValueError(
+        raise UserInputError(
             f"image spatial shape {image.shape[1:]} does not match the plan {plan.image_shape}"
         )
     batches = [plan.tiles[i : i + batch_size] for i in range(0, len(plan), batch_size)]

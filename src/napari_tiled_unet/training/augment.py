@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.training.config import AugmentSpec
 
 
@@ -58,7 +59,9 @@ class Augmentation(AugmentSpec):
         labels = list(labels)
         for lab in labels:
             if lab.shape != spatial:
-                raise ValueError(f"label tile shape {lab.shape} differs from image tile {spatial}")
+                raise UserInputError(
+                    f"label tile shape {lab.shape} differs from image tile {spatial}"
+                )
         ndim = len(spatial)
         if self.flips:
             for axis in range(ndim):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from napari_tiled_unet.config import NetworkSpec, dataclass_from_dict
+from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.normalization import Normalization
 
 LABEL_MODES = ("semantic", "instance", "sparse")
@@ -60,10 +61,10 @@ class AugmentSpec:
         owner = type(self).__name__
         grid = self.elastic_grid
         if not isinstance(grid, int) or isinstance(grid, bool) or grid < 2:
-            raise ValueError(f"{owner}.elastic_grid must be an integer >= 2, got {grid!r}")
+            raise UserInputError(f"{owner}.elastic_grid must be an integer >= 2, got {grid!r}")
         for name in ("elastic_sigma", "intensity_scale", "intensity_shift"):
             if not getattr(self, name) >= 0:
-                raise ValueError(f"{owner}.{name} must be >= 0, got {getattr(self, name)}")
+                raise UserInputError(f"{owner}.{name} must be >= 0, got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict."""
@@ -191,7 +192,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise list inputs (from JSON / dicts) to tuples
         if isinstance(self.tile_shape, int) or not hasattr(self.tile_shape, "__len__"):
-            raise ValueError(
+            raise UserInputError(
                 f"TrainConfig.tile_shape must be a tuple of ints such as (256, 256), "
                 f"got {self.tile_shape!r}"
             )
@@ -214,7 +215,7 @@ class TrainConfig:
             if isinstance(value, Mapping):  # from JSON / a dict
                 set_(self, name, spec.from_dict(dict(value)))
             elif not isinstance(value, spec):
-                raise ValueError(
+                raise UserInputError(
                     f"TrainConfig.{name} must be a {spec.__name__} (or its dict), "
                     f"got {type(value).__name__}"
                 )
@@ -224,60 +225,60 @@ class TrainConfig:
         _choice("loss", self.loss, LOSSES)
         _choice("best_metric", self.best_metric, BEST_METRICS)
         if self.best_metric == "val_object_f1" and self.label_mode != "instance":
-            raise ValueError(
+            raise UserInputError(
                 "TrainConfig.best_metric='val_object_f1' needs label_mode='instance'; "
                 "use 'val_iou' or 'val_f1'"
             )
         for name in ("iterations", "batch_size", "validation_every", "max_validation_tiles"):
             _positive_int(name, getattr(self, name))
         if len(self.tile_shape) not in (2, 3):
-            raise ValueError(
+            raise UserInputError(
                 f"TrainConfig.tile_shape must have 2 (Y, X) or 3 (Z, Y, X) entries, "
                 f"got {self.tile_shape}"
             )
         if self.network.anisotropic_levels and len(self.tile_shape) != 3:
-            raise ValueError(
+            raise UserInputError(
                 f"TrainConfig.network.anisotropic_levels is for 3D networks (a (Z, Y, X) "
                 f"tile_shape); got {self.network.anisotropic_levels} with tile_shape "
                 f"{self.tile_shape}"
             )
         for n in self.tile_shape:
             if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-                raise ValueError(
+                raise UserInputError(
                     f"TrainConfig.tile_shape entries must be positive integers, "
                     f"got {self.tile_shape}"
                 )
         if not (self.learning_rate > 0):
-            raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate}")
+            raise UserInputError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate}")
         if not 0 <= self.momentum < 1:
-            raise ValueError(f"TrainConfig.momentum must be in [0, 1), got {self.momentum}")
+            raise UserInputError(f"TrainConfig.momentum must be in [0, 1), got {self.momentum}")
         for name in ("weight_decay", "w0"):
             if not getattr(self, name) >= 0:
-                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+                raise UserInputError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not self.sigma > 0:
-            raise ValueError(f"TrainConfig.sigma must be > 0 (pixels), got {self.sigma}")
+            raise UserInputError(f"TrainConfig.sigma must be > 0 (pixels), got {self.sigma}")
         if self.foreground_fraction is not None and not 0 <= self.foreground_fraction <= 1:
-            raise ValueError(
+            raise UserInputError(
                 f"TrainConfig.foreground_fraction must be in [0, 1] or None, "
                 f"got {self.foreground_fraction}"
             )
         if not 0 <= self.validation_fraction < 1:
-            raise ValueError(
+            raise UserInputError(
                 f"TrainConfig.validation_fraction must be in [0, 1), got {self.validation_fraction}"
             )
         if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
-            raise ValueError(
+            raise UserInputError(
                 f"TrainConfig.seed must be a non-negative integer or None, got {self.seed!r}"
             )
         if self.normalization is not None and not isinstance(self.normalization, Normalization):
-            raise ValueError(
+            raise UserInputError(
                 f"TrainConfig.normalization must be a Normalization, a dict or None, "
                 f"got {type(self.normalization).__name__}"
             )
         from napari_tiled_unet.device import DEVICES
 
         if str(self.device).split(":")[0] not in DEVICES:
-            raise ValueError(
+            raise UserInputError(
                 f"TrainConfig.device must be one of {DEVICES} (or 'cuda:N'), got {self.device!r}"
             )
 
@@ -323,7 +324,7 @@ class TrainConfig:
             keys = [f.name for f in dataclasses.fields(spec)]
             flat = {k: data.pop(k) for k in keys if k in data}
             if flat and name in data:
-                raise ValueError(
+                raise UserInputError(
                     f"TrainConfig: got both {name!r} and its fields {sorted(flat)} at the top "
                     f"level; nest them in {name!r}"
                 )
@@ -372,7 +373,7 @@ def volume_tile_shape(
         if out is not None and out <= planes:
             return (n, edge, edge)
     smallest = z_axis.min_input_size
-    raise ValueError(
+    raise UserInputError(
         f"a 3D training tile of a depth-{depth} '{padding}' U-Net with {anisotropic_levels} "
         f"XY-only (anisotropic) level(s) takes Z sizes in {z_axis.grid}-plane steps (at least "
         f"{smallest} planes in, {z_axis.output_size(smallest)} labelled out), up to the tile "
@@ -383,9 +384,9 @@ def volume_tile_shape(
 
 def _choice(name: str, value: Any, options: tuple[str, ...]) -> None:
     if value not in options:
-        raise ValueError(f"TrainConfig.{name} must be one of {options}, got {value!r}")
+        raise UserInputError(f"TrainConfig.{name} must be one of {options}, got {value!r}")
 
 
 def _positive_int(name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+        raise UserInputError(f"TrainConfig.{name} must be a positive integer, got {value!r}")

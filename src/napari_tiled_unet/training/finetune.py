@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.model.modelfile import load_model
 from napari_tiled_unet.model.unet import UNet
 from napari_tiled_unet.normalization import Normalization
@@ -66,30 +67,30 @@ def check_base_model(model: UNet, config: TrainConfig, channels: int, image_name
         The first training image, for messages.
     """
     if model.config.ndim != config.ndim:
-        raise ValueError(
+        raise UserInputError(
             f"the model to fine-tune is {model.config.ndim}D but tile_shape "
             f"{config.tile_shape} is {config.ndim}D"
         )
     if model.config.in_channels != channels:
-        raise ValueError(
+        raise UserInputError(
             f"the model to fine-tune takes {model.config.in_channels} input channel(s) but "
             f"{image_name} has {channels}; fine-tune with images of "
             f"{model.config.in_channels} channel(s) or train a new model"
         )
     stored_mode = model.info.label_mode
     if stored_mode is not None and stored_mode != config.label_mode:
-        raise ValueError(
+        raise UserInputError(
             f"the model to fine-tune was trained with label_mode={stored_mode!r} but "
             f"TrainConfig.label_mode is {config.label_mode!r}; use the same mode"
         )
     if config.label_mode == "instance" and model.config.num_classes != 3:
-        raise ValueError(
+        raise UserInputError(
             f"instance training needs a 3-class model (background, interior, boundary); "
             f"the model to fine-tune has {model.config.num_classes} classes"
         )
     stored = model.info.normalization
     if stored is not None and config.normalization is not None and stored != config.normalization:
-        raise ValueError(
+        raise UserInputError(
             f"the model to fine-tune normalises its input with {stored} but "
             f"TrainConfig.normalization is {config.normalization}; leave "
             f"normalization=None to use the model's, or set it to the model's"
@@ -116,7 +117,7 @@ def run_num_classes(base: UNet | None, num_classes: int) -> int:
         return num_classes
     model_classes = base.config.num_classes
     if num_classes > model_classes:
-        raise ValueError(
+        raise UserInputError(
             f"the labels hold {num_classes} classes but the model to fine-tune has "
             f"{model_classes}; fine-tune with labels of at most {model_classes} classes "
             f"or train a new model"
@@ -139,7 +140,7 @@ def run_class_names(base: UNet | None, config: TrainConfig, num_classes: int) ->
     if names is None:
         names = default_class_names(config.label_mode, num_classes)
     if len(names) != num_classes:
-        raise ValueError(
+        raise UserInputError(
             f"TrainConfig.class_names has {len(names)} names but the network has "
             f"{num_classes} classes"
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.training.pairs import (
     TrainingPair,
     as_sequence,
@@ -57,12 +58,12 @@ def collect_pairs(
     images = as_sequence(images, "images")
     labels = as_sequence(labels, "labels")
     if len(images) != len(labels):
-        raise ValueError(
+        raise UserInputError(
             f"got {len(images)} images but {len(labels)} label arrays; pass one labels "
             f"array per image"
         )
     if not images:
-        raise ValueError("no training data: pass at least one (image, labels) pair")
+        raise UserInputError("no training data: pass at least one (image, labels) pair")
     pairs = []
     for im, lab, (im_name, lab_name), ax in zip(
         images,
@@ -86,14 +87,14 @@ def collect_validation_pairs(
     if validation is None:
         return []
     if hasattr(validation, "shape") or not isinstance(validation, Sequence):
-        raise ValueError(
+        raise UserInputError(
             "validation must be a list of (image, labels) or (image, labels, name) tuples"
         )
     pairs = []
     per_pair = per_image(axes, len(validation), "validation_axes")
     for i, item in enumerate(validation):
         if not isinstance(item, Sequence) or len(item) not in (2, 3):
-            raise ValueError(
+            raise UserInputError(
                 f"validation[{i}] must be an (image, labels) or (image, labels, name) tuple, "
                 f"got {type(item).__name__}"
             )
@@ -119,7 +120,7 @@ def common_channels(pairs: Sequence[TrainingPair]) -> int:
     channels = pairs[0].channels
     for pair in pairs[1:]:
         if pair.channels != channels:
-            raise ValueError(
+            raise UserInputError(
                 f"{pair.image_name} has {pair.channels} channel(s) but "
                 f"{pairs[0].image_name} has {channels}; all images need the same channels"
             )
@@ -147,7 +148,7 @@ def labelled_frames(
     for (_, labels_name), has_labels in sources.items():
         if not has_labels:
             hint = EMPTY_LABELS_HINTS[label_mode]
-            raise ValueError(
+            raise UserInputError(
                 f"{labels_name} are empty (all 0) in every plane; {hint}, or leave this pair out"
             )
     if label_mode != "sparse":
@@ -167,7 +168,7 @@ def per_image(axes: AxesArgument, count: int, what: str) -> list[str | None]:
         return [axes] * count
     axes = list(axes)
     if len(axes) != count:
-        raise ValueError(
+        raise UserInputError(
             f"{what} must be one string or one entry per image ({count}), got {len(axes)}"
         )
     return axes

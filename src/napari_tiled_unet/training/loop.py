@@ -28,6 +28,7 @@ import torch
 
 from napari_tiled_unet.axes import ModelSpec
 from napari_tiled_unet.device import resolve_device
+from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.events import Progress, run_to_completion
 from napari_tiled_unet.model.geometry import UNetGeometry
 from napari_tiled_unet.model.info import ModelInfo
@@ -223,7 +224,7 @@ class Trainer:
         for pair in self.validation_pairs:
             top = len(pair.class_counts) if config.label_mode != "instance" else 0
             if top > num_classes:
-                raise ValueError(
+                raise UserInputError(
                     f"{pair.labels_name} hold class {top - 1}, which the training labels do not "
                     f"have ({num_classes} classes)"
                 )

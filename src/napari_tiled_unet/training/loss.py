@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from napari_tiled_unet.errors import UserInputError
+
 LossFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -90,6 +92,6 @@ def make_loss(name: str) -> LossFunction:
             )
 
         return combined
-    raise ValueError(
+    raise UserInputError(
         f"unknown loss {name!r}; use 'weighted_ce', 'ce', 'dice' or 'weighted_ce+dice'"
     )

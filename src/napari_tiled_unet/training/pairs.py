@@ -104,7 +104,7 @@ def describe_pairs(
     if names is None:
         return [(f"image of {role} {i}", f"labels of {role} {i}") for i in range(count)]
     if isinstance(names, str) or len(names) != count:
-        raise ValueError(
+        raise UserInputError(
             f"names must hold one entry per {role} ({count}), got {names!r}; pass e.g. "
             f"names=['nuclei'] or names=[('image layer', 'labels layer')]"
         )
@@ -115,7 +115,7 @@ def describe_pairs(
         elif isinstance(name, Sequence) and len(name) == 2:
             out.append((f"image layer {str(name[0])!r}", f"labels layer {str(name[1])!r}"))
         else:
-            raise ValueError(
+            raise UserInputError(
                 f"each name must be a string or an (image_name, labels_name) pair, got {name!r}"
             )
     return out
@@ -126,7 +126,7 @@ def as_sequence(arrays: Any, what: str) -> list[Any]:
     if hasattr(arrays, "shape") and hasattr(arrays, "dtype"):
         return [arrays]
     if isinstance(arrays, str | bytes) or not isinstance(arrays, Sequence):
-        raise ValueError(
+        raise UserInputError(
             f"{what} must be an array or a list of arrays, got {type(arrays).__name__}"
         )
     return list(arrays)
@@ -150,15 +150,15 @@ def make_pair(
     _check_arrays(image, labels, image_name, labels_name)
     labels_dtype = np.dtype(labels.dtype)
     if labels_dtype.kind == "f":
-        raise ValueError(
+        raise UserInputError(
             f"{labels_name} have floating-point dtype {labels_dtype}; labels must be integers "
             f"(class or object ids). If the values are whole numbers convert them, e.g. "
             f"labels.astype(np.uint16)"
         )
     if labels_dtype.kind not in "biu":
-        raise ValueError(f"{labels_name} must hold integers, got dtype {labels_dtype}")
+        raise UserInputError(f"{labels_name} must hold integers, got dtype {labels_dtype}")
     if np.dtype(image.dtype).kind not in "biuf":
-        raise ValueError(
+        raise UserInputError(
             f"{image_name} must hold real numbers (bool, integer or float), got dtype {image.dtype}"
         )
     spatial = tuple(int(n) for n in labels.shape)
@@ -180,7 +180,7 @@ def make_pair(
             f"{('C', *spatial)} with channels first"
         )
     if min(spatial) < 1:
-        raise ValueError(f"{image_name} is empty (shape {image_shape})")
+        raise UserInputError(f"{image_name} is empty (shape {image_shape})")
     return TrainingPair(image, labels, image_name, labels_name, channels, channel_axis, spatial)
 
 
@@ -307,7 +307,7 @@ def _check_arrays(image: Any, labels: Any, image_name: str, labels_name: str) ->
         if not (
             hasattr(array, "shape") and hasattr(array, "dtype") and hasattr(array, "__getitem__")
         ):
-            raise ValueError(
+            raise UserInputError(
                 f"{name} must be an array-like with shape, dtype and slicing (numpy, zarr, dask, "
                 f"tifffile memmap), got {type(array).__name__}"
             )
@@ -320,7 +320,7 @@ def check_pair_size(
     axes = "ZYX"[-len(out_shape) :]
     for size, out, tile, axis in zip(pair.spatial, out_shape, tile_shape, axes, strict=True):
         if size < out:
-            raise ValueError(
+            raise UserInputError(
                 f"{pair.image_name} is {size} px along {axis}, smaller than a training tile "
                 f"({tile} px in, {out} px of labels out; shape {pair.spatial}). Use a smaller "
                 f"TrainConfig.tile_shape, or a larger image"

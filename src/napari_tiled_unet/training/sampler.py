@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.tiling.stitch import mirror_indices
 from napari_tiled_unet.training.augment import Augmentation
 from napari_tiled_unet.training.pairs import TrainingPair, read_window
@@ -56,7 +57,7 @@ class TileLayout:
         if not isinstance(self.offset, int | np.integer):
             offsets = tuple(int(o) for o in self.offset)
             if len(offsets) != len(self.tile_shape):
-                raise ValueError(
+                raise UserInputError(
                     f"TileLayout.offset needs one entry per axis of tile_shape "
                     f"{self.tile_shape}, got {offsets}"
                 )
@@ -78,7 +79,7 @@ class TileLayout:
             out_shape = geometry.check_input_shape(config.tile_shape)
         except ValueError as err:
             levels = geometry.anisotropic_levels
-            raise ValueError(
+            raise UserInputError(
                 f"TrainConfig.tile_shape {config.tile_shape} does not suit a depth-"
                 f"{geometry.depth} '{geometry.padding}' {config.ndim}D U-Net"
                 + (f" with {levels} anisotropic level(s)" if levels else "")

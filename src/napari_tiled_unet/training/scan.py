@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.normalization import Normalization
 from napari_tiled_unet.tiling.grid import BlockGrid
 from napari_tiled_unet.training.config import MAX_CLASSES
@@ -110,7 +111,7 @@ def scan_pair(
             if not np.isfinite(image).all():
                 where = np.argwhere(~np.isfinite(image))[0][len(lead) :]
                 position = tuple(int(w) + a for w, a in zip(where, start, strict=True))
-                raise ValueError(
+                raise UserInputError(
                     f"{pair.image_name} contains NaN or infinite values (first at pixel "
                     f"{position}); replace them (e.g. numpy.nan_to_num) or crop them away "
                     f"before training"
@@ -122,13 +123,13 @@ def scan_pair(
             position = tuple(
                 int(w) + a for w, a in zip(np.argwhere(labels < 0)[0], start, strict=True)
             )
-            raise ValueError(
+            raise UserInputError(
                 f"{pair.labels_name} hold negative values (e.g. {labels.min()} at pixel "
                 f"{position}); labels must be >= 0"
             )
         if label_mode != "instance" and labels.size and labels.max() >= MAX_CLASSES:
             meaning = "classes" if label_mode == "semantic" else "painted labels"
-            raise ValueError(
+            raise UserInputError(
                 f"{pair.labels_name} hold values up to {labels.max()}, too many {meaning} for "
                 f"label_mode={label_mode!r} (at most {MAX_CLASSES - 1}). If each value is one "
                 f"object, use label_mode='instance'"
@@ -155,7 +156,9 @@ def scan_pair(
     labelled = bool(counts[:, 1:].sum())
     if not labelled and not allow_empty:
         hint = EMPTY_LABELS_HINTS[label_mode]
-        raise ValueError(f"{pair.labels_name} are empty (all 0); {hint}, or leave this pair out")
+        raise UserInputError(
+            f"{pair.labels_name} are empty (all 0); {hint}, or leave this pair out"
+        )
     if label_mode == "semantic":
         class_counts = counts.sum(axis=0)
     elif label_mode == "sparse":
@@ -185,11 +188,11 @@ def count_classes(pairs: Sequence[TrainingPair], label_mode: str) -> np.ndarray:
     if label_mode != "instance" and len(present) < 2:
         which = ", ".join(p.labels_name for p in pairs)
         if label_mode == "sparse":
-            raise ValueError(
+            raise UserInputError(
                 f"{which}: only label {present[0] + 1} is painted; sparse training needs at least "
                 f"two painted labels (e.g. 1 = background, 2 = object)"
             )
-        raise ValueError(
+        raise UserInputError(
             f"{which}: only class {present[0]} is present; semantic training needs at least two "
             f"classes (e.g. 0 = background and 1 = object)"
         )

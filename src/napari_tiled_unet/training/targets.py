@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from skimage.segmentation import find_boundaries
 
+from napari_tiled_unet.errors import UserInputError
+
 #: Classes learned in instance mode.
 INSTANCE_CLASSES = ("background", "interior", "boundary")
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
@@ -57,7 +59,9 @@ def make_targets(labels: np.ndarray, label_mode: str) -> tuple[np.ndarray, np.nd
     if label_mode == "sparse":
         annotated = labels > 0
         return np.where(annotated, labels.astype(np.int64) - 1, 0), annotated
-    raise ValueError(f"label_mode must be 'semantic', 'instance' or 'sparse', got {label_mode!r}")
+    raise UserInputError(
+        f"label_mode must be 'semantic', 'instance' or 'sparse', got {label_mode!r}"
+    )
 
 
 def default_class_names(label_mode: str, num_classes: int) -> list[str]:

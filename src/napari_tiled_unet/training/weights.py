@@ -18,6 +18,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.measure import label as connected_components
 
+from napari_tiled_unet.errors import UserInputError
+
 #: Class weights are capped at this value so a class seen on a handful of pixels cannot dominate.
 MAX_CLASS_WEIGHT = 100.0
 
@@ -95,7 +97,7 @@ def border_weights(
     if w0 == 0:
         return out
     if objects.size == 0 or objects.min() < 0:
-        raise ValueError("object ids must be >= 0")
+        raise UserInputError("object ids must be >= 0")
     if int(objects.max()) <= 4 * objects.size:
         dense = objects  # small ids (the usual case): find_objects directly, no sort
     else:
