@@ -185,7 +185,7 @@ def test_time_series_equals_per_frame_predictions_with_one_progress_stream(rng, 
         net, tmp_path / "m.pt", normalization={"mode": "fixed", "offset": 0.5, "scale": 2.0}
     )
     movie = rng.random((3, 40, 48), dtype=np.float32)
-    events = list(iter_predict(movie, path, axes="TYX", output="probabilities"))
+    events, _ = drain(iter_predict(movie, path, axes="TYX", output="probabilities"))
     per_frame = np.stack([predict(m, path, output="probabilities") for m in movie], axis=1)
     result = predict(movie, path, axes="TYX", output="probabilities")
     assert result.shape == (3, 3, 40, 48) and np.array_equal(result, per_frame)

@@ -51,7 +51,7 @@ def test_local_cluster_equals_local_prediction(client, image, padding, tile):
     # Worker processes run torch on one thread: equal up to float rounding.
     np.testing.assert_allclose(probs.compute(), expected, rtol=1e-5, atol=1e-6)
     out = np.zeros(probs.shape, probs.dtype)
-    events = list(iter_store(probs, out, client))
+    events, _ = drain(iter_store(probs, out, client))
     assert events[-1].done == events[-1].total == np.prod(probs.numblocks)
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
 
@@ -71,7 +71,7 @@ def test_threaded_scheduler_equals_local_prediction(image, padding, tile):
         with dask.config.set(scheduler="threads"):
             np.testing.assert_array_equal(result.compute(), expected)
             out = np.zeros(result.shape, result.dtype)
-            list(iter_store(result, out))
+            drain(iter_store(result, out))
         np.testing.assert_array_equal(out, expected)
 
 

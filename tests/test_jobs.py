@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import tifffile
-from _nets import tiny_unet
 
+from _nets import tiny_unet
 from napari_tiled_unet import predict, save_model
 from napari_tiled_unet.errors import TiledUNetError, UserInputError
 from napari_tiled_unet.jobs import (

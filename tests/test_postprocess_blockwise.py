@@ -15,11 +15,11 @@ from napari_tiled_unet.inference import iter_predict_to_file
 from napari_tiled_unet.instances_blockwise import iter_instances_blockwise
 from napari_tiled_unet.model.modelfile import default_model_path
 from napari_tiled_unet.postprocess import (
-    _relabel,
-    _remove_small,
     grow_seeds,
     instances_from_classes,
     labels_from_probabilities,
+    relabel_in_raster_order,
+    remove_small,
 )
 from napari_tiled_unet.training.targets import instance_targets
 
@@ -154,18 +154,18 @@ def _skimage_components(classes, min_size):
     structure = ndi.generate_binary_structure(classes.ndim, 1)
     foreground = classes != 0
     seeds, _ = ndi.label(classes == 1, structure=structure)
-    seeds = _remove_small(seeds, min_size)
+    seeds = remove_small(seeds, min_size)
     labels = watershed(np.zeros(classes.shape), markers=seeds, mask=foreground, connectivity=1)
     leftover, _ = ndi.label(foreground & (labels == 0), structure=structure)
-    leftover = _remove_small(leftover, min_size)
-    return _relabel(np.where(leftover > 0, leftover + labels.max(), labels))
+    leftover = remove_small(leftover, min_size)
+    return relabel_in_raster_order(np.where(leftover > 0, leftover + labels.max(), labels))
 
 
 def _tie_pixels(classes, min_size):
     """Foreground pixels with more than one nearest seed (geodesic), by a plain BFS."""
     structure = ndi.generate_binary_structure(classes.ndim, 1)
     seeds, _ = ndi.label(classes == 1, structure=structure)
-    seeds = _remove_small(seeds, min_size)
+    seeds = remove_small(seeds, min_size)
     dist = np.where(seeds > 0, 0, -1)
     owners = {p: {int(seeds[p])} for p in zip(*np.nonzero(seeds), strict=True)}
     queue = collections.deque(owners)

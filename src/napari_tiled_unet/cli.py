@@ -157,6 +157,14 @@ def _predict_one(request, image_path: Path, out: Path, probs: Path | None, clien
     _progress_bar(job, "predict")
 
 
+def _dask_client(address: str | None):
+    if address is None:
+        return contextlib.nullcontext()
+    from napari_tiled_unet.distributed import connect
+
+    return connect(address)
+
+
 def _predict(args: argparse.Namespace) -> None:
     from napari_tiled_unet._malloc import keep_freed_memory
     from napari_tiled_unet.jobs import load_job_model
@@ -167,30 +175,6 @@ def _predict(args: argparse.Namespace) -> None:
     request = _predict_request(args, load_job_model(args.model))
     with _dask_client(args.dask_scheduler) as client:
         _predict_jobs(request, args.input, jobs, client)
-
-
-@contextlib.contextmanager
-def _dask_client(address: str | None):
-    """None, or a dask.distributed Client: a LocalCluster for "local", else the scheduler at address."""
-    if address is None:
-        yield None
-        return
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError as err:
-        raise CommandError(
-            "--dask-scheduler needs dask.distributed: pip install 'napari-tiled-unet[dask]'"
-        ) from err
-    if address == "local":
-        with LocalCluster(dashboard_address=None) as cluster, Client(cluster) as client:
-            yield client
-        return
-    try:
-        client = Client(address, timeout=30)
-    except OSError as err:
-        raise CommandError(f"cannot reach the dask scheduler at {address}: {err}") from err
-    with client:
-        yield client
 
 
 def _predict_jobs(request, inputs: Sequence[str], jobs, client) -> None:

@@ -168,13 +168,7 @@ class NetworkSpec:
             As :class:`UNetConfig` (e.g. anisotropic levels for a 2D network).
         """
         return UNetConfig(
-            in_channels=in_channels,
-            num_classes=num_classes,
-            depth=self.depth,
-            base_channels=self.base_channels,
-            padding=self.padding,
-            ndim=ndim,
-            anisotropic_levels=self.anisotropic_levels,
+            in_channels=in_channels, num_classes=num_classes, ndim=ndim, **dataclasses.asdict(self)
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -21,13 +21,14 @@ Needs the ``dask`` extra: ``pip install napari-tiled-unet[dask]``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
 import threading
 import uuid
 import warnings
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -180,18 +181,10 @@ def iter_predict_dask(
     model=None,
     out: Any = None,
     *,
-    axes: str | Layout | None = None,
-    channels: Sequence[int] | None = None,
-    tile_shape: Sequence[int] | None = None,
-    halo: int | None = None,
-    batch_size: int = 1,
-    device: str = "auto",
     output: str = "labels",
-    client=None,
-    name: str = "image",
-    precision: str = "float32",
     scratch_dir: str | os.PathLike | None = None,
     scratch_name: str = "classes",
+    **options: Any,
 ) -> Generator[Progress, None, Any]:
     """:func:`~napari_tiled_unet.inference.iter_predict` with the tiles computed on dask.
 
@@ -201,7 +194,7 @@ def iter_predict_dask(
 
     Parameters
     ----------
-    image, model, axes, channels, tile_shape, halo, batch_size, name, precision
+    image, model
         As for :func:`~napari_tiled_unet.inference.iter_predict`.
     out : array-like, optional
         Where to write the result (shape: :func:`~napari_tiled_unet.inference.layout_output_spec`),
@@ -216,6 +209,9 @@ def iter_predict_dask(
     scratch_dir, scratch_name
         Where the scratch class map of "instances" goes (None: the system's temporary
         folder), as for :func:`~napari_tiled_unet.instances.iter_instances`.
+    **options
+        The keywords of :func:`predict_dask` (``axes``, ``channels``, ``tile_shape``,
+        ``halo``, ``batch_size``, ``device``, ``client``, ``name``, ``precision``).
 
     Yields
     ------
@@ -231,9 +227,10 @@ def iter_predict_dask(
     """
     check_output_kind(output)
     net = resolve_model(model)
-    layout = image_layout(image, net, axes=axes, channels=channels, name=name)
-    options = dict(tile_shape=tile_shape, halo=halo, batch_size=batch_size, device=device)
-    options.update(client=client, name=name, precision=precision)
+    axes, channels = options.pop("axes", None), options.pop("channels", None)
+    layout = image_layout(
+        image, net, axes=axes, channels=channels, name=options.get("name", "image")
+    )
     if output == "instances":
         classes = functools.partial(_iter_graph, image, net, layout, output="labels", **options)
         scratch = dict(scratch_dir=scratch_dir, scratch_name=scratch_name)
@@ -242,7 +239,7 @@ def iter_predict_dask(
 
 
 def _iter_graph(
-    image, net: UNet, layout: Layout, out: Any = None, *, output: str, client, **options: Any
+    image, net: UNet, layout: Layout, out: Any = None, *, output: str, client=None, **options: Any
 ) -> Generator[Progress, None, Any]:
     """Labels or probabilities of every frame of ``layout`` on dask, stored into ``out``."""
     shape, dtype, _axes = layout_output_spec(net, layout, output)
@@ -267,13 +264,13 @@ def _graph(
     layout: Layout,
     *,
     output: str,
-    tile_shape: Sequence[int] | None,
-    halo: int | None,
-    batch_size: int,
-    device: str,
-    client,
-    name: str,
-    precision: str,
+    tile_shape: Sequence[int] | None = None,
+    halo: int | None = None,
+    batch_size: int = 1,
+    device: str = "auto",
+    client=None,
+    name: str = "image",
+    precision: str = "float32",
 ) -> tuple[dask.array.Array, TilePlan, str]:
     """The lazy result of the whole image, its tile plan and the plan's warning ("" if none)."""
     import dask
@@ -450,3 +447,30 @@ def iter_store(array, out, client=None) -> Generator[Progress, None, Any]:
         done = start + len(group)
         yield Progress("predict", done, len(indices), f"block {done}/{len(indices)}")
     return out
+
+
+@contextlib.contextmanager
+def connect(address: str) -> Iterator[Any]:
+    """A ``distributed.Client``: on a new LocalCluster for ``"local"``, else the scheduler at ``address``.
+
+    Raises
+    ------
+    UserInputError
+        Without dask.distributed installed, or when the scheduler cannot be reached.
+    """
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as err:
+        raise UserInputError(
+            "a dask scheduler needs dask.distributed: pip install 'napari-tiled-unet[dask]'"
+        ) from err
+    if address == "local":
+        with LocalCluster(dashboard_address=None) as cluster, Client(cluster) as client:
+            yield client
+        return
+    try:
+        client = Client(address, timeout=30)
+    except OSError as err:
+        raise UserInputError(f"cannot reach the dask scheduler at {address}: {err}") from err
+    with client:
+        yield client

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_tiled_unet.config import dataclass_from_dict as _from_dict
+from napari_tiled_unet.config import dataclass_from_dict
 from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.io.mapped import read_only_map, release_mapped_pages
 
@@ -108,7 +108,7 @@ class Normalization:
             return cls(mode="none")
         data = dict(data)
         data.setdefault("per_channel", False)
-        return _from_dict(cls, data)
+        return dataclass_from_dict(cls, data)
 
     def resolve(self, image, channel_axis: int | None = None) -> Normalization:
         """Return a "fixed" (or "none") normalisation with this image's parameters.

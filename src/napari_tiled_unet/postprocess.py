@@ -77,7 +77,7 @@ def labels_from_probabilities(
     structure = ndi.generate_binary_structure(classes.ndim, 1)
     seeds, _ = ndi.label(classes == 1, structure=structure)
     if min_size > 1:
-        seeds = _remove_small(seeds, min_size)
+        seeds = remove_small(seeds, min_size)
     landscape = -np.asarray(probabilities[1], np.float32)
     labels = watershed(landscape, markers=seeds, mask=foreground, connectivity=1)
     return _add_leftover(labels, foreground, min_size)
@@ -129,8 +129,10 @@ def instances_from_classes(classes: np.ndarray, min_size: int = 4) -> np.ndarray
     structure = ndi.generate_binary_structure(classes.ndim, 1)
     seeds, _ = ndi.label(classes == 1, structure=structure)
     if min_size > 1:
-        seeds = _remove_small(seeds, min_size)
-    seeds = _relabel(seeds)  # seed numbers in raster order of their first pixel: the tie rule
+        seeds = remove_small(seeds, min_size)
+    seeds = relabel_in_raster_order(
+        seeds
+    )  # seed numbers in raster order of their first pixel: the tie rule
     labels, _ = grow_seeds(seeds, foreground)
     return _add_leftover(labels, foreground, min_size)
 
@@ -141,9 +143,9 @@ def _add_leftover(labels: np.ndarray, foreground: np.ndarray, min_size: int) -> 
     leftover, n_left = ndi.label(foreground & (labels == 0), structure=structure)
     if n_left:
         if min_size > 1:
-            leftover = _remove_small(leftover, min_size)
+            leftover = remove_small(leftover, min_size)
         labels = np.where(leftover > 0, leftover + labels.max(initial=0), labels)
-    return _relabel(labels).astype(np.int32, copy=False)
+    return relabel_in_raster_order(labels).astype(np.int32, copy=False)
 
 
 def grow_seeds(
@@ -253,7 +255,7 @@ def smallest_label_per_pixel(
     return candidates[starts], np.minimum.reduceat(np.concatenate(labels)[order], starts)
 
 
-def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
+def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     """Set objects with fewer than ``min_size`` pixels to 0 (works on any skimage version)."""
     sizes = np.bincount(labels.ravel())
     small = sizes < min_size
@@ -279,7 +281,7 @@ def first_pixels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ids, where[first]
 
 
-def _relabel(labels: np.ndarray) -> np.ndarray:
+def relabel_in_raster_order(labels: np.ndarray) -> np.ndarray:
     """Consecutive ids 1..N in order of first appearance (C order), 0 kept."""
     ids, first = first_pixels(labels)
     order = ids[np.argsort(first)]

@@ -8,6 +8,7 @@ import pytest
 import torch
 from _train_problems import disc_image, tiny_config
 
+from _helpers import drain
 from napari_tiled_unet.events import Progress
 from napari_tiled_unet.metrics import pixel_scores
 from napari_tiled_unet.model.modelfile import load_model, save_model
@@ -37,7 +38,7 @@ def same_weights(a, b):
 
 def test_loss_falls_and_validation_iou_is_high(discs):
     image, _, semantic = discs
-    events = list(iter_train(image, semantic, tiny_config(iterations=40), names=["nuclei"]))
+    events, _ = drain(iter_train(image, semantic, tiny_config(iterations=40), names=["nuclei"]))
     assert all(isinstance(e, Progress) and e.stage == "train" for e in events)
     assert [e.done for e in events] == list(range(41)) and events[-1].total == 40
     losses = [e.metrics["loss"] for e in events[1:]]
