@@ -11,7 +11,8 @@ from napari_tiled_unet.model.geometry import TileGeometry
 from napari_tiled_unet.tiling.plan import plan_tiles
 from napari_tiled_unet.tiling.stitch import iter_run_plan
 
-SHAPES = [(301, 517), (37, 21)]  # not multiples of any tile; smaller than one tile
+# Not a multiple of any tile (slow: ~12 s over its 4 cases on 2 cores); smaller than one tile.
+SHAPES = [pytest.param((301, 517), marks=pytest.mark.slow), (37, 21)]
 
 
 @pytest.mark.parametrize("padding", ["same", "valid"])

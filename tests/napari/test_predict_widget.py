@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 
 from napari_tiled_unet._napari._models import trained_models
 from napari_tiled_unet._napari.predict_widget import (
@@ -332,6 +333,7 @@ def test_halo_allows_tiles_smaller_than_the_receptive_field(
     assert "cells labels" in predict_widget.status.value
 
 
+@pytest.mark.slow  # ~13 s: the whole prediction with 240³ tiles
 def test_a_tile_over_the_memory_budget_is_announced_with_a_halo_that_fits(
     viewer, predict_widget, wait_done, warnings_shown, tmp_path
 ):
