@@ -200,8 +200,6 @@ def iter_predict_dask(
         Where to write the result (shape: :func:`~napari_tiled_unet.inference.layout_output_spec`),
         e.g. the array of :func:`~napari_tiled_unet.io.store.create_output`; a new numpy
         array by default.
-    device, client
-        As for :func:`predict_dask`.
     output : {"labels", "probabilities", "instances"}
         "instances": the class map is computed on dask into a scratch zarr store (with
         ``out``) and labelled here frame by frame, block by block
