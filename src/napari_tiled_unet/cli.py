@@ -64,61 +64,6 @@ def _progress_bar(events, desc: str, postfix_keys: Sequence[str] = ()):
             bar.close()
 
 
-TIFF_INPUTS = (".tif", ".tiff")
-
-
-def _gather_inputs(paths: Sequence[str]) -> tuple[list[Path], bool]:
-    """The input files, and whether this is a batch run (several inputs or a folder)."""
-    files: list[Path] = []
-    for item in paths:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(
-                p
-                for p in path.iterdir()
-                if p.is_file() and p.suffix.lower() in TIFF_INPUTS and not p.name.startswith(".")
-            )
-            if not found:
-                raise CommandError(f"folder {path} holds no .tif or .tiff files")
-            files.extend(found)
-        else:
-            files.append(path)
-    batch = len(paths) > 1 or any(Path(p).is_dir() for p in paths)
-    return files, batch
-
-
-def _batch_target(folder: str, image: Path, what: str, fmt: str) -> Path:
-    return Path(folder) / f"{image.stem}_{what}.{fmt}"
-
-
-def _plan_outputs(args: argparse.Namespace) -> list[tuple[Path, Path, Path | None]]:
-    """(input, labels output, probabilities output or None) for every input to run."""
-    files, batch = _gather_inputs(args.input)
-    if not batch:
-        probs = Path(args.probabilities) if args.probabilities else None
-        return [(files[0], Path(args.output), probs)]
-    for folder in (args.output, args.probabilities):
-        if folder is not None:
-            if Path(folder).exists() and not Path(folder).is_dir():
-                raise CommandError(
-                    f"with several inputs or a folder, --output and --probabilities name folders; {folder} is a file"
-                )
-            Path(folder).mkdir(parents=True, exist_ok=True)
-    jobs = [
-        (
-            image,
-            _batch_target(args.output, image, "labels", args.format),
-            _batch_target(args.probabilities, image, "probabilities", args.format)
-            if args.probabilities
-            else None,
-        )
-        for image in files
-    ]
-    # Outputs of an earlier run in the same folder are not inputs.
-    produced = {p.resolve() for _, *outs in jobs for p in outs if p is not None}
-    return [job for job in jobs if job[0].resolve() not in produced]
-
-
 def _parse_channels(text: str | None) -> list[int] | None:
     """``--channels "0,2"`` -> ``[0, 2]``."""
     from napari_tiled_unet.axes import parse_channels
@@ -148,13 +93,17 @@ def _predict_request(args: argparse.Namespace, model):
     )
 
 
-def _predict_one(request, image_path: Path, out: Path, probs: Path | None, client=None) -> None:
+def _predict_one(request, job, client=None) -> None:
     from napari_tiled_unet.jobs import iter_predict_job
 
-    job = iter_predict_job(
-        image_path, request, output_path=out, probabilities_path=probs, client=client
+    events = iter_predict_job(
+        job.image,
+        request,
+        output_path=job.output,
+        probabilities_path=job.probabilities,
+        client=client,
     )
-    _progress_bar(job, "predict")
+    _progress_bar(events, "predict")
 
 
 def _dask_client(address: str | None):
@@ -168,40 +117,41 @@ def _dask_client(address: str | None):
 def _predict(args: argparse.Namespace) -> None:
     from napari_tiled_unet._malloc import keep_freed_memory
     from napari_tiled_unet.jobs import load_job_model
+    from napari_tiled_unet.jobs.paths import plan_predict
 
     keep_freed_memory()
-    jobs = _plan_outputs(args)
+    plan = plan_predict(args.input, args.output, args.probabilities, args.format, args.model)
     # Loaded once for every input of a batch run.
     request = _predict_request(args, load_job_model(args.model))
     with _dask_client(args.dask_scheduler) as client:
-        _predict_jobs(request, args.input, jobs, client)
+        _predict_jobs(request, plan, client)
 
 
-def _predict_jobs(request, inputs: Sequence[str], jobs, client) -> None:
-    if len(jobs) == 1 and len(inputs) == 1 and not Path(inputs[0]).is_dir():
-        image_path, out, probs = jobs[0]
-        _predict_one(request, image_path, out, probs, client)
-        logger.info("wrote %s", out)
+def _predict_jobs(request, plan, client) -> None:
+    if not plan.batch:
+        _predict_one(request, plan.jobs[0], client)
+        logger.info("wrote %s", plan.jobs[0].output)
         return
     failed = []
-    for image_path, out, probs in jobs:
-        if out.exists() and (probs is None or probs.exists()):
-            logger.warning("skipping %s: %s already exists", image_path.name, out)
+    for job in plan.jobs:
+        if job.finished():
+            logger.warning("skipping %s: %s already exists", job.image, job.output)
             continue
         try:
-            _predict_one(request, image_path, out, probs, client)
+            _predict_one(request, job, client)
         except (TiledUNetError, ValueError, OSError) as err:  # one bad file stops no batch
-            print(f"napari-tiled-unet: {image_path}: {err}", file=sys.stderr)
-            failed.append(image_path.name)
+            print(f"napari-tiled-unet: {job.image}: {err}", file=sys.stderr)
+            failed.append(job.image.name)
         else:
-            logger.info("wrote %s", out)
+            logger.info("wrote %s", job.output)
     if failed:
-        raise CommandError(f"{len(failed)} of {len(jobs)} inputs failed: {', '.join(failed)}")
+        raise CommandError(f"{len(failed)} of {len(plan.jobs)} inputs failed: {', '.join(failed)}")
 
 
 def _train(args: argparse.Namespace) -> None:
     from napari_tiled_unet.io.tiff import open_tiff, tiff_axes
     from napari_tiled_unet.jobs import LayoutHints, TrainImage, TrainRequest, plan_training
+    from napari_tiled_unet.jobs.paths import check_training_paths
     from napari_tiled_unet.model.modelfile import save_model
 
     if len(args.image) != len(args.labels):
@@ -210,11 +160,14 @@ def _train(args: argparse.Namespace) -> None:
         )
     if len(args.validation_image) != len(args.validation_labels):
         raise CommandError("give one --validation-labels per --validation-image")
-    output = Path(args.output)
-    if output.resolve() in {Path(p).resolve() for p in args.image + args.labels}:
-        raise CommandError(f"output {output} is one of the inputs; choose another name")
-    if not output.parent.is_dir():
-        raise CommandError(f"output folder {output.parent} does not exist")
+    output = check_training_paths(
+        args.output,
+        images=args.image,
+        labels=args.labels,
+        validation_images=args.validation_image,
+        validation_labels=args.validation_labels,
+        resume=args.resume,
+    )
     if args.anisotropic_levels and args.ndim != 3:
         raise CommandError("--anisotropic-levels is for 3D models; add --ndim 3")
 
@@ -312,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         "-o",
         required=True,
-        help="output labels (.tif, .tiff or .zarr); for a batch run a folder, which gets NAME_labels.tif per input and lets a rerun skip inputs already done",
+        help="output labels (.tif, .tiff or .zarr; an existing .zarr folder is replaced only if napari-tiled-unet wrote it); for a batch run a folder, which gets NAME_labels.tif per input (inputs of the same NAME: their file or folder name) and lets a rerun skip inputs already done",
     )
     p.add_argument(
         "--probabilities",
@@ -430,22 +383,38 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def _terminate_as_interrupt():
-    """Turn SIGTERM into an exception while the command runs, so that temporary outputs are
-    removed and training saves its best model, as on Ctrl-C; Python would otherwise exit at
-    once and leave temporary files behind."""
+def _signals_as_interrupts():
+    """Turn SIGTERM (and SIGINT) into exceptions while the command runs, so that temporary
+    outputs are removed and training saves its best model; Python would otherwise exit at
+    once on SIGTERM and leave temporary files behind. After the first signal both are
+    ignored until the process ends: a second one (``timeout`` signals the process and then
+    its group; an impatient Ctrl-C) must not cut the cleanup short."""
 
     def stop(signum, frame):
-        raise Terminated
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if all(signal.getsignal(s) is stop for s in previous):  # no signal came
+            for s, handler in previous.items():
+                signal.signal(s, signal.SIG_DFL if handler is None else handler)
+
+
+def _interrupted(what: str) -> str:
+    """The line for an interrupted run: whether its unfinished outputs are really gone."""
+    from napari_tiled_unet.jobs.paths import remove_unfinished_outputs
+
+    left = remove_unfinished_outputs()
+    if left:
+        return f"{what}; could not remove unfinished outputs: {', '.join(map(str, left))}"
+    return f"{what}; unfinished outputs were removed"
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -461,14 +430,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
     )
     try:
-        with _terminate_as_interrupt(), warnings.catch_warnings():
+        with _signals_as_interrupts(), warnings.catch_warnings():
             warnings.showwarning = _show_warning
             args.run(args)
     except Terminated:
-        print("napari-tiled-unet: terminated; unfinished outputs were removed", file=sys.stderr)
+        print(f"napari-tiled-unet: {_interrupted('terminated')}", file=sys.stderr)
         return 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        print("napari-tiled-unet: interrupted; unfinished outputs were removed", file=sys.stderr)
+        print(f"napari-tiled-unet: {_interrupted('interrupted')}", file=sys.stderr)
         return 130
     except (TiledUNetError, OSError) as err:
         # The user's problem: one line (with its traceback under -v). Anything else is a bug

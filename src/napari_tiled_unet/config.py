@@ -11,6 +11,11 @@ from napari_tiled_unet.errors import UserInputError
 PADDINGS = ("same", "valid")
 #: Largest supported number of pooling steps.
 MAX_DEPTH = 6
+#: Largest supported network: 1e9 parameters are 3.7 GiB of float32 weights, and training
+#: needs about four times that (weights, gradients, two Adam moments) before any activation.
+#: The paper's network (base 64, depth 4) has 31 million; a model file claiming
+#: ``base_channels: 20000`` would allocate terabytes before anything else could object.
+MAX_PARAMETERS = 10**9
 
 T = TypeVar("T")
 
@@ -49,6 +54,71 @@ def _check_architecture(
             f"{owner}.anisotropic_levels must be an integer between 0 and depth ({depth}), "
             f"got {k!r}"
         )
+
+
+def parameter_count(
+    in_channels: int,
+    num_classes: int,
+    depth: int,
+    base_channels: int,
+    ndim: int = 2,
+    anisotropic_levels: int = 0,
+) -> int:
+    """Number of weights and biases of the U-Net of these sizes, without building it.
+
+    Follows :class:`~napari_tiled_unet.model.unet.UNet`: per level a double 3-wide convolution
+    (``base_channels * 2**level`` channels), a bottleneck, per level a 2-wide transposed
+    convolution halving the channels and a double convolution, and a 1x1 output convolution.
+    """
+    kernel = 3**ndim
+
+    def double(c_in: int, c_out: int) -> int:
+        return c_in * c_out * kernel + c_out + c_out * c_out * kernel + c_out
+
+    widths = [base_channels * 2**i for i in range(depth + 1)]
+    total = sum(
+        double(c_in, c_out)
+        for c_in, c_out in zip([in_channels, *widths[:-2]], widths[:-1], strict=True)
+    )
+    total += double(widths[-2], widths[-1])
+    for level in range(depth, 0, -1):
+        c_in = widths[level]
+        window = 4 if level - 1 < anisotropic_levels else 2**ndim
+        total += c_in * (c_in // 2) * window + c_in // 2 + double(c_in, widths[level - 1])
+    return total + base_channels * num_classes + num_classes
+
+
+def _check_size(owner: str, **sizes: int) -> None:
+    """Refuse a network of more than :data:`MAX_PARAMETERS` before anything allocates it."""
+    count = parameter_count(**sizes)
+    if count <= MAX_PARAMETERS:
+        return
+    base = sizes["base_channels"]
+    fits = 0  # the largest base_channels within the bound, the other sizes kept
+    low, high = 1, base
+    while low <= high:
+        mid = (low + high) // 2
+        if parameter_count(**{**sizes, "base_channels": mid}) <= MAX_PARAMETERS:
+            fits, low = mid, mid + 1
+        else:
+            high = mid - 1
+    advice = (
+        f"use base_channels of at most {fits} (or fewer levels)"
+        if fits
+        else "use fewer input channels or classes"
+    )
+    raise UserInputError(
+        f"{owner}: a network of base_channels={base}, depth={sizes['depth']} "
+        f"({sizes['in_channels']} input channel(s), {sizes['num_classes']} classes, "
+        f"{sizes['ndim']}D) has {count:.3g} parameters: {_size(count * 4)} of float32 weights, "
+        f"about {_size(count * 16)} to train; at most {MAX_PARAMETERS:,} are supported, "
+        f"{advice}"
+    )
+
+
+def _size(n: int) -> str:
+    """``n`` bytes in GiB, or TiB from 1 TiB on."""
+    return f"{n / 2**40:.3g} TiB" if n >= 2**40 else f"{n / 2**30:.3g} GiB"
 
 
 @dataclass(frozen=True)
@@ -106,6 +176,22 @@ class UNetConfig:
                 f"UNetConfig.anisotropic_levels is for 3D networks (pooling only in Y and X "
                 f"while Z is coarse); got {self.anisotropic_levels} with ndim={self.ndim}"
             )
+        _check_size("UNetConfig", **self._sizes())
+
+    def _sizes(self) -> dict[str, int]:
+        return {
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "depth": self.depth,
+            "base_channels": self.base_channels,
+            "ndim": self.ndim,
+            "anisotropic_levels": self.anisotropic_levels,
+        }
+
+    @property
+    def parameter_count(self) -> int:
+        """Number of weights and biases of this network (see :func:`parameter_count`)."""
+        return parameter_count(**self._sizes())
 
     @property
     def network(self) -> NetworkSpec:
@@ -156,6 +242,16 @@ class NetworkSpec:
     def __post_init__(self) -> None:
         _check_architecture(
             "NetworkSpec", self.base_channels, self.depth, self.padding, self.anisotropic_levels
+        )
+        # The smallest data (one channel, two classes, 2D); unet_config checks the real ones.
+        _check_size(
+            "NetworkSpec",
+            in_channels=1,
+            num_classes=2,
+            depth=self.depth,
+            base_channels=self.base_channels,
+            ndim=2,
+            anisotropic_levels=0,
         )
 
     def unet_config(self, in_channels: int = 1, num_classes: int = 2, ndim: int = 2) -> UNetConfig:

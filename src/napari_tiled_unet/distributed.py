@@ -1,20 +1,21 @@
 """Overlap-tile prediction on dask: the same tile plan and per-tile function, many machines.
 
-:func:`predict_dask` returns a lazy ``dask.array.Array`` built, frame by frame of the image's
-layout (:class:`~napari_tiled_unet.axes.Layout`, resolved as by
-:func:`~napari_tiled_unet.inference.iter_predict`), from the plan of
-:func:`~napari_tiled_unet.inference.iter_predict`: one task per batch of tiles reads each
-tile's bounding box from the (dask) image, mirror-pads it with
-:func:`~napari_tiled_unet.tiling.stitch.take_window` and runs
-:func:`~napari_tiled_unet.forward.predict_batch`; the tiles' valid centres are assembled with
-``dask.array.block``, the frames stacked in the result's axis order. The result equals the
-local one exactly (same normalisation, tiles, batches and function). It computes on whatever
-dask scheduler is active: the local threaded one, or a ``dask.distributed`` Client
-(LocalCluster, a scheduler address, dask-jobqueue's SLURMCluster). The network travels once,
-as its configuration and weights, and is rebuilt once per worker.
+:func:`iter_predict_dask` runs a whole prediction (labels, probabilities or instances) on a
+``dask.distributed`` cluster into an array on this machine, yielding Progress: what a job
+layer calls. The tiles are read here, as the local loop reads them, and travel to the workers
+with their tasks; the results come back here. So the workers need not see the image's file,
+no open file (a TIFF read through tifffile's zarr store) has to be pickled, and at most two
+batches per worker thread are in flight: memory is bounded by the tile, not the image.
 
-:func:`iter_predict_dask` runs a whole prediction (labels, probabilities or instances) that
-way into an array on this machine, yielding Progress: what a job layer calls.
+:func:`predict_dask` returns the lazy ``dask.array.Array`` of a prediction
+(:func:`~napari_tiled_unet.dask_graph.build_graph`: per frame of the image's layout, one task
+per batch of tiles of :func:`~napari_tiled_unet.inference.iter_predict`'s plan, reading the
+tiles' boxes from the image). It computes on whatever dask scheduler is active: the local
+threaded one, or a ``dask.distributed`` Client (LocalCluster, a scheduler address,
+dask-jobqueue's SLURMCluster) whose workers can read the image (a numpy or dask array, a zarr
+store they reach). The network travels once, as its configuration and weights, and is rebuilt
+once per worker. Either way the result equals the local one (same normalisation, tiles,
+batches and per-tile function).
 
 Needs the ``dask`` extra: ``pip install napari-tiled-unet[dask]``.
 """
@@ -24,18 +25,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import os
-import threading
-import uuid
 import warnings
 from collections.abc import Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_tiled_unet.dask_graph import build_graph, model_payload, predict_tiles
 from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.events import Progress
-from napari_tiled_unet.forward import check_precision, memory_format, predict_batch
+from napari_tiled_unet.forward import check_precision
 from napari_tiled_unet.inference import (
     check_output_kind,
     image_layout,
@@ -44,68 +45,17 @@ from napari_tiled_unet.inference import (
     resolve_model,
 )
 from napari_tiled_unet.instances import iter_instances
-from napari_tiled_unet.normalization import Normalization
-from napari_tiled_unet.planning import plan_with_warning
+from napari_tiled_unet.io.mapped import release_mapped_pages
+from napari_tiled_unet.planning import check_tiling_options, plan_with_warning
 from napari_tiled_unet.tiling.grid import BlockGrid
-from napari_tiled_unet.tiling.plan import Tile, TilePlan
-from napari_tiled_unet.tiling.stitch import take_window, tile_window
+from napari_tiled_unet.tiling.stitch import read_tile
 
 if TYPE_CHECKING:
     import dask.array
 
     from napari_tiled_unet.axes import Layout
     from napari_tiled_unet.model.unet import UNet
-
-_CACHE: dict[tuple[str, str], Any] = {}
-_CACHE_LOCK = threading.Lock()
-_CACHE_SIZE = 2
-
-
-def _worker_model(payload: dict, device: str):
-    """The network of ``payload`` on ``device``, built once per process (a small cache)."""
-    from napari_tiled_unet.config import UNetConfig
-    from napari_tiled_unet.device import resolve_device
-    from napari_tiled_unet.model.unet import UNet
-
-    key = (payload["key"], device)
-    with _CACHE_LOCK:
-        if key not in _CACHE:
-            torch_device = resolve_device(device)
-            net = UNet.from_config(UNetConfig(**payload["config"]))
-            net.load_state_dict(payload["state_dict"])
-            while len(_CACHE) >= _CACHE_SIZE:
-                _CACHE.pop(next(iter(_CACHE)))
-            layout = memory_format(net.config.ndim)
-            _CACHE[key] = (net.eval().to(torch_device, memory_format=layout), torch_device)
-        return _CACHE[key]
-
-
-def _run_batch(
-    payload: dict,
-    tiles: Sequence[Tile],
-    locals_: Sequence[Sequence[np.ndarray]],
-    normalization: Normalization,
-    output: str,
-    device: str,
-    name: str,
-    precision: str,
-    *blocks,
-) -> tuple[np.ndarray, ...]:
-    """One dask task: read a batch of tiles from their boxes, predict, crop each to its centre."""
-    net, torch_device = _worker_model(payload, device)
-    batch = np.stack([take_window(b, loc) for b, loc in zip(blocks, locals_, strict=True)])
-    result = predict_batch(net, batch, tiles, normalization, output, torch_device, name, precision)
-    return tuple(
-        np.ascontiguousarray(r[(Ellipsis, *t.crop)]) for t, r in zip(tiles, result, strict=True)
-    )
-
-
-def _model_payload(net) -> dict:
-    return {
-        "key": uuid.uuid4().hex,
-        "config": net.config.to_dict(),
-        "state_dict": {k: v.detach().to("cpu").clone() for k, v in net.state_dict().items()},
-    }
+    from napari_tiled_unet.tiling.plan import TilePlan
 
 
 def predict_dask(
@@ -144,7 +94,10 @@ def predict_dask(
         :func:`iter_predict_dask`.
     client : distributed.Client, optional
         If given, the network's weights are scattered to all workers once; otherwise they
-        are one task of the graph. Computing runs on the active scheduler either way.
+        are one task of the graph. Computing runs on the active scheduler either way; on a
+        ``dask.distributed`` one, the workers read ``image`` themselves, so it must pickle
+        (numpy, dask, zarr on a path they reach): a TIFF opened with
+        :func:`~napari_tiled_unet.io.tiff.open_tiff` does not, use :func:`iter_predict_dask`.
 
     Returns
     -------
@@ -158,7 +111,10 @@ def predict_dask(
     check_output_kind(output, ("labels", "probabilities"))
     net = resolve_model(model)
     layout = image_layout(image, net, axes=axes, channels=channels, name=name)
-    array, _plan, warning = _graph(
+    check_tiling_options(net, tile_shape, batch_size)
+    if client is not None or _active_client() is not None:
+        _check_picklable(image, name)
+    array, _plan, warning = build_graph(
         image,
         net,
         layout,
@@ -188,9 +144,12 @@ def iter_predict_dask(
 ) -> Generator[Progress, None, Any]:
     """:func:`~napari_tiled_unet.inference.iter_predict` with the tiles computed on dask.
 
-    The result is computed block by block on the active scheduler (or ``client``'s cluster)
-    and written into ``out`` on this machine (:func:`iter_store`), so ``out`` need not be
-    reachable from the workers. Equal to :func:`~napari_tiled_unet.inference.predict`'s.
+    On a ``dask.distributed`` cluster (``client``, or the active scheduler's Client) each
+    batch of tiles is read here and sent to a worker with its task, at most two batches per
+    worker thread at a time, and the results are written into ``out`` here: neither the
+    image's file nor ``out`` need be reachable from the workers. On a local scheduler
+    (threads) :func:`predict_dask`'s graph is computed block by block into ``out``
+    (:func:`iter_store`). Equal to :func:`~napari_tiled_unet.inference.predict`'s.
 
     Parameters
     ----------
@@ -214,9 +173,9 @@ def iter_predict_dask(
     Yields
     ------
     Progress
-        ``stage="predict"`` in blocks (one per tile and frame), first with ``done=0`` and
-        the plan's memory warning, if any; for "instances" with ``out`` then
-        ``stage="instances"`` events.
+        ``stage="predict"`` in tiles over all frames (in blocks, one per tile and frame, on
+        a local scheduler), first with ``done=0`` and the plan's memory warning, if any; for
+        "instances" with ``out`` then ``stage="instances"`` events.
 
     Returns
     -------
@@ -229,172 +188,132 @@ def iter_predict_dask(
     layout = image_layout(
         image, net, axes=axes, channels=channels, name=options.get("name", "image")
     )
+    check_tiling_options(net, options.get("tile_shape"), options.get("batch_size", 1))
+    client = options.pop("client", None)
+    client = _active_client() if client is None else client
+    run = _iter_graph if client is None else functools.partial(_iter_cluster, client=client)
     if output == "instances":
-        classes = functools.partial(_iter_graph, image, net, layout, output="labels", **options)
+        classes = functools.partial(run, image, net, layout, output="labels", **options)
         scratch = dict(scratch_dir=scratch_dir, scratch_name=scratch_name)
         return (yield from iter_instances(layout, net.config.num_classes, classes, out, **scratch))
-    return (yield from _iter_graph(image, net, layout, out, output=output, **options))
+    return (yield from run(image, net, layout, out, output=output, **options))
 
 
-def _iter_graph(
-    image, net: UNet, layout: Layout, out: Any = None, *, output: str, client=None, **options: Any
-) -> Generator[Progress, None, Any]:
-    """Labels or probabilities of every frame of ``layout`` on dask, stored into ``out``."""
+def _active_client():
+    """The ``distributed.Client`` that dask computes on now (e.g. a default Client), or None."""
+    import sys
+
+    if "distributed" not in sys.modules:
+        return None
+    from dask.base import get_scheduler
+    from distributed import Client
+
+    owner = getattr(get_scheduler(), "__self__", None)
+    return owner if isinstance(owner, Client) else None
+
+
+def _check_picklable(image, name: str) -> None:
+    """Raise a UserInputError if ``image`` cannot travel to dask workers inside a graph."""
+    import dask.array as da
+
+    if isinstance(image, np.ndarray | da.Array):
+        return
+    from distributed.protocol.pickle import dumps
+
+    try:
+        dumps(image)
+    except Exception as err:
+        raise UserInputError(
+            f"{name} ({type(image).__name__}) cannot be sent to dask workers ({err}); use "
+            "iter_predict_dask(..., client=client), which reads the tiles here, or pass a "
+            "dask array the workers can read"
+        ) from None
+
+
+def _target(net: UNet, layout: Layout, out: Any, output: str) -> Any:
+    """``out``, checked against the result's shape, or a new numpy array for it."""
     shape, dtype, _axes = layout_output_spec(net, layout, output)
     target = np.zeros(shape, dtype) if out is None else out
     if tuple(target.shape) != shape:
         raise UserInputError(
             f"out has shape {tuple(target.shape)}; expected {shape} for output={output!r}"
         )
-    array, plan, warning = _graph(image, net, layout, output=output, client=client, **options)
-    stream = iter_store(array, target, client)
-    first = next(stream)
+    return target
+
+
+def _describe(plan: TilePlan, layout: Layout) -> str:
     message = f"{len(plan)} tiles of {plan.tile_shape} on dask"
-    if layout.n_frames > 1:
-        message = f"{layout.n_frames} frames of {message}"
-    yield dataclasses.replace(first, message=f"{first.message}: {message}", warning=warning)
-    return (yield from stream)
+    return f"{layout.n_frames} frames of {message}" if layout.n_frames > 1 else message
 
 
-def _graph(
+def _iter_cluster(
     image,
     net: UNet,
     layout: Layout,
+    out: Any = None,
     *,
     output: str,
+    client,
     tile_shape: Sequence[int] | None = None,
     halo: int | None = None,
     batch_size: int = 1,
     device: str = "auto",
-    client=None,
     name: str = "image",
     precision: str = "float32",
-) -> tuple[dask.array.Array, TilePlan, str]:
-    """The lazy result of the whole image, its tile plan and the plan's warning ("" if none)."""
-    import dask
-    import dask.array as da
+) -> Generator[Progress, None, Any]:
+    """Labels or probabilities of every frame on ``client``'s cluster, stored into ``out``.
 
-    if batch_size < 1:
-        raise UserInputError(f"batch_size must be at least 1, got {batch_size}")
+    Tiles are read here (the local loop's reads) and scattered to the workers with their
+    task; normalisation is resolved here too, from ``image`` itself.
+    """
+    from distributed import wait
+
     check_precision(precision, device)  # "auto" is checked on the workers
     plan, warning = plan_with_warning(layout.spatial_shape, net, tile_shape, halo)
+    target = _target(net, layout, out, output)
     normalization = input_normalization(net, layout, image)
-    payload = _model_payload(net)
-    if client is not None:
-        # A list: scattering a dict would scatter its values under the dict's keys.
-        [payload] = client.scatter([payload], broadcast=True, hash=False)
-    else:
-        payload = dask.delayed(payload, pure=False, traverse=False)
-    source = image if isinstance(image, da.Array) else da.from_array(image)
-    _shape, dtype, _axes = layout_output_spec(net, layout, output)
-    lead = (net.config.num_classes,) if output == "probabilities" else ()
-    task = functools.partial(
-        _frame_graph,
-        plan=plan,
-        payload=payload,
-        normalization=normalization,
-        output=output,
-        device=device,
-        precision=precision,
-        batch_size=batch_size,
-        lead=lead,
-        dtype=dtype,
-    )
-    frames = []
-    for index in layout.frames():
-        where = layout.frame_name(index)
-        frame = _frame_array(source, layout, index)
-        frames.append(task(frame, name=f"{name} at {where}" if where else name))
-    result = _stack(frames, layout.iter_shape)  # (*iterated, *lead, *spatial)
-    n_iter, n_lead = len(layout.iter_axes), len(lead)
-    position = {a: k for k, a in enumerate(layout.iter_axes)}
-    position.update({a: n_iter + n_lead + k for k, a in enumerate(layout.spatial_axes)})
-    order = [n_iter + k for k in range(n_lead)]
-    order += [position[i] for i, letter in enumerate(layout.axes) if letter != "C"]
-    if order != sorted(order):
-        result = result.transpose(order)
-    return result, plan, warning
+    [payload] = client.scatter([model_payload(net)], broadcast=True, hash=False)
+    batches = [plan.tiles[i : i + batch_size] for i in range(0, len(plan), batch_size)]
+    work = ((index, tiles) for index in layout.frames() for tiles in batches)
+    total, done, lead = layout.n_frames * len(plan), 0, int(output == "probabilities")
+    yield Progress("predict", 0, total, _describe(plan, layout), warning=warning)
+    limit = max(2, 2 * sum(client.nthreads().values()))
+    pending: dict[Any, tuple] = {}  # task future -> (frame index, tiles, scattered batch)
+    try:
+        while True:
+            for index, tiles in itertools.islice(work, limit - len(pending)):
+                source = layout.frame(image, index)
+                batch = np.stack([read_tile(source, t) for t in tiles])
+                release_mapped_pages(source)
+                where = layout.frame_name(index)
+                data = client.scatter(batch, hash=False)
+                args = (normalization, output, device, f"{name} at {where}" if where else name)
+                task = client.submit(predict_tiles, payload, data, tiles, *args, precision)
+                pending[task] = (index, tiles, data)
+            if not pending:
+                return target
+            for task in wait(list(pending), return_when="FIRST_COMPLETED").done:
+                index, tiles, _data = pending.pop(task)
+                frame_out = layout.frame_out(target, index, lead=lead)
+                for tile, part in zip(tiles, task.result(), strict=True):
+                    frame_out[(Ellipsis, *tile.write)] = part
+                done += len(tiles)
+                yield Progress("predict", done, total, f"tile {done}/{total}")
+    finally:
+        client.cancel(list(pending))
 
 
-def _frame_array(source: dask.array.Array, layout: Layout, index: Sequence[int]):
-    """One frame of a dask image as a lazy ``(C, *spatial)`` dask array.
-
-    The dask form of :meth:`~napari_tiled_unet.axes.Layout.frame` (whose view would compute
-    the dask image window by window inside the tasks): iterated axes fixed at ``index``,
-    channel and spatial axes in the model's order, channels selected.
-    """
-    fixed = dict(zip(layout.iter_axes, (int(k) for k in index), strict=True))
-    frame = source[tuple(fixed.get(a, slice(None)) for a in range(source.ndim))]
-    kept = [a for a in range(source.ndim) if a not in fixed]
-    c = layout.channel_axis
-    order = ((c,) if c is not None else ()) + layout.spatial_axes
-    frame = frame.transpose([kept.index(a) for a in order])
-    if c is None:
-        return frame[None]
-    if layout.channels is not None:
-        frame = frame[list(layout.channels)]
-    return frame
-
-
-def _frame_graph(
-    frame,
-    *,
-    plan: TilePlan,
-    payload,
-    normalization: Normalization,
-    output: str,
-    device: str,
-    name: str,
-    precision: str,
-    batch_size: int,
-    lead: tuple[int, ...],
-    dtype: np.dtype,
-):
-    """One frame ``(C, *spatial)`` predicted lazily: one task per batch of the plan's tiles."""
-    import dask
-    import dask.array as da
-
-    spatial = tuple(frame.shape[1:])
-    pieces = []
-    for i in range(0, len(plan), batch_size):
-        tiles = plan.tiles[i : i + batch_size]
-        windows = [tile_window(t, spatial) for t in tiles]
-        blocks = [frame[(slice(None), *box)] for box, _ in windows]
-        task = dask.delayed(_run_batch, pure=True, nout=len(tiles))(
-            payload,
-            tiles,
-            [loc for _, loc in windows],
-            normalization,
-            output,
-            device,
-            name,
-            precision,
-            *blocks,
-        )
-        for tile, part in zip(tiles, task, strict=True):
-            shape = (*lead, *(s.stop - s.start for s in tile.write))
-            pieces.append(da.from_delayed(part, shape, dtype))
-    # The plan's write windows are the blocks of this grid, in the same (C) order.
-    grid = BlockGrid(spatial, plan.stride)
-    return da.block(_nest(pieces, grid.counts))
-
-
-def _nest(items: list, counts: Sequence[int]) -> list:
-    """Row-major flat list → nested lists of the given per-axis counts (for ``da.block``)."""
-    if len(counts) == 1:
-        return list(items)
-    step = len(items) // counts[0]
-    return [_nest(items[i * step : (i + 1) * step], counts[1:]) for i in range(counts[0])]
-
-
-def _stack(frames: list, shape: Sequence[int]):
-    """Row-major flat list of dask arrays → one array with leading axes ``shape``."""
-    import dask.array as da
-
-    if not shape:
-        return frames[0]
-    step = len(frames) // shape[0]
-    return da.stack([_stack(frames[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])])
+def _iter_graph(
+    image, net: UNet, layout: Layout, out: Any = None, *, output: str, **options: Any
+) -> Generator[Progress, None, Any]:
+    """Labels or probabilities of every frame on the local dask scheduler, into ``out``."""
+    target = _target(net, layout, out, output)
+    array, plan, warning = build_graph(image, net, layout, output=output, **options)
+    stream = iter_store(array, target)
+    first = next(stream)
+    message = f"{first.message}: {_describe(plan, layout)}"
+    yield dataclasses.replace(first, message=message, warning=warning)
+    return (yield from stream)
 
 
 def _regular_blocks(array) -> tuple[Any, BlockGrid]:
@@ -463,7 +382,8 @@ def connect(address: str) -> Iterator[Any]:
             "a dask scheduler needs dask.distributed: pip install 'napari-tiled-unet[dask]'"
         ) from err
     if address == "local":
-        with LocalCluster(dashboard_address=None) as cluster, Client(cluster) as client:
+        # ":0": a free port, no warning when another dashboard holds 8787.
+        with LocalCluster(dashboard_address=":0") as cluster, Client(cluster) as client:
             yield client
         return
     try:

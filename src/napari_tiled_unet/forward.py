@@ -26,8 +26,15 @@ if TYPE_CHECKING:
 
 
 def labels_dtype(num_classes: int) -> np.dtype:
-    """The dtype of a class map of ``num_classes`` classes: uint8, or uint16 above 256."""
-    return np.dtype(np.uint8 if num_classes <= 256 else np.uint16)
+    """The smallest unsigned dtype that holds class ids ``0 .. num_classes - 1``.
+
+    uint8 up to 256 classes, uint16 up to 65,536, uint32 above (a class map stored in too
+    small a type would wrap: class 69999 as 4463 in uint16).
+    """
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if num_classes - 1 <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.uint64)
 
 
 def memory_format(ndim: int) -> torch.memory_format:
@@ -102,20 +109,14 @@ def predict_batch(
     Raises
     ------
     UserInputError
-        If the batch holds NaN or infinite values, naming where.
+        If the batch holds NaN or infinite values, or values too large for the network's
+        float32 input once normalised, naming where.
     """
     import torch
 
     x = normalization.apply(batch, channel_axis=1)
     if not np.isfinite(x).all():
-        region = ", ".join(
-            f"{a} {s.start}:{s.stop}"
-            for a, s in zip("ZYX"[-len(tiles[0].write) :], tiles[0].write, strict=True)
-        )
-        raise UserInputError(
-            f"{name} contains NaN or infinite values (near {region}); replace them, e.g. "
-            "with numpy.nan_to_num, before predicting"
-        )
+        _raise_not_finite(batch, tiles, name)
     layout = memory_format(x.ndim - 2)
     with torch.inference_mode():
         inputs = torch.from_numpy(x).to(device).contiguous(memory_format=layout)
@@ -129,6 +130,26 @@ def predict_batch(
         if output == "labels":
             return logits.argmax(dim=1).to("cpu").numpy().astype(labels_dtype(logits.shape[1]))
         return torch.softmax(logits, dim=1).to("cpu").numpy()
+
+
+def _raise_not_finite(batch: np.ndarray, tiles: Sequence[Tile], name: str) -> None:
+    """Say why a batch did not normalise to finite float32: NaN/inf pixels, or huge values."""
+    region = ", ".join(
+        f"{a} {s.start}:{s.stop}"
+        for a, s in zip("ZYX"[-len(tiles[0].write) :], tiles[0].write, strict=True)
+    )
+    raw = np.asarray(batch)
+    if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+        raise UserInputError(
+            f"{name} contains NaN or infinite values (near {region}); replace them, e.g. "
+            "with numpy.nan_to_num, before predicting"
+        )
+    largest = float(np.abs(raw.astype(np.float64)).max())
+    raise UserInputError(
+        f"{name} has values too large for the network's float32 input once normalised "
+        f"(|value| up to {largest:.3g} near {region}); rescale the image (e.g. divide it by "
+        "a constant) or use a model that normalises with percentiles"
+    )
 
 
 def tile_function(

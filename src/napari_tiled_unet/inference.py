@@ -33,6 +33,7 @@ from napari_tiled_unet.model.memory import format_bytes, tile_memory
 from napari_tiled_unet.normalization import Normalization
 from napari_tiled_unet.planning import (
     SUGGESTED_KEPT_SHARE,
+    check_tiling_options,
     plan_for,
     plan_with_warning,
     suggest_halo,
@@ -86,6 +87,22 @@ def check_output_kind(output: str, kinds: Sequence[str] = OUTPUTS) -> None:
         raise UserInputError(f"output must be one of {tuple(kinds)}, got {output!r}")
 
 
+def _check_image(image, name: str) -> None:
+    """Raise a UserInputError, saying what to pass, unless ``image`` is an array-like."""
+    if isinstance(image, str | os.PathLike):
+        raise UserInputError(
+            f"{name} is a path ({os.fspath(image)!r}); pass the pixels as an array, e.g. "
+            "napari_tiled_unet.io.tiff.open_tiff(path) (read lazily), or predict a file with "
+            "napari_tiled_unet.jobs.predict_job(path, PredictRequest(...))"
+        )
+    if not all(hasattr(image, a) for a in ("shape", "dtype", "__getitem__")):
+        hint = "; convert it with numpy.asarray(...)" if isinstance(image, list | tuple) else ""
+        raise UserInputError(
+            f"{name} must be an array with shape and dtype (numpy, memmap, zarr, dask or "
+            f"napari layer data), got {type(image).__name__}{hint}"
+        )
+
+
 def _check_dtype(image, name: str) -> None:
     dtype = np.dtype(image.dtype)
     if not (np.issubdtype(dtype, np.number) or dtype.kind == "b") or np.issubdtype(
@@ -127,9 +144,10 @@ def image_layout(
     ------
     UserInputError
         (:class:`~napari_tiled_unet.axes.AxesError`) naming the shape, the axes and what the
-        model expects; for a given Layout made for another shape or model; or for a dtype
-        that is not real numbers. A ValueError, too.
+        model expects; for a given Layout made for another shape or model; or for an image
+        that is not an array of real numbers. A ValueError, too.
     """
+    _check_image(image, name)
     if isinstance(axes, Layout):
         layout = axes
         if layout.shape != tuple(int(n) for n in image.shape):
@@ -222,7 +240,8 @@ def iter_predict(
     device : {"auto", "cpu", "cuda", "mps"}
         "auto" picks cuda, then mps, then cpu.
     output : {"labels", "probabilities", "instances"}
-        "labels": class index per pixel, uint8 (uint16 above 256 classes), shaped like the
+        "labels": class index per pixel, uint8 (uint16 above 256 classes, uint32 above
+        65,536: :func:`~napari_tiled_unet.forward.labels_dtype`), shaped like the
         image without its C axis, in the image's axis order (``(Y, X)``, ``(T, Y, X)``, ...).
         "probabilities": softmax, float32, with a leading class axis (``(num_classes, Y, X)``).
         "instances": object ids, int32, shaped like "labels", from a model trained on instance
@@ -266,6 +285,7 @@ def iter_predict(
     check_output_kind(output)
     net = resolve_model(model)
     layout = image_layout(image, net, axes=axes, channels=channels, name=name)
+    check_tiling_options(net, tile_shape, batch_size)
     options = dict(tile_shape=tile_shape, halo=halo, batch_size=batch_size, device=device)
     options.update(name=name, precision=precision)
     if output == "instances":
@@ -443,6 +463,7 @@ def iter_predict_to_file(
     layout = image_layout(
         image, net, axes=axes, channels=channels, name=kwargs.get("name", "image")
     )
+    check_tiling_options(net, kwargs.get("tile_shape"), kwargs.get("batch_size", 1))
     shape, dtype, out_axes = layout_output_spec(net, layout, output)
     if output == "instances":
         from napari_tiled_unet.postprocess import check_instance_classes

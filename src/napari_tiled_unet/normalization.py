@@ -174,18 +174,30 @@ class Normalization:
         """
         if self.mode == "percentile":
             raise RuntimeError("call resolve(image) before apply(tile)")
-        out = np.asarray(tile, dtype=np.float32)
-        if self.mode == "fixed":
-            offset = self._broadcast(self.offset, out, channel_axis)
-            scale = self._broadcast(self.scale, out, channel_axis)
-            out = (out - offset) / scale
-        return out
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.asarray(tile, dtype=np.float32)
+            if self.mode != "fixed":
+                return out
+            result = self._affine(out, channel_axis, np.float32)
+            if np.isfinite(result).all():
+                return result
+            # Finite pixels near the float32 limits (±3e38) overflow (x - offset) or the
+            # scale in float32 although their normalised value fits: redo them in float64.
+            # What is still not finite afterwards (NaN, inf, > 3.4e38) stays so.
+            return self._affine(np.asarray(tile, np.float64), channel_axis, np.float64).astype(
+                np.float32
+            )
 
-    def _broadcast(self, value: Params, out: np.ndarray, channel_axis: int | None):
+    def _affine(self, x: np.ndarray, channel_axis: int | None, dtype) -> np.ndarray:
+        offset = self._broadcast(self.offset, x, channel_axis, dtype)
+        scale = self._broadcast(self.scale, x, channel_axis, dtype)
+        return (x - offset) / scale
+
+    def _broadcast(self, value: Params, out: np.ndarray, channel_axis: int | None, dtype):
         if not isinstance(value, tuple):
-            return np.float32(value)
+            return dtype(value)
         if len(value) == 1:
-            return np.float32(value[0])
+            return dtype(value[0])
         if channel_axis is None:
             raise UserInputError(
                 f"this normalisation has {len(value)} channels; apply() needs channel_axis"
@@ -198,7 +210,7 @@ class Normalization:
             )
         shape = [1] * out.ndim
         shape[axis] = len(value)
-        return np.asarray(value, dtype=np.float32).reshape(shape)
+        return np.asarray(value, dtype=dtype).reshape(shape)
 
 
 def _as_tuple(value: Params) -> tuple[float, ...]:

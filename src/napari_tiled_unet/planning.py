@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.model.memory import (
     TILE_MEMORY_BUDGET,
     format_bytes,
@@ -21,6 +25,42 @@ if TYPE_CHECKING:
 #: A suggested halo leaves default tiles that keep at least this share of their voxels as
 #: output (half of each edge in 3D).
 SUGGESTED_KEPT_SHARE = 0.125
+
+
+def check_tiling_options(model: UNet, tile_shape: Any = None, batch_size: Any = 1) -> None:
+    """Raise a UserInputError, saying what to pass, for a ``tile_shape`` or ``batch_size`` of
+    the wrong kind: a tile shape is one positive integer per spatial axis of ``model`` (e.g.
+    ``(256, 256)``), a batch size a positive integer. Whether the network takes the tile
+    size is :func:`plan_for`'s check."""
+    ndim = model.config.ndim
+    example = (256,) * ndim
+    axes = "ZYX"[-ndim:]
+    if tile_shape is not None:
+        entries = _integer_entries(tile_shape)
+        if entries is None or len(entries) != ndim or min(entries) < 1:
+            raise UserInputError(
+                f"tile_shape must be {ndim} positive integers, the network's input tile in "
+                f"pixels along {', '.join(axes)}, e.g. tile_shape={example}; got {tile_shape!r}"
+            )
+    if not _is_integer(batch_size) or batch_size < 1:
+        raise UserInputError(
+            f"batch_size must be a positive integer (tiles per forward pass), got {batch_size!r}"
+        )
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
+def _integer_entries(value: Any) -> tuple[int, ...] | None:
+    """``value``'s entries as ints if it is a sequence (or 1-D array) of integers, else None."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist() if value.ndim == 1 else None
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or not value:
+        return None
+    if not all(_is_integer(n) for n in value):
+        return None
+    return tuple(int(n) for n in value)
 
 
 def plan_for(
@@ -54,6 +94,7 @@ def plan_with_warning(
 ) -> tuple[TilePlan, str]:
     """:func:`plan_for`'s plan, and its warning as text ("" if none), for engines that carry
     the warning in a :class:`~napari_tiled_unet.events.Progress` event."""
+    check_tiling_options(model, tile_shape)
     config = model.config
     geometry = model.geometry.with_halo(halo)
     warning = ""

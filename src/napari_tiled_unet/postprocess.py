@@ -13,6 +13,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from napari_tiled_unet.errors import UserInputError
+from napari_tiled_unet.forward import labels_dtype
 
 LABEL_MODES = ("semantic", "instance", "sparse")
 INSTANCE_METHODS = ("components", "watershed")
@@ -53,7 +54,9 @@ def labels_from_probabilities(
     Returns
     -------
     ndarray, shape (*spatial)
-        "semantic"/"sparse": uint8 class ids (uint16 for more than 256 classes).
+        "semantic"/"sparse": class ids in the smallest unsigned type that holds them
+        (uint8; uint16 above 256 classes, uint32 above 65,536:
+        :func:`~napari_tiled_unet.forward.labels_dtype`).
         "instance": int32 object ids 1..N, 0 background.
     """
     probabilities = np.asarray(probabilities)
@@ -63,8 +66,7 @@ def labels_from_probabilities(
         )
     num_classes = probabilities.shape[0]
     if label_mode in ("semantic", "sparse"):
-        dtype = np.uint8 if num_classes <= 256 else np.uint16
-        return np.argmax(probabilities, axis=0).astype(dtype)
+        return np.argmax(probabilities, axis=0).astype(labels_dtype(num_classes))
     if label_mode != "instance":
         raise UserInputError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
     check_instance_classes(num_classes, probabilities.shape)

@@ -1,11 +1,13 @@
 """Streamed output on disk: a tiled, compressed BigTIFF or a zarr store, published atomically.
 
-Results are written tile by tile into a temporary zarr array beside the destination. When the
-block that fills it succeeds, a ``.zarr`` destination is that array renamed into place; a
-``.tif``/``.tiff`` destination is streamed from it, one row of tiles at a time, into a tiled
-zlib-compressed BigTIFF under a temporary name that is then renamed. On any error, cancel or
-KeyboardInterrupt the temporary data are removed, so a file under the final name is always
-complete (which is what resumable batch runs rely on).
+Results are written tile by tile into a temporary zarr array in a hidden folder beside the
+destination. When the block that fills it succeeds, a ``.zarr`` destination is that array
+renamed into place; a ``.tif``/``.tiff`` destination is streamed from it, one row of tiles at a
+time, into a tiled zlib-compressed BigTIFF in the same hidden folder, which is then renamed.
+Several outputs of one input (labels and probabilities) are published together or not at all.
+On any error, cancel or KeyboardInterrupt the temporary data are removed, so a file under the
+final name is always complete (which is what resumable batch runs rely on). An existing
+``.zarr`` folder is replaced only if this package wrote it (its ``written_by`` attribute).
 """
 
 from __future__ import annotations
@@ -13,20 +15,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import os
-import shutil
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from napari_tiled_unet.errors import TiledUNetError, UserInputError
-from napari_tiled_unet.io.atomic import atomic_path, current_umask
+from napari_tiled_unet.io.atomic import (
+    current_umask,
+    make_temporary_dir,
+    publish_all,
+    remove_temporary,
+    remove_unfinished,
+    uninterrupted,
+)
 from napari_tiled_unet.tiling.grid import BlockGrid
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 ZARR_SUFFIXES = (".zarr",)
+#: The attribute that marks a zarr store as an output of this package (``written_by``).
+OWNER = "napari-tiled-unet"
+# What an output zarr (v3) array store holds: its metadata and its chunk folder.
+_STORE_ENTRIES = {"zarr.json", "c"}
 
 # Errors that can only come from writing, with what they mean for the user.
 _WRITE_ERRORS = {
@@ -44,11 +59,26 @@ class OutputWriteError(TiledUNetError, OSError):
     """
 
 
-def _write_error(path: Path, err: OSError, existed: bool) -> OutputWriteError:
+def _write_error(
+    specs: Sequence[OutputSpec], err: OSError, existed: Sequence[bool]
+) -> OutputWriteError:
+    """One line naming every output of the failed write and what became of each."""
     reason = _WRITE_ERRORS.get(err.errno, "writing failed")
     detail = f"[Errno {err.errno}] {err.strerror}" if err.errno and err.strerror else str(err)
-    left = f"{path} was left as it was" if existed else f"nothing was written under {path}"
-    new = OutputWriteError(f"cannot write {path}: {reason} ({detail}); {left}")
+    kept = getattr(err, "kept", {})  # older outputs publish_all could not put back
+    states = []
+    for spec, was in zip(specs, existed, strict=True):
+        path = spec.path
+        if spec.destination in kept:
+            states.append(
+                f"the older {path} could not be put back and is now {kept[spec.destination]}"
+            )
+        elif was:
+            states.append(f"{path} was left as it was")
+        else:
+            states.append(f"nothing was written under {path}")
+    names = " and ".join(str(spec.path) for spec in specs)
+    new = OutputWriteError(f"cannot write {names}: {reason} ({detail}); {'; '.join(states)}")
     new.errno = err.errno
     return new
 
@@ -63,8 +93,35 @@ def output_format(path: str | os.PathLike) -> str:
     raise UserInputError(f"output {path} must end in .tif, .tiff or .zarr")
 
 
+def replaceable_store(path: str | os.PathLike) -> bool:
+    """Whether the folder ``path`` may be replaced by a new zarr output: it is empty, or a zarr
+    array store this package wrote (its ``written_by`` attribute) holding nothing else."""
+    try:
+        entries = set(os.listdir(path))
+    except OSError:
+        return False
+    if not entries:
+        return True
+    if not entries <= _STORE_ENTRIES:
+        return False
+    try:
+        meta = json.loads((Path(path) / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    attributes = meta.get("attributes") if isinstance(meta, dict) else None
+    return (
+        meta.get("node_type") == "array"
+        and isinstance(attributes, dict)
+        and attributes.get("written_by") == OWNER
+    )
+
+
 def check_output_path(path: str | os.PathLike) -> Path:
-    """Raise a clear error now if ``path`` cannot become an output later; return it as a Path."""
+    """Raise a clear error now if ``path`` cannot become an output later; return it as a Path.
+
+    An existing ``.zarr`` folder is only replaced if :func:`replaceable_store` says so: a
+    folder this package did not write is never deleted.
+    """
     path = Path(path)
     fmt = output_format(path)
     if not path.parent.is_dir():
@@ -75,6 +132,12 @@ def check_output_path(path: str | os.PathLike) -> Path:
         )
     if fmt == "zarr" and path.exists() and not path.is_dir():
         raise FileExistsError(f"output {path} exists and is not a zarr folder; remove it first")
+    if fmt == "zarr" and path.is_dir() and not replaceable_store(path):
+        raise UserInputError(
+            f"output {path} is a folder that napari-tiled-unet did not write (not one of its "
+            f"zarr outputs); it was left as it is: choose another name, such as "
+            f"{path.with_name(path.stem + '-labels.zarr')}"
+        )
     if not os.access(path.parent, os.W_OK):
         raise PermissionError(f"cannot write to {path.parent}: permission denied")
     return path
@@ -122,21 +185,156 @@ def _wait_for_pending_writes(timeout: float = 60.0) -> None:
         sync(drain())
 
 
-def _publish_dir(tmp: Path, path: Path) -> None:
-    """Move the folder ``tmp`` onto ``path``, replacing an older folder there."""
-    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700
-    if not path.exists():
-        os.replace(tmp, path)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-    os.replace(path, old / path.name)
+@dataclass(frozen=True)
+class OutputSpec:
+    """One output of :func:`create_outputs`.
+
+    Parameters
+    ----------
+    path : path-like
+        Destination; ``.tif``/``.tiff`` gives a tiled zlib-compressed BigTIFF, ``.zarr`` a
+        zarr (v3) array store.
+    shape : sequence of int
+        Array shape, spatial axes last (e.g. ``(Y, X)`` or ``(C, Y, X)``).
+    dtype : numpy dtype
+        Element type.
+    axes : str, optional
+        Axis letters (e.g. ``"CYX"``), stored in the TIFF metadata / zarr attributes.
+    tile : int
+        TIFF tile and zarr chunk edge along Y and X, in pixels (multiple of 16).
+    """
+
+    path: Path
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    axes: str | None = None
+    tile: int = 256
+
+    def __post_init__(self) -> None:
+        path = check_output_path(self.path)
+        if self.tile % 16:
+            raise UserInputError(f"tile must be a multiple of 16, got {self.tile}")
+        shape = tuple(int(n) for n in self.shape)
+        if len(shape) < 2:
+            raise UserInputError(f"output must have at least 2 axes (Y, X), got shape {shape}")
+        if self.axes is not None and len(self.axes) != len(shape):
+            raise UserInputError(f"axes {self.axes!r} do not match shape {shape}")
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "dtype", np.dtype(self.dtype))
+
+    @property
+    def destination(self) -> Path:
+        """``path`` with its folder resolved: a relative path keeps its meaning even if the
+        working folder moves while the output is written."""
+        return Path(os.path.realpath(self.path.parent)) / self.path.name
+
+
+def _make_temporaries(specs: Sequence[OutputSpec], existed: Sequence[bool]) -> list[Path]:
+    tmpdirs: list[Path] = []
+    for spec in specs:
+        try:
+            tmpdirs.append(make_temporary_dir(spec.destination.parent, spec.path.name))
+        except OSError as err:
+            for tmp in tmpdirs:
+                remove_temporary(tmp)
+            if err.errno in _WRITE_ERRORS:
+                raise _write_error(specs, err, existed) from None
+            raise PermissionError(f"cannot write to {spec.path.parent}: {err.strerror}") from None
+    return tmpdirs
+
+
+def _finish(spec: OutputSpec, tmpdir: Path, array) -> Path:
+    """The finished temporary to rename onto ``spec``'s destination."""
+    if output_format(spec.path) == "zarr":
+        os.chmod(tmpdir, 0o777 & ~current_umask())  # mkdtemp makes 0700
+        return tmpdir
+    import tifffile
+
+    tiff = tmpdir / "data.tif"
+    tifffile.imwrite(
+        tiff,
+        iter_tiff_tiles(array, spec.tile),
+        shape=spec.shape,
+        dtype=spec.dtype,
+        tile=(spec.tile, spec.tile),
+        compression="zlib",
+        bigtiff=True,
+        metadata={"axes": spec.axes} if spec.axes else {},
+    )
+    return tiff
+
+
+@contextlib.contextmanager
+def create_outputs(specs: Sequence[OutputSpec]) -> Iterator[list]:
+    """Yield on-disk arrays to fill; publish them all only if the block succeeds.
+
+    The outputs of one input (e.g. labels and probabilities) appear together or not at all:
+    when one cannot be written, none is published and older files under their names stay
+    as they were.
+
+    Yields
+    ------
+    list of zarr.Array
+        One temporary array per spec, of its shape and dtype, filled with 0.
+
+    Raises
+    ------
+    UserInputError (a ValueError), FileNotFoundError, PermissionError, IsADirectoryError
+        Before the block runs, if a path cannot be written (see :func:`check_output_path`)
+        or two specs name the same file.
+    OutputWriteError
+        If writing fails (disk full, file too large, ...), after removing the temporary data:
+        a one-line message naming the outputs and what became of each.
+    """
+    import zarr
+
+    specs = list(specs)
+    destinations = [spec.destination for spec in specs]
+    if len(set(destinations)) < len(destinations):
+        raise UserInputError(f"two outputs name the same file: {[str(s.path) for s in specs]}")
+    existed = [os.path.lexists(path) for path in destinations]
+    publishing = done = False
+    tmpdirs = _make_temporaries(specs, existed)
     try:
-        os.replace(tmp, path)
-    except OSError:
-        os.replace(old / path.name, path)
+        try:
+            arrays = []
+            for spec, tmpdir in zip(specs, tmpdirs, strict=True):
+                zarr_out = output_format(spec.path) == "zarr"
+                attributes = {"written_by": OWNER, **({"axes": spec.axes} if spec.axes else {})}
+                arrays.append(
+                    zarr.create_array(
+                        store=str(tmpdir if zarr_out else tmpdir / "data.zarr"),
+                        shape=spec.shape,
+                        dtype=spec.dtype,
+                        chunks=_chunks(spec.shape, spec.tile),
+                        fill_value=0,
+                        attributes=attributes,
+                        overwrite=True,
+                    )
+                )
+            yield arrays
+            publishing = True
+            finished = [
+                _finish(spec, tmp, array)
+                for spec, tmp, array in zip(specs, tmpdirs, arrays, strict=True)
+            ]
+            publish_all(list(zip(finished, destinations, strict=True)))
+            done = True
+        finally:
+            with uninterrupted():
+                if not done:
+                    _wait_for_pending_writes()
+                for tmpdir in tmpdirs:
+                    remove_temporary(tmpdir)
+    except OutputWriteError:
         raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
+    except OSError as err:
+        # Inside the block only write-only errors (disk full, file too large) are ours; the
+        # block may also fail reading its input. Publishing only writes.
+        if publishing or err.errno in _WRITE_ERRORS:
+            raise _write_error(specs, err, existed) from err
+        raise
 
 
 @contextlib.contextmanager
@@ -152,17 +350,9 @@ def create_output(
 
     Parameters
     ----------
-    path : path-like
-        Destination; ``.tif``/``.tiff`` gives a tiled zlib-compressed BigTIFF, ``.zarr`` a
-        zarr (v3) array store. An existing output there is replaced only on success.
-    shape : sequence of int
-        Array shape, spatial axes last (e.g. ``(Y, X)`` or ``(C, Y, X)``).
-    dtype : numpy dtype
-        Element type.
-    axes : str, optional
-        Axis letters (e.g. ``"CYX"``), stored in the TIFF metadata / zarr attributes.
-    tile : int
-        TIFF tile and zarr chunk edge along Y and X, in pixels (multiple of 16).
+    path, shape, dtype, axes, tile
+        As for :class:`OutputSpec`. An existing output at ``path`` is replaced only on
+        success (a ``.zarr`` folder only if this package wrote it).
 
     Yields
     ------
@@ -177,69 +367,9 @@ def create_output(
         If writing fails (disk full, file too large, ...), after removing the temporary data:
         a one-line message naming ``path``; an older output there is left as it was.
     """
-    import zarr
-
-    path = check_output_path(path)
-    fmt = output_format(path)
-    if tile % 16:
-        raise UserInputError(f"tile must be a multiple of 16, got {tile}")
-    shape = tuple(int(n) for n in shape)
-    if len(shape) < 2:
-        raise UserInputError(f"output must have at least 2 axes (Y, X), got shape {shape}")
-    if axes is not None and len(axes) != len(shape):
-        raise UserInputError(f"axes {axes!r} do not match shape {shape}")
-    dtype = np.dtype(dtype)
-    existed = path.exists()
-    try:
-        tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    except OSError as err:
-        if err.errno in _WRITE_ERRORS:
-            raise _write_error(path, err, existed) from None
-        raise PermissionError(f"cannot write to {path.parent}: {err.strerror}") from None
-    publishing = done = False
-    try:
-        try:
-            with contextlib.ExitStack() as stack:
-                tiff_tmp = stack.enter_context(atomic_path(path)) if fmt == "tiff" else None
-                array = zarr.create_array(
-                    store=str(tmpdir if fmt == "zarr" else tmpdir / "data.zarr"),
-                    shape=shape,
-                    dtype=dtype,
-                    chunks=_chunks(shape, tile),
-                    fill_value=0,
-                    attributes={"axes": axes} if axes else None,
-                    overwrite=True,
-                )
-                yield array
-                publishing = True
-                if fmt == "zarr":
-                    _publish_dir(tmpdir, path)
-                else:
-                    import tifffile
-
-                    tifffile.imwrite(
-                        tiff_tmp,
-                        iter_tiff_tiles(array, tile),
-                        shape=shape,
-                        dtype=dtype,
-                        tile=(tile, tile),
-                        compression="zlib",
-                        bigtiff=True,
-                        metadata={"axes": axes} if axes else {},
-                    )
-                done = True
-        finally:
-            if not done:
-                _wait_for_pending_writes()
-            shutil.rmtree(tmpdir, ignore_errors=True)
-    except OutputWriteError:
-        raise
-    except OSError as err:
-        # Inside the block only write-only errors (disk full, file too large) are ours; the
-        # block may also fail reading its input. Publishing only writes.
-        if publishing or err.errno in _WRITE_ERRORS:
-            raise _write_error(path, err, existed) from err
-        raise
+    spec = OutputSpec(Path(path), shape, dtype, axes=axes, tile=tile)
+    with create_outputs([spec]) as (array,):
+        yield array
 
 
 def open_output(path: str | os.PathLike):
@@ -256,10 +386,20 @@ def open_output(path: str | os.PathLike):
 
 def write_array(path: str | os.PathLike, array, *, axes: str | None = None) -> Path:
     """Write an in-memory ``array`` to ``path`` (TIFF or zarr, by extension), atomically."""
-    array = np.asarray(array)
-    with create_output(path, array.shape, array.dtype, axes=axes) as out:
-        out[...] = array
-    return Path(path)
+    return write_arrays([(path, array, axes)])[0]
+
+
+def write_arrays(items: Sequence[tuple[str | os.PathLike, object, str | None]]) -> list[Path]:
+    """Write in-memory arrays ``(path, array, axes)``, all published together or none."""
+    arrays = [np.asarray(array) for _path, array, _axes in items]
+    specs = [
+        OutputSpec(Path(path), array.shape, array.dtype, axes=axes)
+        for (path, _array, axes), array in zip(items, arrays, strict=True)
+    ]
+    with create_outputs(specs) as outs:
+        for out, array in zip(outs, arrays, strict=True):
+            out[...] = array
+    return [Path(path) for path, _array, _axes in items]
 
 
 @contextlib.contextmanager
@@ -281,7 +421,7 @@ def temporary_array(
     import zarr
 
     shape = tuple(int(n) for n in shape)
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{prefix}.", suffix=".tmp", dir=directory))
+    tmpdir = make_temporary_dir(tempfile.gettempdir() if directory is None else directory, prefix)
     done = False
     try:
         yield zarr.create_array(
@@ -293,6 +433,15 @@ def temporary_array(
         )
         done = True
     finally:
-        if not done:
-            _wait_for_pending_writes()
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        with uninterrupted():
+            if not done:
+                _wait_for_pending_writes()
+            remove_temporary(tmpdir)
+
+
+def remove_unfinished_outputs() -> list[Path]:
+    """After an interruption: let zarr's writes in flight end, then remove every temporary
+    output folder or file of this process still there; return those that could not be."""
+    if "zarr" in sys.modules:
+        _wait_for_pending_writes()
+    return remove_unfinished()

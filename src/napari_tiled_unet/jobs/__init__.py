@@ -4,6 +4,14 @@ The command line, the napari widgets and a dask task build a request, run its ge
 present the result; the rules between a request and the engine live here only.
 """
 
+from napari_tiled_unet.jobs.paths import (
+    PredictJob,
+    PredictPlan,
+    check_input_file,
+    check_job_paths,
+    check_training_paths,
+    plan_predict,
+)
 from napari_tiled_unet.jobs.predict import (
     OUTPUT_KINDS,
     LayoutHints,
@@ -29,13 +37,19 @@ __all__ = [
     "OUTPUT_KINDS",
     "TILE_3D",
     "LayoutHints",
+    "PredictJob",
+    "PredictPlan",
     "PredictRequest",
     "PredictResult",
     "TrainImage",
     "TrainPlan",
     "TrainRequest",
+    "check_input_file",
+    "check_job_paths",
+    "check_training_paths",
     "iter_predict_job",
     "load_job_model",
+    "plan_predict",
     "plan_training",
     "predict_job",
     "read_layout",

@@ -174,8 +174,11 @@ def load_job_model(source: ModelSource) -> UNet:
         If the bundled default model is not installed, saying what to choose instead.
     """
     from napari_tiled_unet.inference import resolve_model
+    from napari_tiled_unet.jobs.paths import check_input_file
     from napari_tiled_unet.model.modelfile import default_model_path
 
+    if isinstance(source, str | os.PathLike):
+        check_input_file(source, "model file")  # a FIFO would block torch.load
     if source is None and not default_model_path().is_file():
         raise UserInputError(
             f"the bundled default model is not installed (no file {default_model_path()}); "
@@ -262,16 +265,22 @@ TIFF_AXIS_NAMES = {
 }
 
 
-def check_targets(source: Path | None, *targets: Path | None) -> None:
-    """Refuse outputs that are the input file or that cannot be written as asked."""
+def check_targets(source: Path | None, *targets: Path | None, model: ModelSource = None) -> None:
+    """Refuse outputs that cannot be written as asked, or that are, hold or lie inside the
+    input file, the model file or one another (see :mod:`napari_tiled_unet.jobs.paths`)."""
     from napari_tiled_unet.io.store import check_output_path
+    from napari_tiled_unet.jobs.paths import check_input_file, check_job_paths
 
+    inputs = []
+    if source is not None:
+        inputs.append(("input file", check_input_file(source)))
+    if isinstance(model, str | os.PathLike):
+        inputs.append(("model file", model))
+    names = ("output", "probabilities output")
+    check_job_paths(inputs, [(name, t) for name, t in zip(names, targets, strict=False)])
     for target in targets:
-        if target is None:
-            continue
-        if source is not None and Path(target).resolve() == source.resolve():
-            raise UserInputError(f"output {target} is the input file; choose another name")
-        check_output_path(target)
+        if target is not None:
+            check_output_path(target)
 
 
 def iter_predict_job(
@@ -314,13 +323,12 @@ def iter_predict_job(
     """
     from napari_tiled_unet.inference import image_layout
 
-    source = None
+    targets = [None if p is None else Path(p) for p in (output_path, probabilities_path)]
     if isinstance(image, str | os.PathLike):
-        source = Path(image)
-        check_targets(source, *(Path(p) for p in (output_path, probabilities_path) if p))
-        image, request = open_input(source, request)
+        check_targets(Path(image), *targets, model=request.model)
+        image, request = open_input(Path(image), request)
     else:
-        check_targets(None, *(Path(p) for p in (output_path, probabilities_path) if p))
+        check_targets(None, *targets, model=request.model)
     if probabilities_path is not None and output_path is None:
         raise UserInputError("probabilities_path needs an output_path for the labels")
     model = load_job_model(request.model)
@@ -399,7 +407,7 @@ def _iter_to_file(image, model, layout, kind, options, client, path, pyramid):
 
 def _iter_labels_and_probabilities(image, model, layout, kind, options, client, path, probs_path):
     """Probabilities in memory, then labels or instances from them, frame by frame."""
-    from napari_tiled_unet.io.store import write_array
+    from napari_tiled_unet.io.store import write_arrays
     from napari_tiled_unet.postprocess import labels_from_probabilities
 
     probabilities = yield from _iter_in_memory(
@@ -413,6 +421,8 @@ def _iter_labels_and_probabilities(image, model, layout, kind, options, client, 
         if labels is None:
             labels = np.zeros(layout.output_shape, found.dtype)
         layout.frame_out(labels, index)[...] = found
-    write_array(path, labels, axes=layout.output_axes)
-    write_array(probs_path, probabilities, axes="C" + layout.output_axes)
+    # Both files or neither: a full disk must not leave labels without their probabilities.
+    write_arrays(
+        [(path, labels, layout.output_axes), (probs_path, probabilities, "C" + layout.output_axes)]
+    )
     return labels, probabilities

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import operator
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,6 +92,11 @@ class ModelInfo:
         set_(self, "source_channels", source)
         if self.training is not None and not isinstance(self.training, Mapping):
             raise ModelInfoError(f"training must be a dict, got {type(self.training).__name__}")
+        if self.training is not None:
+            plain_data(self.training, "training")  # refused here, not when a file is written
+        if not isinstance(self.extra, Mapping):
+            raise ModelInfoError(f"extra must be a dict, got {type(self.extra).__name__}")
+        plain_data(self.extra, "metadata")
         set_(self, "extra", dict(self.extra))
 
     @property
@@ -121,7 +127,8 @@ class ModelInfo:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for a model file; fields that are None are left out."""
+        """Plain data for a model file (see :func:`plain_data`); fields that are None are left
+        out."""
         data: dict[str, Any] = dict(copy.deepcopy(self.extra))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -134,7 +141,7 @@ class ModelInfo:
             elif isinstance(value, Mapping):
                 value = copy.deepcopy(dict(value))
             data[f.name] = value
-        return data
+        return plain_data(data, "metadata")
 
     @classmethod
     def from_dict(
@@ -181,6 +188,46 @@ def check_selection(
             f"channel(s) (source_channels)"
         )
     return selected, source
+
+
+def plain_data(value: Any, where: str = "metadata") -> Any:
+    """``value`` as the plain data a model file stores: None, bool, int, float, str, lists and
+    dicts with str or int keys.
+
+    numpy scalars and arrays (and anything else with ``tolist()``, e.g. a tensor) become
+    numbers and lists, tuples become lists and paths strings, so that every file
+    :func:`~napari_tiled_unet.model.modelfile.save_model` writes can be read back with
+    ``torch.load(..., weights_only=True)``.
+
+    Raises
+    ------
+    ModelInfoError
+        For anything else (an object, a set, a function), naming where it sits, e.g.
+        ``metadata['training']['when']``.
+    """
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            key = key.tolist() if hasattr(key, "tolist") else key
+            if not isinstance(key, str | int) or isinstance(key, bool):
+                raise ModelInfoError(
+                    f"{where} has a key {key!r} ({type(key).__name__}); a model file stores "
+                    "dicts with string keys"
+                )
+            out[key] = plain_data(item, f"{where}[{key!r}]")
+        return out
+    if isinstance(value, list | tuple):
+        return [plain_data(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "tolist") and callable(value.tolist):
+        return plain_data(value.tolist(), where)
+    raise ModelInfoError(
+        f"{where} is a {type(value).__module__}.{type(value).__qualname__}, which a model file "
+        "cannot store; give plain data (numbers, strings, lists, dicts)"
+    )
 
 
 def _ints(name: str, values: Any) -> tuple[int, ...]:

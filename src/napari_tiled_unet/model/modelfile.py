@@ -7,6 +7,7 @@ with ``torch.load(..., weights_only=True)``.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import torch
 from napari_tiled_unet.config import UNetConfig
 from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.io.atomic import atomic_path
-from napari_tiled_unet.model.info import ModelInfo
+from napari_tiled_unet.model.info import ModelInfo, plain_data
 from napari_tiled_unet.model.unet import UNet
 
 FORMAT = "napari-tiled-unet model"
@@ -41,6 +42,9 @@ def save_model(model: UNet, path: str | os.PathLike, **metadata: Any) -> Path:
         Fields of :class:`~napari_tiled_unet.model.info.ModelInfo` to set, as values or plain
         data (e.g. ``normalization`` as a Normalization or its dict, ``class_names``,
         ``channels`` and ``source_channels``); they are validated before anything is written.
+        numpy numbers and arrays become plain numbers and lists; objects a model file cannot
+        hold are refused (:func:`~napari_tiled_unet.model.info.plain_data`), so every file
+        written here loads with :func:`load_model`.
 
     Returns
     -------
@@ -50,9 +54,10 @@ def save_model(model: UNet, path: str | os.PathLike, **metadata: Any) -> Path:
     from napari_tiled_unet import __version__
 
     path = Path(path)
-    info = ModelInfo.from_dict({**model.info.to_dict(), **metadata})
+    info = ModelInfo.from_dict(plain_data({**model.info.to_dict(), **metadata}))
     info.check_network(model.config.in_channels)
     meta = info.to_dict()
+    ModelInfo.from_dict(meta)  # what load_model will read back
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -70,18 +75,61 @@ def save_model(model: UNet, path: str | os.PathLike, **metadata: Any) -> Path:
     return path
 
 
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _check_state_dict(path: Path, model: UNet, state: Any) -> None:
+    """Refuse weights that do not fit ``model`` or are not finite, in one line naming ``path``."""
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise ModelFileError(
+            f"{path} is a damaged model file: its state_dict is not a dict of named tensors"
+        )
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} (expected {expected[k]})"
+        for k in expected
+        if k in state and tuple(state[k].shape) != expected[k]
+    ]
+    problems = []
+    for what, names in (("missing", missing), ("unexpected", unexpected), ("misshapen", wrong)):
+        if names:
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            problems.append(f"{len(names)} {what} ({', '.join(names[:3])}{more})")
+    if problems:
+        raise ModelFileError(
+            f"{path} is a damaged model file: its weights do not fit the network its config "
+            f"describes: {'; '.join(problems)}"
+        )
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ModelFileError(
+            f"{path} holds NaN or infinite weights ({len(bad)} of {len(state)} tensors, e.g. "
+            f"{bad[0]}), which predict nothing; its training diverged: train it again, e.g. "
+            "with a lower learning rate"
+        )
+
+
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> UNet:
     """Read a model file written by :func:`save_model`.
 
     The returned :class:`UNet` is in eval mode and carries the file's information in
-    ``model.info`` (a :class:`~napari_tiled_unet.model.info.ModelInfo`).
+    ``model.info`` (a :class:`~napari_tiled_unet.model.info.ModelInfo`). The config is
+    checked (a network of at most :data:`~napari_tiled_unet.config.MAX_PARAMETERS`
+    parameters) before the network is built, and the weights before they are loaded.
 
     Raises
     ------
     FileNotFoundError
         If ``path`` does not exist.
     ModelFileError
-        If the file is truncated, not a model file, or holds pickled objects.
+        If the file is truncated, not a model file, holds pickled objects, describes a
+        network too large to build, or holds weights that do not fit it or are not finite.
+        The message is one line and names the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -99,22 +147,34 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
             f"{path} is a PyTorch file but not a napari-tiled-unet model file (no "
             f"'format': {FORMAT!r} entry). Save models with napari_tiled_unet.save_model."
         )
-    if payload.get("format_version", 0) > FORMAT_VERSION:
+    version = payload.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
         raise ModelFileError(
-            f"{path} uses model file format {payload['format_version']}, newer than this "
-            f"version of napari-tiled-unet reads ({FORMAT_VERSION}); upgrade the package."
+            f"{path} is a damaged model file: its format_version is {version!r}, not a number"
+        )
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} uses model file format {version}, newer than this version of "
+            f"napari-tiled-unet reads ({FORMAT_VERSION}); upgrade the package."
         )
     try:
-        config = UNetConfig.from_dict(payload["config"])
+        if not isinstance(payload.get("config"), Mapping):
+            raise ModelFileError("it has no config dict")
+        config = UNetConfig.from_dict(dict(payload["config"]))
         model = UNet.from_config(config)
+        _check_state_dict(path, model, payload.get("state_dict"))
         model.load_state_dict(payload["state_dict"])
-        version = payload.get("package_version")
+        package = payload.get("package_version")
         info = ModelInfo.from_dict(
-            payload.get("metadata", {}), package_version=None if version is None else str(version)
+            payload.get("metadata", {}), package_version=None if package is None else str(package)
         )
         model.info = info
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise ModelFileError(f"{path} is a damaged model file: {err}") from None
+    except ModelFileError as err:
+        if str(path) in str(err):
+            raise
+        raise ModelFileError(f"{path} is a damaged model file: {_one_line(err)}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+        raise ModelFileError(f"{path} is a damaged model file: {_one_line(err)}") from None
     return model.eval()
 
 

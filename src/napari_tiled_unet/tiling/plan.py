@@ -8,10 +8,11 @@ whole-image prediction.
 
 from __future__ import annotations
 
-import itertools
 import math
+import operator
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.model.geometry import TileGeometry, UNetGeometry, axis_geometries
@@ -58,13 +59,82 @@ class Tile:
 
 
 @dataclass(frozen=True)
+class _AxisSteps:
+    """One axis of a plan: tile origins ``0, stride, 2 * stride, ...`` below ``size``."""
+
+    size: int
+    stride: int
+    context_before: int
+    crop_start: int
+
+    @property
+    def count(self) -> int:
+        return -(-self.size // self.stride)
+
+
+@dataclass(frozen=True)
+class TileSequence(Sequence[Tile]):
+    """The tiles of a plan, made on demand: a plan of millions of tiles costs no memory.
+
+    Behaves like a tuple of :class:`Tile` (``len``, iteration, indexing, slicing, which
+    returns a tuple), in C order over the axes (the last axis varies fastest).
+    """
+
+    steps: tuple[_AxisSteps, ...]
+    tile_shape: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return math.prod(step.count for step in self.steps)
+
+    def _tile(self, index: int) -> Tile:
+        read_start, write, crop = [], [], []
+        rest = index
+        for step in reversed(self.steps):
+            rest, k = divmod(rest, step.count)
+            origin = k * step.stride
+            width = min(step.stride, step.size - origin)
+            read_start.append(origin - step.context_before)
+            write.append(slice(origin, origin + width))
+            crop.append(slice(step.crop_start, step.crop_start + width))
+        return Tile(
+            index,
+            tuple(reversed(read_start)),
+            self.tile_shape,
+            tuple(reversed(write)),
+            tuple(reversed(crop)),
+        )
+
+    @overload
+    def __getitem__(self, i: int) -> Tile: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> tuple[Tile, ...]: ...
+
+    def __getitem__(self, i):
+        n = len(self)
+        if isinstance(i, slice):
+            return tuple(self._tile(k) for k in range(*i.indices(n)))
+        i = operator.index(i)
+        if not -n <= i < n:
+            raise IndexError(f"tile index {i} out of range for a plan of {n} tiles")
+        return self._tile(i % n)
+
+    def __iter__(self) -> Iterator[Tile]:
+        return (self._tile(k) for k in range(len(self)))
+
+
+@dataclass(frozen=True)
 class TilePlan:
-    """An ordered, immutable list of tiles covering an image exactly once."""
+    """An ordered, immutable sequence of tiles covering an image exactly once.
+
+    ``tiles`` is a :class:`TileSequence`: its tiles are computed when asked for, so planning
+    takes constant time and memory however large the image (``len(plan)`` stays exact).
+    """
 
     image_shape: tuple[int, ...]
     tile_shape: tuple[int, ...]
     stride: tuple[int, ...]
-    tiles: tuple[Tile, ...]
+    tiles: TileSequence
 
     def __len__(self) -> int:
         return len(self.tiles)
@@ -203,15 +273,8 @@ def plan_tiles(
         shape.append(edge)
         strides.append(stride)
 
-    starts = [range(0, n, s) for n, s in zip(image_shape, strides, strict=True)]
-    tiles = []
-    for index, origin in enumerate(itertools.product(*starts)):
-        read_start, write, crop = [], [], []
-        for o, n, s, geometry in zip(origin, image_shape, strides, axes, strict=True):
-            width = min(s, n - o)
-            first = geometry.context_before - geometry.output_offset
-            read_start.append(o - geometry.context_before)
-            write.append(slice(o, o + width))
-            crop.append(slice(first, first + width))
-        tiles.append(Tile(index, tuple(read_start), tuple(shape), tuple(write), tuple(crop)))
-    return TilePlan(image_shape, tuple(shape), tuple(strides), tuple(tiles))
+    steps = tuple(
+        _AxisSteps(n, s, g.context_before, g.context_before - g.output_offset)
+        for n, s, g in zip(image_shape, strides, axes, strict=True)
+    )
+    return TilePlan(image_shape, tuple(shape), tuple(strides), TileSequence(steps, tuple(shape)))

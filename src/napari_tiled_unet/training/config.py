@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,9 @@ LOSSES = ("weighted_ce", "ce", "dice", "weighted_ce+dice")
 BEST_METRICS = ("val_iou", "val_f1", "val_object_f1")
 #: Largest number of classes accepted in semantic mode; more usually means instance ids.
 MAX_CLASSES = 256
+#: Largest learning rate accepted: far beyond any that trains (Adam: ~1e-4 to 1e-2; SGD with
+#: momentum: ~1e-3 to 1e-1); larger ones overflow the weights in a few steps.
+MAX_LEARNING_RATE = 1.0
 
 
 @dataclass(frozen=True)
@@ -63,8 +67,7 @@ class AugmentSpec:
         if not isinstance(grid, int) or isinstance(grid, bool) or grid < 2:
             raise UserInputError(f"{owner}.elastic_grid must be an integer >= 2, got {grid!r}")
         for name in ("elastic_sigma", "intensity_scale", "intensity_shift"):
-            if not getattr(self, name) >= 0:
-                raise UserInputError(f"{owner}.{name} must be >= 0, got {getattr(self, name)}")
+            object.__setattr__(self, name, _finite(owner, name, getattr(self, name), minimum=0))
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict."""
@@ -248,20 +251,28 @@ class TrainConfig:
                     f"TrainConfig.tile_shape entries must be positive integers, "
                     f"got {self.tile_shape}"
                 )
-        if not (self.learning_rate > 0):
-            raise UserInputError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate}")
+        floats = ("learning_rate", "momentum", "weight_decay", "w0", "sigma", "validation_fraction")
+        for name in floats:  # plain floats: a numpy scalar would end up in the model file
+            minimum = 0 if name in ("weight_decay", "w0") else None
+            set_(self, name, _finite("TrainConfig", name, getattr(self, name), minimum))
+        lr = self.learning_rate
+        if not 0 < lr <= MAX_LEARNING_RATE:
+            raise UserInputError(
+                f"TrainConfig.learning_rate must be in (0, {MAX_LEARNING_RATE:g}], got {lr!r}; "
+                f"typical: 1e-4 to 1e-2 with Adam, 1e-3 to 1e-1 with SGD"
+            )
         if not 0 <= self.momentum < 1:
             raise UserInputError(f"TrainConfig.momentum must be in [0, 1), got {self.momentum}")
-        for name in ("weight_decay", "w0"):
-            if not getattr(self, name) >= 0:
-                raise UserInputError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not self.sigma > 0:
             raise UserInputError(f"TrainConfig.sigma must be > 0 (pixels), got {self.sigma}")
-        if self.foreground_fraction is not None and not 0 <= self.foreground_fraction <= 1:
-            raise UserInputError(
-                f"TrainConfig.foreground_fraction must be in [0, 1] or None, "
-                f"got {self.foreground_fraction}"
-            )
+        if self.foreground_fraction is not None:
+            fraction = _finite("TrainConfig", "foreground_fraction", self.foreground_fraction)
+            set_(self, "foreground_fraction", fraction)
+            if not 0 <= self.foreground_fraction <= 1:
+                raise UserInputError(
+                    f"TrainConfig.foreground_fraction must be in [0, 1] or None, "
+                    f"got {self.foreground_fraction}"
+                )
         if not 0 <= self.validation_fraction < 1:
             raise UserInputError(
                 f"TrainConfig.validation_fraction must be in [0, 1), got {self.validation_fraction}"
@@ -385,6 +396,16 @@ def volume_tile_shape(
 def _choice(name: str, value: Any, options: tuple[str, ...]) -> None:
     if value not in options:
         raise UserInputError(f"TrainConfig.{name} must be one of {options}, got {value!r}")
+
+
+def _finite(owner: str, name: str, value: Any, minimum: float | None = None) -> float:
+    """``value`` as a float; a UserInputError unless it is a finite real number (>= ``minimum``)."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not real or not math.isfinite(value):
+        raise UserInputError(f"{owner}.{name} must be a finite number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise UserInputError(f"{owner}.{name} must be >= {minimum:g}, got {value!r}")
+    return float(value)
 
 
 def _positive_int(name: str, value: Any) -> None:
