@@ -429,6 +429,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
     )
+    # A LocalCluster's workers log every start and task failure at INFO; the run's own
+    # progress bar and one-line errors say what matters.
+    logging.getLogger("distributed").setLevel(logging.INFO if args.verbose else logging.ERROR)
     try:
         with _signals_as_interrupts(), warnings.catch_warnings():
             warnings.showwarning = _show_warning

@@ -68,7 +68,26 @@ def predict_tiles(
     name: str,
     precision: str,
 ) -> tuple[np.ndarray, ...]:
-    """One task on a worker: predict a batch of tiles, crop each to its valid centre."""
+    """One task on a worker: predict a batch of tiles, crop each to its valid centre.
+
+    Parameters
+    ----------
+    payload : dict
+        :func:`model_payload` of the network (a scattered future of it, resolved by dask);
+        the network is rebuilt once per worker process and device.
+    batch : ndarray, shape (B, C, *tile_shape)
+        The tiles as :func:`~napari_tiled_unet.tiling.stitch.read_tile` reads them.
+    tiles, normalization, output, name, precision
+        As for :func:`~napari_tiled_unet.forward.predict_batch`.
+    device : str
+        Resolved on the worker ("auto": cuda, then mps, then cpu there).
+
+    Returns
+    -------
+    tuple of ndarray
+        Per tile its valid centre: class ids ``(*write_shape)`` or probabilities
+        ``(num_classes, *write_shape)``.
+    """
     net, torch_device = _worker_model(payload, device)
     result = predict_batch(net, batch, tiles, normalization, output, torch_device, name, precision)
     return tuple(
@@ -106,7 +125,30 @@ def build_graph(
     name: str = "image",
     precision: str = "float32",
 ) -> tuple[dask.array.Array, TilePlan, str]:
-    """The lazy result of the whole image, its tile plan and the plan's warning ("" if none)."""
+    """The lazy result of the whole image, its tile plan and the plan's warning ("" if none).
+
+    Parameters
+    ----------
+    image : array-like or dask.array.Array
+        Read by the tasks, box by box (other arrays are wrapped with ``dask.array.from_array``:
+        on a ``dask.distributed`` cluster they travel inside the graph, so they must pickle).
+    net, layout
+        The network and how it reads ``image``
+        (:func:`~napari_tiled_unet.inference.image_layout`).
+    output : {"labels", "probabilities"}
+        What the tasks return.
+    tile_shape, halo, batch_size, device, name, precision
+        As for :func:`~napari_tiled_unet.inference.iter_predict`.
+    client : distributed.Client, optional
+        Scatter the network's weights to its workers once, instead of one graph task.
+
+    Returns
+    -------
+    tuple
+        ``(array, plan, warning)``: the result shaped, typed and ordered as
+        :func:`~napari_tiled_unet.inference.layout_output_spec` says, chunked like the plan's
+        write windows (one chunk per frame along iterated axes).
+    """
     import dask
     import dask.array as da
 

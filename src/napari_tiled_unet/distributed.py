@@ -277,18 +277,21 @@ def _iter_cluster(
     work = ((index, tiles) for index in layout.frames() for tiles in batches)
     total, done, lead = layout.n_frames * len(plan), 0, int(output == "probabilities")
     yield Progress("predict", 0, total, _describe(plan, layout), warning=warning)
-    limit = max(2, 2 * sum(client.nthreads().values()))
     pending: dict[Any, tuple] = {}  # task future -> (frame index, tiles, scattered batch)
     try:
         while True:
-            for index, tiles in itertools.islice(work, limit - len(pending)):
+            # Asked each time: an adaptive cluster (dask-jobqueue) may start with no workers.
+            limit = max(2, 2 * sum(client.nthreads().values()))
+            for index, tiles in itertools.islice(work, max(0, limit - len(pending))):
                 source = layout.frame(image, index)
                 batch = np.stack([read_tile(source, t) for t in tiles])
                 release_mapped_pages(source)
                 where = layout.frame_name(index)
                 data = client.scatter(batch, hash=False)
                 args = (normalization, output, device, f"{name} at {where}" if where else name)
-                task = client.submit(predict_tiles, payload, data, tiles, *args, precision)
+                task = client.submit(
+                    predict_tiles, payload, data, tiles, *args, precision, pure=False
+                )
                 pending[task] = (index, tiles, data)
             if not pending:
                 return target

@@ -16,3 +16,7 @@ class TiledUNetError(Exception):
 
 class UserInputError(TiledUNetError, ValueError):
     """Input the user can fix (a shape, an axis, a file, an option); the message says how."""
+
+
+class TrainingDiverged(TiledUNetError, FloatingPointError):
+    """The loss became NaN or infinite; the message says which settings to lower."""

@@ -28,12 +28,14 @@ def test_reader_opens_a_pyramid_as_multiscale(viewer, tmp_path):
     np.testing.assert_array_equal(layer.data[0][:], image)
 
 
-def test_reader_declines_other_files():
+def test_reader_declines_other_files(tmp_path):
     from napari_tiled_unet._napari.reader import get_reader
 
     assert get_reader("image.png") is None
     assert get_reader(["a.tif", "b.tif"]) is None
-    assert get_reader("image.TIF") is not None
+    assert get_reader(str(tmp_path / "missing.tif")) is None  # only files it can read
+    tifffile.imwrite(tmp_path / "image.TIF", np.zeros((4, 4), np.uint8))
+    assert get_reader(str(tmp_path / "image.TIF")) is not None
 
 
 def test_reader_gives_large_memmapped_images_strided_levels(viewer, tmp_path, monkeypatch):

@@ -205,8 +205,11 @@ def plain_data(value: Any, where: str = "metadata") -> Any:
         For anything else (an object, a set, a function), naming where it sits, e.g.
         ``metadata['training']['when']``.
     """
-    if value is None or isinstance(value, bool | int | float | str):
+    if value is None or type(value) in (bool, int, float, str):
         return value
+    for kind in (bool, int, float, str):  # subclasses: numpy.float64, numpy.str_, enums
+        if isinstance(value, kind):
+            return kind.__str__(value) if kind is str else kind(value)
     if isinstance(value, Mapping):
         out = {}
         for key, item in value.items():

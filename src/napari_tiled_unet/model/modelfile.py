@@ -7,6 +7,7 @@ with ``torch.load(..., weights_only=True)``.
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -75,12 +76,30 @@ def save_model(model: UNet, path: str | os.PathLike, **metadata: Any) -> Path:
     return path
 
 
+def _why(err: BaseException) -> str:
+    """Why ``torch.load`` failed, in one line, and what to do."""
+    text = str(err)
+    if isinstance(err, pickle.UnpicklingError):
+        refused = [line.strip() for line in text.splitlines() if "nsupported" in line]
+        detail = f": {refused[0].rstrip('.')}" if refused else ""
+        return (
+            f"it holds pickled objects other than weights and plain data, refused without "
+            f"running them{detail}. Save models with napari_tiled_unet.save_model."
+        )
+    first = text.splitlines()[0] if text.strip() else "no detail"
+    return (
+        f"{type(err).__name__}: {first}. Was it truncated, or saved by another program? "
+        "Save models with napari_tiled_unet.save_model."
+    )
+
+
 def _one_line(text: str) -> str:
     return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
 
 
 def _check_state_dict(path: Path, model: UNet, state: Any) -> None:
-    """Refuse weights that do not fit ``model`` or are not finite, in one line naming ``path``."""
+    """Refuse weights that do not fit ``model`` (possibly on the meta device) or are not
+    finite, in one line naming ``path``."""
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
@@ -138,10 +157,9 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for damaged or foreign files
         raise ModelFileError(
-            f"{path} is not a readable napari-tiled-unet model file ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else 'no detail'}). Was it truncated, or "
-            "saved by another program? Save models with napari_tiled_unet.save_model."
+            f"{path} is not a readable napari-tiled-unet model file: {_why(err)}"
         ) from None
+
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(
             f"{path} is a PyTorch file but not a napari-tiled-unet model file (no "
@@ -161,12 +179,19 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         if not isinstance(payload.get("config"), Mapping):
             raise ModelFileError("it has no config dict")
         config = UNetConfig.from_dict(dict(payload["config"]))
+        with torch.device("meta"):  # the weights' names and shapes, without allocating them
+            skeleton = UNet.from_config(config)
+        _check_state_dict(path, skeleton, payload.get("state_dict"))
+        # Matching shapes mean the file holds every weight: building the network now takes
+        # no more memory than the file's own tensors.
         model = UNet.from_config(config)
-        _check_state_dict(path, model, payload.get("state_dict"))
         model.load_state_dict(payload["state_dict"])
         package = payload.get("package_version")
+        metadata = payload.get("metadata", {})
+        if not isinstance(metadata, Mapping):
+            raise ModelFileError(f"its metadata is a {type(metadata).__name__}, not a dict")
         info = ModelInfo.from_dict(
-            payload.get("metadata", {}), package_version=None if package is None else str(package)
+            metadata, package_version=None if package is None else str(package)
         )
         model.info = info
     except ModelFileError as err:

@@ -28,7 +28,7 @@ import torch
 
 from napari_tiled_unet.axes import ModelSpec
 from napari_tiled_unet.device import resolve_device
-from napari_tiled_unet.errors import UserInputError
+from napari_tiled_unet.errors import TrainingDiverged, UserInputError
 from napari_tiled_unet.events import Progress, run_to_completion
 from napari_tiled_unet.model.geometry import UNetGeometry
 from napari_tiled_unet.model.info import ModelInfo
@@ -326,7 +326,7 @@ class Trainer:
                 nonfinite = 0 if math.isfinite(loss) else nonfinite + 1
                 if nonfinite > (0 if scaler is None else MAX_SKIPPED_AMP_STEPS):
                     hint = "" if scaler is None else " or switch off TrainConfig.mixed_precision"
-                    raise FloatingPointError(
+                    raise TrainingDiverged(
                         f"the training loss became {loss} at step {step}; lower "
                         f"TrainConfig.learning_rate (now {config.learning_rate}){hint}"
                     )
