@@ -174,3 +174,39 @@ def test_normalisation_subsample_of_a_memmap_keeps_few_pages_resident(tmp_path, 
     assert max(resident) < 8 * 1024  # KiB, of 32 MiB read
     assert len(resident) >= 8
     assert _mapped_kib(path) < 1024
+
+
+def test_closing_the_run_does_not_wait_for_a_read_in_flight():
+    """Cancel reaches a prefetch read that blocks (a huge compressed tile): close() returns."""
+    import threading
+
+    from napari_tiled_unet.tiling.stitch import iter_run_plan
+
+    release, reading = threading.Event(), threading.Event()
+
+    class SlowImage:
+        shape, dtype, ndim = (1, 64, 64), np.dtype(np.float32), 3
+
+        def __init__(self):
+            self.reads = 0
+
+        def __getitem__(self, key):
+            self.reads += 1
+            if self.reads > 1:  # the prefetch of the second batch blocks until released
+                reading.set()
+                release.wait(60)
+            return np.zeros((1, *(s.stop - s.start for s in key[1:])), np.float32)
+
+    geometry = TileGeometry(grid=4, context_before=4, context_after=4)
+    plan = plan_tiles((64, 64), geometry, (24, 24))
+    assert len(plan) > 2
+    out = np.zeros((64, 64), np.float32)
+    run = iter_run_plan(SlowImage(), plan, lambda batch, tiles: batch[:, 0], out)
+    assert next(run) == 1
+    assert reading.wait(60)
+    closer = threading.Thread(target=run.close)
+    closer.start()
+    closer.join(30)  # a hang detector, not a timing: it returns at once when it works
+    stuck = closer.is_alive()
+    release.set()
+    assert not stuck, "closing the run waited for the blocked read"

@@ -273,8 +273,8 @@ def _iter_cluster(
     target = _target(net, layout, out, output)
     normalization = input_normalization(net, layout, image)
     [payload] = client.scatter([model_payload(net)], broadcast=True, hash=False)
-    batches = [plan.tiles[i : i + batch_size] for i in range(0, len(plan), batch_size)]
-    work = ((index, tiles) for index in layout.frames() for tiles in batches)
+    starts = range(0, len(plan), batch_size)  # batches sliced as they go: plans are lazy
+    work = ((index, plan.tiles[i : i + batch_size]) for index in layout.frames() for i in starts)
     total, done, lead = layout.n_frames * len(plan), 0, int(output == "probabilities")
     yield Progress("predict", 0, total, _describe(plan, layout), warning=warning)
     pending: dict[Any, tuple] = {}  # task future -> (frame index, tiles, scattered batch)

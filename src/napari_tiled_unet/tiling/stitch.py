@@ -108,20 +108,26 @@ def iter_run_plan(
         raise UserInputError(
             f"image spatial shape {image.shape[1:]} does not match the plan {plan.image_shape}"
         )
-    batches = [plan.tiles[i : i + batch_size] for i in range(0, len(plan), batch_size)]
+    n_batches = -(-len(plan) // batch_size)
+
+    def batch_tiles(b: int) -> Sequence[Tile]:  # sliced as they are needed: plans are lazy
+        return plan.tiles[b * batch_size : (b + 1) * batch_size]
+
     done = 0
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tile-prefetch") as pool:
-        pending = pool.submit(_read_batch, image, batches[0]) if batches else None
-        try:
-            for b, tiles in enumerate(batches):
-                batch = pending.result()
-                if b + 1 < len(batches):
-                    pending = pool.submit(_read_batch, image, batches[b + 1])
-                result = tile_fn(batch, tiles)
-                for tile, tile_out in zip(tiles, result, strict=True):
-                    out[(Ellipsis, *tile.write)] = tile_out[(Ellipsis, *tile.crop)]
-                done += len(tiles)
-                yield done
-        finally:
-            if pending is not None:
-                pending.cancel()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tile-prefetch")
+    pending = pool.submit(_read_batch, image, batch_tiles(0)) if n_batches else None
+    try:
+        for b in range(n_batches):
+            tiles = batch_tiles(b)
+            batch = pending.result()
+            if b + 1 < n_batches:
+                pending = pool.submit(_read_batch, image, batch_tiles(b + 1))
+            result = tile_fn(batch, tiles)
+            for tile, tile_out in zip(tiles, result, strict=True):
+                out[(Ellipsis, *tile.write)] = tile_out[(Ellipsis, *tile.crop)]
+            done += len(tiles)
+            yield done
+    finally:
+        # A cancel must not wait for a read in flight (a large compressed tile can take
+        # seconds): the prefetch thread only reads, so it may finish on its own.
+        pool.shutdown(wait=False, cancel_futures=True)
