@@ -178,6 +178,26 @@ def publish_all(moves: Sequence[tuple[Path, Path]]) -> None:
             shutil.rmtree(holder, ignore_errors=True)
 
 
+def check_file_destination(path: str | os.PathLike, example: str = "labels.tif") -> Path:
+    """Raise unless a file can be created at ``path``: not a folder, in a folder that exists.
+
+    Raises
+    ------
+    IsADirectoryError
+        ``path`` is a folder (the message suggests ``path / example``).
+    FileNotFoundError
+        Its folder does not exist.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"output {path} is a folder; give a file name such as {path / example}"
+        )
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"output folder {path.parent} does not exist")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it onto ``path`` only if the block succeeds.
@@ -185,13 +205,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     The temporary file is created at once, so an unwritable destination fails before any work.
     On any error (or KeyboardInterrupt) the temporary file is removed and ``path`` is untouched.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(
-            f"output {path} is a folder; give a file name such as {path / 'labels.tif'}"
-        )
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"output folder {path.parent} does not exist")
+    path = check_file_destination(path)
     # The parent resolved once: a relative path must not change meaning if the working
     # folder moves while we write.
     path = Path(os.path.realpath(path.parent)) / path.name

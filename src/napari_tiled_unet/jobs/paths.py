@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from napari_tiled_unet.errors import UserInputError
+from napari_tiled_unet.io.atomic import check_file_destination
 
 #: What a batch run reads from a folder.
 TIFF_INPUTS = (".tif", ".tiff")
@@ -178,13 +179,10 @@ def check_training_paths(
         check_input_file(path, what)
     if not os.fspath(output):
         raise UserInputError("the output path is empty; give a model file name such as model.pt")
-    out = Path(output)
-    if out.is_dir():
-        raise UserInputError(
-            f"output {out} is a folder; give a model file name such as {out / 'model.pt'}"
-        )
-    if not out.parent.is_dir():
-        raise UserInputError(f"output folder {out.parent} does not exist")
+    try:
+        out = check_file_destination(output, example="model.pt")
+    except OSError as err:
+        raise UserInputError(str(err)) from None
     if not os.access(out.parent, os.W_OK):
         raise UserInputError(f"cannot write to {out.parent}: permission denied")
     check_job_paths(inputs, [("output", out)])
