@@ -1,6 +1,7 @@
 """Helpers shared by the tests (import as ``from _helpers import drain``, like ``_nets``)."""
 
-from collections.abc import Generator
+import contextlib
+from collections.abc import Generator, Iterator
 from typing import Any, TypeVar
 
 E = TypeVar("E")
@@ -20,3 +21,54 @@ def drain(generator: Generator[E, Any, R]) -> tuple[list[E], R]:
             events.append(next(generator))
         except StopIteration as stop:
             return events, stop.value
+
+
+class RunningCommand:
+    """A command-line run in a subprocess whose stderr (tqdm progress) is read as it comes."""
+
+    def __init__(self, proc):
+        import threading
+
+        self.proc = proc
+        self.chunks: list[bytes] = []
+        self.working = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def tiles_done(self) -> int:
+        """The largest "done" count the progress bar has shown: "predict:  0%| | 17/8836 [..."."""
+        import re
+
+        found = re.findall(rb"(\d+)/\d+ \[", b"".join(self.chunks))
+        return max(map(int, found), default=0)
+
+    def stderr(self) -> str:
+        return b"".join(self.chunks).decode(errors="replace")
+
+    def _read(self) -> None:
+        import os
+
+        for chunk in iter(lambda: os.read(self.proc.stderr.fileno(), 4096), b""):
+            self.chunks.append(chunk)
+            if self.tiles_done() > 0:
+                self.working.set()
+        self.working.set()  # stderr closed: the run is over, stop waiting
+
+
+@contextlib.contextmanager
+def running_command(cmd: list[str], **popen: Any) -> Iterator[RunningCommand]:
+    """Start ``cmd`` and wait (on its progress output, up to 120 s) until tiles are written.
+
+    The run is killed on exit if it is still alive, and its stderr read to the end.
+    """
+    import subprocess
+
+    run = RunningCommand(subprocess.Popen(cmd, stderr=subprocess.PIPE, **popen))
+    try:
+        run.working.wait(timeout=120)
+        yield run
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.proc.wait()
+        run.reader.join(timeout=60)

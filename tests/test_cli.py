@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from _helpers import running_command
 from _nets import tiny_unet
 from napari_tiled_unet import predict, save_model
 from napari_tiled_unet.cli import main
@@ -453,11 +454,8 @@ def test_predict_applies_the_models_stored_channel_selection(tmp_path, rng, caps
 @pytest.mark.skipif(os.name != "posix", reason="SIGTERM")
 def test_sigterm_removes_unfinished_output(tmp_path, model_path, rng):
     """A batch scheduler's kill (SIGTERM) cleans up like Ctrl-C: no output, no temporary files."""
-    import re
     import signal
-    import subprocess
     import sys
-    import threading
 
     source = tmp_path / "in"
     source.mkdir()
@@ -469,35 +467,13 @@ def test_sigterm_removes_unfinished_output(tmp_path, model_path, rng):
     cmd = [sys.executable, "-m", "napari_tiled_unet.cli", "predict", str(image)]
     cmd += ["-o", str(out / "labels.tif"), "--model", str(model_path), "--tile", "64"]
     cmd += ["--device", "cpu"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
-    # The progress bar on stderr shows tiles being written: "predict:   0%|   | 17/8836 [...".
-    chunks, working = [], threading.Event()
-
-    def tiles_done() -> int:
-        return max(map(int, re.findall(rb"(\d+)/\d+ \[", b"".join(chunks))), default=0)
-
-    def read_stderr():
-        for chunk in iter(lambda: os.read(proc.stderr.fileno(), 4096), b""):
-            chunks.append(chunk)
-            if tiles_done() > 0:
-                working.set()
-        working.set()  # stderr closed: the run is over, stop waiting
-
-    reader = threading.Thread(target=read_stderr, daemon=True)
-    reader.start()
-    try:
-        working.wait(timeout=120)
-        assert tiles_done() > 0, b"".join(chunks).decode(errors="replace")
-        assert proc.poll() is None, "the run ended before it could be terminated"
+    with running_command(cmd) as run:
+        assert run.tiles_done() > 0, run.stderr()
+        assert run.proc.poll() is None, "the run ended before it could be terminated"
         assert any(out.iterdir())  # the unfinished output exists while tiles are written
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    reader.join(timeout=60)
-    stderr = b"".join(chunks).decode(errors="replace")
+        run.proc.send_signal(signal.SIGTERM)
+        run.proc.wait(timeout=60)
+    proc, stderr = run.proc, run.stderr()
     assert proc.returncode == 128 + signal.SIGTERM, stderr
     assert "terminated" in stderr and "Traceback" not in stderr
     assert list(out.iterdir()) == []

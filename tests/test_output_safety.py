@@ -20,6 +20,7 @@ import pytest
 import tifffile
 import zarr
 
+from _helpers import running_command
 from _nets import tiny_unet
 from napari_tiled_unet import save_model
 from napari_tiled_unet.cli import main
@@ -339,35 +340,17 @@ def test_two_quick_signals_still_leave_no_temporaries(tmp_path, rng, group):
     out.mkdir()
     cmd = [sys.executable, "-m", "napari_tiled_unet.cli", "predict", str(image), *FAST]
     cmd += ["--model", str(model), "-o", str(out / "labels.zarr"), "--kind", "instances"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, start_new_session=group)
-    chunks, working = [], threading.Event()
-
-    def read_stderr():
-        for chunk in iter(lambda: os.read(proc.stderr.fileno(), 4096), b""):
-            chunks.append(chunk)
-            if re.search(rb"[1-9]\d*/\d+ \[", b"".join(chunks)):
-                working.set()
-        working.set()
-
-    reader = threading.Thread(target=read_stderr, daemon=True)
-    reader.start()
-    try:
-        working.wait(timeout=120)
-        assert proc.poll() is None, b"".join(chunks).decode(errors="replace")
+    with running_command(cmd, start_new_session=group) as run:
+        assert run.proc.poll() is None, run.stderr()
         assert any(out.iterdir())  # temporaries exist while tiles are written
         for second in (False, True):
             if group:
-                os.killpg(proc.pid, signal.SIGTERM)
+                os.killpg(run.proc.pid, signal.SIGTERM)
             else:
-                proc.send_signal(signal.SIGINT if second else signal.SIGTERM)
+                run.proc.send_signal(signal.SIGINT if second else signal.SIGTERM)
             time.sleep(0.02)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    reader.join(timeout=60)
-    stderr = b"".join(chunks).decode(errors="replace")
+        run.proc.wait(timeout=60)
+    proc, stderr = run.proc, run.stderr()
     assert proc.returncode == 128 + signal.SIGTERM, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
     assert "terminated; unfinished outputs were removed" in stderr, stderr
