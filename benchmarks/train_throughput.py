@@ -28,6 +28,7 @@ from napari_tiled_unet.device import resolve_device
 from napari_tiled_unet.model.unet import UNet
 from napari_tiled_unet.training import NetworkSpec, TrainConfig, Trainer
 from napari_tiled_unet.training.loss import make_loss
+from napari_tiled_unet.training.optim import train_step
 
 
 def synthetic_pair(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -66,7 +67,8 @@ def pipeline_rate(image, labels, config: TrainConfig, warmup: int) -> tuple[floa
 
 
 def bare_rate(trainer: Trainer, config: TrainConfig, warmup: int) -> float:
-    """Tiles per second of forward + loss + backward + step on pre-made tensors."""
+    """Tiles per second of the engine's own step (:func:`train_step`: forward + loss + backward
+    + optimizer step) on one pre-made batch: the data pipeline is all that is left out."""
     device = resolve_device(config.device)
     amp = bool(config.mixed_precision and device.type == "cuda")
     model = UNet.from_config(trainer.best_model.config).to(device).train()
@@ -74,26 +76,16 @@ def bare_rate(trainer: Trainer, config: TrainConfig, warmup: int) -> float:
     scaler = torch.amp.GradScaler("cuda") if amp else None
     loss_fn = make_loss(config.loss)
     b, out = config.batch_size, trainer.layout.out_shape
-    x = torch.randn(b, trainer.channels, *config.tile_shape, device=device)
-    t = torch.randint(0, trainer.num_classes, (b, *out), device=device)
-    w = torch.rand(b, *out, device=device) + 0.5
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((b, trainer.channels, *config.tile_shape), dtype=np.float32)
+    t = rng.integers(0, trainer.num_classes, (b, *out))
+    w = rng.random((b, *out), dtype=np.float32) + 0.5
     start = None
     for step in range(config.iterations):
         if step == warmup:
             _sync(config.device)
             start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            logits = model(x)
-        loss = loss_fn(logits, t, w)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        float(loss.detach())  # the engine reads the loss every step too
+        train_step(model, optimizer, scaler, loss_fn, device, amp, x, t, w)
     _sync(config.device)
     return (config.iterations - warmup) * b / (time.perf_counter() - start)
 
