@@ -364,13 +364,10 @@ def _iter_in_memory(image, model, layout, kind, options, client):
 
         return (yield from iter_predict(image, model, axes=layout, output=kind, **options))
     from napari_tiled_unet.distributed import iter_predict_dask
-    from napari_tiled_unet.inference import layout_output_spec
 
-    shape, dtype, _axes = layout_output_spec(model, layout, kind)
-    out = np.zeros(shape, dtype)
     return (
         yield from iter_predict_dask(
-            image, model, out, axes=layout, output=kind, client=client, **options
+            image, model, axes=layout, output=kind, client=client, **options
         )
     )
 
