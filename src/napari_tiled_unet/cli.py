@@ -149,8 +149,7 @@ def _predict_jobs(request, plan, client) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from napari_tiled_unet.io.tiff import open_tiff, tiff_axes
-    from napari_tiled_unet.jobs import LayoutHints, TrainImage, TrainRequest, plan_training
+    from napari_tiled_unet.jobs import TrainImage, TrainRequest, open_training_pair, plan_training
     from napari_tiled_unet.jobs.paths import check_training_paths
     from napari_tiled_unet.model.modelfile import save_model
 
@@ -173,8 +172,7 @@ def _train(args: argparse.Namespace) -> None:
 
     def pair(image: str, labels: str, i: int | None) -> TrainImage:
         name = Path(image).name if i is None else f"pair {i + 1} ({Path(image).name})"
-        hints = LayoutHints(tiff_axes=tiff_axes(image))
-        return TrainImage(open_tiff(image), open_tiff(labels), name, hints)
+        return open_training_pair(image, labels, name)
 
     request = TrainRequest(
         config=_train_config(args),

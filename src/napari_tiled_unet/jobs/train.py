@@ -10,6 +10,7 @@ and what a fine-tuned model takes are decided here only.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -75,6 +76,16 @@ class TrainImage:
         if isinstance(self.name, tuple):
             return str(self.name[1])
         return "its labels"
+
+
+def open_training_pair(
+    image: str | os.PathLike, labels: str | os.PathLike, name: Any = None
+) -> TrainImage:
+    """A training pair from two TIFF files, read lazily; the image's TIFF axes are its hint."""
+    from napari_tiled_unet.io.tiff import open_tiff, tiff_axes
+
+    hints = LayoutHints(tiff_axes=tiff_axes(image))
+    return TrainImage(open_tiff(image), open_tiff(labels), name, hints)
 
 
 @dataclass(frozen=True)
