@@ -15,7 +15,7 @@ from pathlib import Path
 
 from napari_tiled_unet.device import DEVICES, PRECISIONS
 from napari_tiled_unet.errors import TiledUNetError, UserInputError
-from napari_tiled_unet.jobs.train import TILE_3D
+from napari_tiled_unet.jobs.train import TILE_2D, TILE_3D
 
 logger = logging.getLogger("napari_tiled_unet")
 
@@ -190,6 +190,7 @@ def _train(args: argparse.Namespace) -> None:
             for i, lab in zip(args.validation_image, args.validation_labels, strict=True)
         ],
     )
+    _show_label_mode(plan.label_mode)
     trainer = plan.trainer()
     try:
         _progress_bar(trainer.iter_run(), "train", ("loss", "val_iou", "val_f1"))
@@ -205,6 +206,24 @@ def _train(args: argparse.Namespace) -> None:
     save_model(best, output)
     scores = best.info.best_scores
     logger.warning("saved %s %s", output, " ".join(f"{k}={v:.3f}" for k, v in scores.items()))
+
+
+def _show_label_mode(choice) -> None:
+    """One line on stderr: the label mode the run uses and why (and its warning, if any)."""
+    print(f"napari-tiled-unet: label mode {choice.reason}", file=sys.stderr)
+    if choice.warning:
+        print(f"napari-tiled-unet: warning: {choice.warning}", file=sys.stderr)
+
+
+class _TrainHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: ...)" to every option with a default worth showing (not None, not a
+    flag's False, no empty list) whose help does not already name its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, []) or isinstance(action.default, bool) or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 def _train_config(args: argparse.Namespace):
@@ -311,7 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_predict)
 
-    t = sub.add_parser("train", help="train a model from images and label images")
+    from napari_tiled_unet.training.config import TRAIN_LABEL_MODES, TrainConfig
+
+    defaults = TrainConfig()  # the one source of the training defaults shown in --help
+    t = sub.add_parser(
+        "train",
+        help="train a model from images and label images",
+        formatter_class=_TrainHelpFormatter,
+    )
     t.add_argument(
         "--image", action="append", required=True, help="training image TIFF (repeat for more)"
     )
@@ -333,11 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--mode",
-        choices=("semantic", "instance", "sparse"),
-        default="semantic",
-        help="semantic: value = class; instance: value = object id; sparse: 0 = not annotated",
+        choices=TRAIN_LABEL_MODES,
+        default=defaults.label_mode,
+        help="how label values are read. auto: from the labels (many ids, each one connected "
+        "blob: instance; a few values: semantic; a --resume model's own mode), printed when "
+        "training starts; semantic: value = class; instance: value = object id; sparse: "
+        "0 = not annotated",
     )
-    t.add_argument("--iterations", type=int, default=1000)
+    t.add_argument("--iterations", type=int, default=defaults.iterations, help="optimizer steps")
     t.add_argument(
         "--ndim",
         type=int,
@@ -349,18 +378,40 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--tile",
         type=int,
-        help=f"training tile edge in pixels (default 256; 3D: {TILE_3D} in Y and X, in Z as "
+        help=f"training tile edge in pixels (default {TILE_2D}; 3D: {TILE_3D} in Y and X, in Z as "
         "deep as the thinnest volume allows)",
     )
-    t.add_argument("--batch", type=int, default=4)
-    t.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    t.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    t.add_argument(
+        "--batch", type=int, default=defaults.batch_size, help="tiles per optimizer step"
+    )
+    t.add_argument(
+        "--lr", type=float, default=defaults.learning_rate, help="learning rate (step size)"
+    )
+    t.add_argument(
+        "--optimizer",
+        choices=("adam", "sgd"),
+        default=defaults.optimizer,
+        help=f"adam, or sgd with momentum {defaults.momentum}",
+    )
     t.add_argument("--resume", help="fine-tune this model file instead of starting from scratch")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", choices=DEVICES, default="auto")
-    t.add_argument("--base-channels", type=int, default=32)
-    t.add_argument("--depth", type=int, default=4)
-    t.add_argument("--padding", choices=("same", "valid"), default="same")
+    t.add_argument("--seed", type=int, default=defaults.seed, help="seed of every random choice")
+    t.add_argument(
+        "--device", choices=DEVICES, default=defaults.device, help="auto: cuda, mps, cpu"
+    )
+    network = defaults.network
+    t.add_argument(
+        "--base-channels",
+        type=int,
+        default=network.base_channels,
+        help="feature channels of the first level (doubled at each level down)",
+    )
+    t.add_argument("--depth", type=int, default=network.depth, help="pooling levels of the U-Net")
+    t.add_argument(
+        "--padding",
+        choices=("same", "valid"),
+        default=network.padding,
+        help="same: output as large as the input; valid: the paper's unpadded convolutions",
+    )
     t.add_argument(
         "--anisotropic-levels",
         type=int,
@@ -368,7 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="3D only: the first this many levels pool in Y and X only, for stacks whose Z "
         "spacing is coarser than X/Y (1 for about 2x, 2 for about 4x; default 0)",
     )
-    t.add_argument("--validate-every", type=int, default=50)
+    t.add_argument(
+        "--validate-every",
+        type=int,
+        default=defaults.validation_every,
+        help="validate every this many steps",
+    )
     t.add_argument("--no-elastic", action="store_true", help="switch off elastic deformation")
     t.add_argument("--validation-image", action="append", default=[], help="held-out image TIFF")
     t.add_argument("--validation-labels", action="append", default=[], help="labels for it")
