@@ -16,8 +16,11 @@ from pathlib import Path
 from napari_tiled_unet.device import DEVICES, PRECISIONS
 from napari_tiled_unet.errors import TiledUNetError, UserInputError
 from napari_tiled_unet.jobs.train import TILE_2D, TILE_3D
+from napari_tiled_unet.training.config import TRAIN_LABEL_MODES, TrainConfig
 
 logger = logging.getLogger("napari_tiled_unet")
+#: Ends the help of an option whose default argparse should show (train --help lists them all).
+DEFAULT = " (default: %(default)s)"
 
 
 class CommandError(UserInputError):
@@ -190,7 +193,9 @@ def _train(args: argparse.Namespace) -> None:
             for i, lab in zip(args.validation_image, args.validation_labels, strict=True)
         ],
     )
-    _show_label_mode(plan.label_mode)
+    print(f"napari-tiled-unet: label mode {plan.label_mode.reason}", file=sys.stderr)
+    if plan.label_mode.warning:
+        print(f"napari-tiled-unet: warning: {plan.label_mode.warning}", file=sys.stderr)
     trainer = plan.trainer()
     try:
         _progress_bar(trainer.iter_run(), "train", ("loss", "val_iou", "val_f1"))
@@ -206,24 +211,6 @@ def _train(args: argparse.Namespace) -> None:
     save_model(best, output)
     scores = best.info.best_scores
     logger.warning("saved %s %s", output, " ".join(f"{k}={v:.3f}" for k, v in scores.items()))
-
-
-def _show_label_mode(choice) -> None:
-    """One line on stderr: the label mode the run uses and why (and its warning, if any)."""
-    print(f"napari-tiled-unet: label mode {choice.reason}", file=sys.stderr)
-    if choice.warning:
-        print(f"napari-tiled-unet: warning: {choice.warning}", file=sys.stderr)
-
-
-class _TrainHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Adds "(default: ...)" to every option with a default worth showing (not None, not a
-    flag's False, no empty list) whose help does not already name its default."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if action.default in (None, []) or isinstance(action.default, bool) or "default" in text:
-            return text
-        return super()._get_help_string(action)
 
 
 def _train_config(args: argparse.Namespace):
@@ -330,14 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_predict)
 
-    from napari_tiled_unet.training.config import TRAIN_LABEL_MODES, TrainConfig
-
     defaults = TrainConfig()  # the one source of the training defaults shown in --help
-    t = sub.add_parser(
-        "train",
-        help="train a model from images and label images",
-        formatter_class=_TrainHelpFormatter,
-    )
+    t = sub.add_parser("train", help="train a model from images and label images")
     t.add_argument(
         "--image", action="append", required=True, help="training image TIFF (repeat for more)"
     )
@@ -361,12 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode",
         choices=TRAIN_LABEL_MODES,
         default=defaults.label_mode,
-        help="how label values are read. auto: from the labels (many ids, each one connected "
-        "blob: instance; a few values: semantic; a --resume model's own mode), printed when "
-        "training starts; semantic: value = class; instance: value = object id; sparse: "
-        "0 = not annotated",
+        help="auto: read from the labels (many ids, each one blob: instance; a few values: "
+        "semantic; a --resume model's own), printed at the start; semantic: value = class; "
+        "instance: value = object id; sparse: 0 = not annotated" + DEFAULT,
     )
-    t.add_argument("--iterations", type=int, default=defaults.iterations, help="optimizer steps")
+    t.add_argument(
+        "--iterations", type=int, default=defaults.iterations, help="optimizer steps" + DEFAULT
+    )
     t.add_argument(
         "--ndim",
         type=int,
@@ -382,35 +364,40 @@ def build_parser() -> argparse.ArgumentParser:
         "deep as the thinnest volume allows)",
     )
     t.add_argument(
-        "--batch", type=int, default=defaults.batch_size, help="tiles per optimizer step"
+        "--batch", type=int, default=defaults.batch_size, help="tiles per step" + DEFAULT
     )
     t.add_argument(
-        "--lr", type=float, default=defaults.learning_rate, help="learning rate (step size)"
+        "--lr", type=float, default=defaults.learning_rate, help="learning rate" + DEFAULT
     )
     t.add_argument(
         "--optimizer",
         choices=("adam", "sgd"),
         default=defaults.optimizer,
-        help=f"adam, or sgd with momentum {defaults.momentum}",
+        help=f"adam, or sgd with momentum {defaults.momentum}" + DEFAULT,
     )
     t.add_argument("--resume", help="fine-tune this model file instead of starting from scratch")
-    t.add_argument("--seed", type=int, default=defaults.seed, help="seed of every random choice")
     t.add_argument(
-        "--device", choices=DEVICES, default=defaults.device, help="auto: cuda, mps, cpu"
+        "--seed", type=int, default=defaults.seed, help="seed of every random choice" + DEFAULT
+    )
+    t.add_argument(
+        "--device", choices=DEVICES, default=defaults.device, help="auto: cuda, mps, cpu" + DEFAULT
     )
     network = defaults.network
     t.add_argument(
         "--base-channels",
         type=int,
         default=network.base_channels,
-        help="feature channels of the first level (doubled at each level down)",
+        help="feature channels of the first level (doubled at each level down)" + DEFAULT,
     )
-    t.add_argument("--depth", type=int, default=network.depth, help="pooling levels of the U-Net")
+    t.add_argument(
+        "--depth", type=int, default=network.depth, help="pooling levels of the U-Net" + DEFAULT
+    )
     t.add_argument(
         "--padding",
         choices=("same", "valid"),
         default=network.padding,
-        help="same: output as large as the input; valid: the paper's unpadded convolutions",
+        help="same: output as large as the input; valid: the paper's unpadded convolutions"
+        + DEFAULT,
     )
     t.add_argument(
         "--anisotropic-levels",
@@ -423,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--validate-every",
         type=int,
         default=defaults.validation_every,
-        help="validate every this many steps",
+        help="validate every this many steps" + DEFAULT,
     )
     t.add_argument("--no-elastic", action="store_true", help="switch off elastic deformation")
     t.add_argument("--validation-image", action="append", default=[], help="held-out image TIFF")
