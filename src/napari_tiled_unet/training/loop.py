@@ -401,10 +401,10 @@ class Trainer:
         """The best model so far (CPU, eval mode, with its :meth:`info`); a new object each call.
 
         "Best" is the highest ``config.best_metric`` on the validation tiles. Before the first
-        validation, or without validation, it is the current model. None before training
-        started.
+        validation, or without validation, it is the current model. None before the first
+        optimizer step: a run stopped then has trained nothing to offer.
         """
-        if self._model is None:
+        if self._model is None or self.step == 0:
             return None
         net = UNet.from_config(self._model.config)
         if self._best_state is not None:
