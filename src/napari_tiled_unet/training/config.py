@@ -93,8 +93,9 @@ class TrainConfig:
         each one connected blob, are instance ids; a few values are semantic classes; a
         fine-tuned model's own mode), refusing labels that would read as more than a handful
         of semantic classes; the trained model records the mode chosen. "semantic": each
-        value is a class (0 = background, all pixels annotated). "instance": each value > 0 is one object; the network learns three classes,
-        background / object interior / object boundary, so touching objects come apart
+        value is a class (0 = background, all pixels annotated). "instance": each value > 0
+        is one object; the network learns three classes, background / object interior /
+        object boundary, so touching objects come apart
         (:func:`napari_tiled_unet.postprocess.labels_from_probabilities` turns predictions back
         into object ids). "sparse": ilastik-style scribbles; 0 means "not annotated" and is
         ignored by the loss, value ``k >= 1`` is class ``k - 1``.
