@@ -15,9 +15,12 @@ from pathlib import Path
 
 from napari_tiled_unet.device import DEVICES, PRECISIONS
 from napari_tiled_unet.errors import TiledUNetError, UserInputError
-from napari_tiled_unet.jobs.train import TILE_3D
+from napari_tiled_unet.jobs.train import TILE_2D, TILE_3D
+from napari_tiled_unet.training.config import TRAIN_LABEL_MODES, TrainConfig
 
 logger = logging.getLogger("napari_tiled_unet")
+#: Ends the help of an option whose default argparse should show (train --help lists them all).
+DEFAULT = " (default: %(default)s)"
 
 
 class CommandError(UserInputError):
@@ -190,6 +193,9 @@ def _train(args: argparse.Namespace) -> None:
             for i, lab in zip(args.validation_image, args.validation_labels, strict=True)
         ],
     )
+    print(f"napari-tiled-unet: label mode {plan.label_mode.reason}", file=sys.stderr)
+    if plan.label_mode.warning:
+        print(f"napari-tiled-unet: warning: {plan.label_mode.warning}", file=sys.stderr)
     trainer = plan.trainer()
     try:
         _progress_bar(trainer.iter_run(), "train", ("loss", "val_iou", "val_f1"))
@@ -311,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_predict)
 
+    defaults = TrainConfig()  # the one source of the training defaults shown in --help
     t = sub.add_parser("train", help="train a model from images and label images")
     t.add_argument(
         "--image", action="append", required=True, help="training image TIFF (repeat for more)"
@@ -333,11 +340,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--mode",
-        choices=("semantic", "instance", "sparse"),
-        default="semantic",
-        help="semantic: value = class; instance: value = object id; sparse: 0 = not annotated",
+        choices=TRAIN_LABEL_MODES,
+        default=defaults.label_mode,
+        help="auto: read from the labels (many ids, each one blob: instance; a few values: "
+        "semantic; a --resume model's own), printed at the start; semantic: value = class; "
+        "instance: value = object id; sparse: 0 = not annotated" + DEFAULT,
     )
-    t.add_argument("--iterations", type=int, default=1000)
+    t.add_argument(
+        "--iterations", type=int, default=defaults.iterations, help="optimizer steps" + DEFAULT
+    )
     t.add_argument(
         "--ndim",
         type=int,
@@ -349,18 +360,45 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--tile",
         type=int,
-        help=f"training tile edge in pixels (default 256; 3D: {TILE_3D} in Y and X, in Z as "
+        help=f"training tile edge in pixels (default {TILE_2D}; 3D: {TILE_3D} in Y and X, in Z as "
         "deep as the thinnest volume allows)",
     )
-    t.add_argument("--batch", type=int, default=4)
-    t.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    t.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    t.add_argument(
+        "--batch", type=int, default=defaults.batch_size, help="tiles per step" + DEFAULT
+    )
+    t.add_argument(
+        "--lr", type=float, default=defaults.learning_rate, help="learning rate" + DEFAULT
+    )
+    t.add_argument(
+        "--optimizer",
+        choices=("adam", "sgd"),
+        default=defaults.optimizer,
+        help=f"adam, or sgd with momentum {defaults.momentum}" + DEFAULT,
+    )
     t.add_argument("--resume", help="fine-tune this model file instead of starting from scratch")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", choices=DEVICES, default="auto")
-    t.add_argument("--base-channels", type=int, default=32)
-    t.add_argument("--depth", type=int, default=4)
-    t.add_argument("--padding", choices=("same", "valid"), default="same")
+    t.add_argument(
+        "--seed", type=int, default=defaults.seed, help="seed of every random choice" + DEFAULT
+    )
+    t.add_argument(
+        "--device", choices=DEVICES, default=defaults.device, help="auto: cuda, mps, cpu" + DEFAULT
+    )
+    network = defaults.network
+    t.add_argument(
+        "--base-channels",
+        type=int,
+        default=network.base_channels,
+        help="feature channels of the first level (doubled at each level down)" + DEFAULT,
+    )
+    t.add_argument(
+        "--depth", type=int, default=network.depth, help="pooling levels of the U-Net" + DEFAULT
+    )
+    t.add_argument(
+        "--padding",
+        choices=("same", "valid"),
+        default=network.padding,
+        help="same: output as large as the input; valid: the paper's unpadded convolutions"
+        + DEFAULT,
+    )
     t.add_argument(
         "--anisotropic-levels",
         type=int,
@@ -368,7 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="3D only: the first this many levels pool in Y and X only, for stacks whose Z "
         "spacing is coarser than X/Y (1 for about 2x, 2 for about 4x; default 0)",
     )
-    t.add_argument("--validate-every", type=int, default=50)
+    t.add_argument(
+        "--validate-every",
+        type=int,
+        default=defaults.validation_every,
+        help="validate every this many steps" + DEFAULT,
+    )
     t.add_argument("--no-elastic", action="store_true", help="switch off elastic deformation")
     t.add_argument("--validation-image", action="append", default=[], help="held-out image TIFF")
     t.add_argument("--validation-labels", action="append", default=[], help="labels for it")

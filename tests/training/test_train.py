@@ -62,8 +62,9 @@ def test_result_and_metadata_follow_the_contract(discs, tmp_path):
     training = meta["training"]
     assert training["best_step"] in (10, 20) and training["num_pairs"] == 1
     assert training["validation"] == "held-out tiles"
+    # The default label mode "auto" is recorded as the mode it chose.
     assert TrainConfig.from_dict(training["config"]) == tiny_config(
-        iterations=20, validation_every=10
+        iterations=20, validation_every=10, label_mode="semantic"
     )
     json.dumps(meta)  # plain data only
     loaded = load_model(save_model(model, tmp_path / "m.pt"))

@@ -260,9 +260,26 @@ def _finish(spec: OutputSpec, tmpdir: Path, array) -> Path:
         tile=(spec.tile, spec.tile),
         compression="zlib",
         bigtiff=True,
-        metadata={"axes": spec.axes} if spec.axes else {},
+        # Grey planes, never RGB: a 3-class probability map (3, Y, X) would otherwise be
+        # tagged as colour, and other viewers would show classes as colours.
+        photometric="minisblack",
+        **tiff_axes_metadata(spec.axes),
     )
     return tiff
+
+
+def tiff_axes_metadata(axes: str | None) -> dict:
+    """``tifffile.imwrite`` keywords that record ``axes`` where other programs read them.
+
+    OME-XML for axes OME can name (T, Z, C, Y, X, each at most once, Y and X last: Fiji,
+    QuPath and napari's readers then show a class axis ``C``, not RGB); tifffile's own
+    shaped metadata otherwise.
+    """
+    if not axes:
+        return {"metadata": {}}
+    if axes.endswith("YX") and set(axes) <= set("TZCYX") and len(set(axes)) == len(axes):
+        return {"ome": True, "metadata": {"axes": axes}}
+    return {"metadata": {"axes": axes}}
 
 
 @contextlib.contextmanager

@@ -322,6 +322,7 @@ def iter_predict_job(
         before any work.
     """
     from napari_tiled_unet.inference import image_layout
+    from napari_tiled_unet.jobs.work import iter_with_warning, small_tile_warning
 
     targets = [None if p is None else Path(p) for p in (output_path, probabilities_path)]
     if isinstance(image, str | os.PathLike):
@@ -338,16 +339,26 @@ def iter_predict_job(
     layout = image_layout(image, model, axes=read_layout(image.shape, model, request))
     options = request.engine_options(model.config.ndim)
     path = None if output_path is None else Path(output_path)
+    warning = small_tile_warning(
+        layout.spatial_shape, model, options["tile_shape"], options["halo"]
+    )
 
     if probabilities_path is not None:
-        labels, probabilities = yield from _iter_labels_and_probabilities(
-            image, model, layout, kind, options, client, path, Path(probabilities_path)
+        labels, probabilities = yield from iter_with_warning(
+            _iter_labels_and_probabilities(
+                image, model, layout, kind, options, client, path, Path(probabilities_path)
+            ),
+            warning,
         )
         return PredictResult(kind, labels, layout, path, probabilities)
     if path is None:
-        data = yield from _iter_in_memory(image, model, layout, kind, options, client)
+        data = yield from iter_with_warning(
+            _iter_in_memory(image, model, layout, kind, options, client), warning
+        )
         return PredictResult(kind, data, layout)
-    data = yield from _iter_to_file(image, model, layout, kind, options, client, path, pyramid)
+    data = yield from iter_with_warning(
+        _iter_to_file(image, model, layout, kind, options, client, path, pyramid), warning
+    )
     return PredictResult(kind, data, layout, path)
 
 

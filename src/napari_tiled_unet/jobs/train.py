@@ -21,6 +21,7 @@ from napari_tiled_unet.jobs.predict import LayoutHints, layout_from_hints
 if TYPE_CHECKING:
     from napari_tiled_unet.axes import Layout, ModelSpec
     from napari_tiled_unet.training import TrainConfig, Trainer
+    from napari_tiled_unet.training.label_mode import LabelModeChoice
 
 #: Default Y/X edge of a 3D training tile (a 64×64×64 tile already holds 262,144 voxels).
 TILE_3D = 64
@@ -136,10 +137,13 @@ class TrainPlan:
     ----------
     request : TrainRequest
     config : TrainConfig
-        The request's config with the planned ``tile_shape``.
+        The request's config with the planned ``tile_shape`` and its label mode decided.
     pairs, validation : tuple of TrainImage
     layouts, validation_layouts : tuple of Layout
         How each image is read.
+    label_mode : LabelModeChoice or None
+        The label mode and why (faces show ``label_mode.reason``, and ``label_mode.warning``
+        when it is not empty).
     """
 
     request: TrainRequest
@@ -148,6 +152,7 @@ class TrainPlan:
     layouts: tuple[Layout, ...]
     validation: tuple[TrainImage, ...] = ()
     validation_layouts: tuple[Layout, ...] = ()
+    label_mode: LabelModeChoice | None = None
 
     def describe(self) -> str:
         """One line per pair: how its image is read."""
@@ -248,18 +253,45 @@ def plan_training(
     pairs: Sequence[TrainImage],
     validation: Sequence[TrainImage] = (),
 ) -> TrainPlan:
-    """Read every image's layout and choose the tile; raise before any pixel is read.
+    """Read every image's layout, decide the label mode and choose the tile.
+
+    Only the label mode reads pixels: a sample of each labels array
+    (:func:`~napari_tiled_unet.training.label_mode.detect_label_mode`), for "auto" and for
+    the warning an explicit "semantic" gets on labels of many values.
 
     Raises
     ------
     UserInputError
-        No pairs, an impossible layout (AxesError), a 3D tile that does not fit.
+        No pairs, an impossible layout (AxesError), a 3D tile that does not fit; in auto
+        mode, pairs whose labels read differently or as more than a handful of classes.
     """
+    from napari_tiled_unet.training.label_mode import resolve_auto_mode
+
     if not pairs:
         raise UserInputError("no training data: give at least one image with its labels")
     spec = training_spec(request)
     layouts = tuple(read_training_layout(p, spec, request) for p in pairs)
     validation_layouts = tuple(read_training_layout(p, spec, request) for p in validation)
     tile_shape = training_tile(request, layouts + validation_layouts, spec.ndim)
-    config = dataclasses.replace(request.config, tile_shape=tile_shape)
-    return TrainPlan(request, config, tuple(pairs), layouts, tuple(validation), validation_layouts)
+    named = [(_labels_called(p), p.labels) for p in (*pairs, *validation)]
+    config, label_mode = resolve_auto_mode(request.config, named, _fine_tuned_mode(request))
+    config = dataclasses.replace(config, tile_shape=tile_shape)
+    return TrainPlan(
+        request, config, tuple(pairs), layouts, tuple(validation), validation_layouts, label_mode
+    )
+
+
+def _labels_called(pair: TrainImage) -> str:
+    """How label-mode messages name a pair's labels."""
+    if pair.described is not None or isinstance(pair.name, tuple):
+        return pair.labels_name
+    return f"labels of {pair.image_name}"
+
+
+def _fine_tuned_mode(request: TrainRequest) -> str | None:
+    """The label mode the model to fine-tune was trained with, when "auto" needs it."""
+    if request.model is None or request.config.label_mode != "auto":
+        return None
+    from napari_tiled_unet.jobs.predict import load_job_model
+
+    return load_job_model(request.model).info.label_mode

@@ -14,6 +14,8 @@ from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.normalization import Normalization
 
 LABEL_MODES = ("semantic", "instance", "sparse")
+#: What :attr:`TrainConfig.label_mode` accepts: a mode, or "auto" (decided from the labels).
+TRAIN_LABEL_MODES = ("auto", *LABEL_MODES)
 OPTIMIZERS = ("adam", "sgd")
 LOSSES = ("weighted_ce", "ce", "dice", "weighted_ce+dice")
 BEST_METRICS = ("val_iou", "val_f1", "val_object_f1")
@@ -85,10 +87,15 @@ class TrainConfig:
 
     Parameters
     ----------
-    label_mode : {"semantic", "instance", "sparse"}
-        How label values are read. "semantic": each value is a class (0 = background, all pixels
-        annotated). "instance": each value > 0 is one object; the network learns three classes,
-        background / object interior / object boundary, so touching objects come apart
+    label_mode : {"auto", "semantic", "instance", "sparse"}
+        How label values are read. "auto" (the default): decided from the labels when training
+        starts (:func:`~napari_tiled_unet.training.label_mode.detect_label_mode`: many ids,
+        each one connected blob, are instance ids; a few values are semantic classes; a
+        fine-tuned model's own mode), refusing labels that would read as more than a handful
+        of semantic classes; the trained model records the mode chosen. "semantic": each
+        value is a class (0 = background, all pixels annotated). "instance": each value > 0
+        is one object; the network learns three classes, background / object interior /
+        object boundary, so touching objects come apart
         (:func:`napari_tiled_unet.postprocess.labels_from_probabilities` turns predictions back
         into object ids). "sparse": ilastik-style scribbles; 0 means "not annotated" and is
         ignored by the loss, value ``k >= 1`` is class ``k - 1``.
@@ -165,7 +172,7 @@ class TrainConfig:
         Prepare the next batch in a background thread while the current step runs.
     """
 
-    label_mode: str = "semantic"
+    label_mode: str = "auto"
     iterations: int = 1000
     tile_shape: tuple[int, ...] = (256, 256)
     batch_size: int = 4
@@ -223,7 +230,7 @@ class TrainConfig:
                     f"got {type(value).__name__}"
                 )
 
-        _choice("label_mode", self.label_mode, LABEL_MODES)
+        _choice("label_mode", self.label_mode, TRAIN_LABEL_MODES)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("loss", self.loss, LOSSES)
         _choice("best_metric", self.best_metric, BEST_METRICS)

@@ -51,6 +51,7 @@ from napari_tiled_unet.training.inputs import (
     common_channels,
     labelled_frames,
 )
+from napari_tiled_unet.training.label_mode import resolve_auto_mode, run_labels
 from napari_tiled_unet.training.loss import make_loss
 from napari_tiled_unet.training.optim import grad_scaler, make_optimizer, train_step
 from napari_tiled_unet.training.pairs import check_pair_size
@@ -82,7 +83,8 @@ class Trainer:
         ``tifffile`` memmaps, zarr and dask arrays all work, and are never loaded whole.
     labels : array-like or sequence of array-likes
         Integer labels of each image's shape without its C axis (same axis order), read as
-        ``config.label_mode`` says (see :class:`TrainConfig`).
+        ``config.label_mode`` says (see :class:`TrainConfig`); "auto" is decided here from a
+        sample of each labels array (:attr:`label_mode` says how).
     config : TrainConfig
         How to train.
     model : UNet, path-like or None
@@ -118,12 +120,15 @@ class Trainer:
     ------
     ValueError
         Raised here for what can be seen without reading pixels (shapes, dtypes, tile size,
-        model compatibility); problems in the pixel values (NaN, empty labels, a single class)
+        model compatibility) and, for label mode "auto", labels that read ambiguously;
+        problems in the pixel values (NaN, empty labels, a single class)
         are raised by the first ``next()`` of :meth:`iter_run`. Every message names the pair.
 
     Attributes
     ----------
     config : TrainConfig
+        The configuration, with an "auto" label mode decided (:attr:`label_mode` says why).
+    label_mode : LabelModeChoice
     status : str
         "ready", "running", "finished", "stopped" (closed early) or "failed".
     step : int
@@ -154,7 +159,6 @@ class Trainer:
         config = TrainConfig() if config is None else config
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-        self.config = config
         ndim = config.ndim
         self._base_model, self._fine_tuned_from = load_base_model(model)
         self._selection = None if channels is None else [int(c) for c in channels]
@@ -169,6 +173,10 @@ class Trainer:
             validation, ndim, validation_axes, **options
         )
         channels = common_channels(self.pairs + self.validation_pairs)
+        base_mode = None if self._base_model is None else self._base_model.info.label_mode
+        named = run_labels(labels, names, validation) if config.label_mode == "auto" else []
+        self.config, self.label_mode = resolve_auto_mode(config, named, base_mode)
+        config = self.config
         if self._base_model is not None:
             check_base_model(self._base_model, config, channels, self.pairs[0].image_name)
             geometry = self._base_model.geometry
@@ -393,10 +401,10 @@ class Trainer:
         """The best model so far (CPU, eval mode, with its :meth:`info`); a new object each call.
 
         "Best" is the highest ``config.best_metric`` on the validation tiles. Before the first
-        validation, or without validation, it is the current model. None before training
-        started.
+        validation, or without validation, it is the current model. None before the first
+        optimizer step: a run stopped then has trained nothing to offer.
         """
-        if self._model is None:
+        if self._model is None or self.step == 0:
             return None
         net = UNet.from_config(self._model.config)
         if self._best_state is not None:

@@ -1,0 +1,51 @@
+"""benchmarks/train_default_model.sh makes the default kind of model from any image/label folder,
+so the bundled sample data can be swapped for another training set (issue 15 §7)."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tifffile
+
+from napari_tiled_unet import load_model
+from napari_tiled_unet.model.modelfile import default_model_path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "train_default_model.sh"
+FAST = ["--iterations", "1", "--tile", "64", "--batch", "1", "--base-channels", "4", "--depth", "2"]
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+
+
+def _run(*args):
+    env = dict(os.environ)
+    # The console script of this interpreter's environment, running this checkout's sources.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    return subprocess.run(
+        ["bash", str(SCRIPT), *map(str, args)], capture_output=True, text=True, env=env
+    )
+
+
+def test_any_folder_of_image_and_label_pairs_trains_an_instance_model(tmp_path):
+    sample = default_model_path().parent
+    image = tifffile.imread(sample / "synthetic_nuclei.tif")
+    labels = tifffile.imread(sample / "synthetic_nuclei_labels.tif")
+    folder = tmp_path / "my set"  # a space in the path must not split it
+    folder.mkdir()
+    for name, rows in (("top", slice(0, 128)), ("bottom", slice(128, 256))):
+        tifffile.imwrite(folder / f"{name}.tif", image[rows])
+        tifffile.imwrite(folder / f"{name}_labels.tif", labels[rows])
+    out = tmp_path / "model.pt"
+    done = _run(out, folder, *FAST, "--validate-every", "1", "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    model = load_model(out)
+    assert model.info.label_mode == "instance" and model.info.training["num_pairs"] == 2
+
+
+def test_a_folder_without_pairs_is_refused(tmp_path):
+    done = _run(tmp_path / "model.pt", tmp_path)
+    assert done.returncode == 2 and "no NAME.tif + NAME_labels.tif pairs" in done.stderr
