@@ -35,6 +35,7 @@ from napari_tiled_unet.jobs import (
     read_training_layout,
 )
 from napari_tiled_unet.jobs.train import TILE_2D, TILE_3D, requested_tile_shape, training_spec
+from napari_tiled_unet.training.config import TRAIN_LABEL_MODES
 
 if TYPE_CHECKING:
     from napari.qt.threading import GeneratorWorker
@@ -42,9 +43,10 @@ if TYPE_CHECKING:
     from napari_tiled_unet.model.unet import UNet
     from napari_tiled_unet.training import Trainer
 
-LABEL_MODES = ("semantic", "instance", "sparse")
+LABEL_MODES = TRAIN_LABEL_MODES
 LABEL_MODE_HELP = (
-    "semantic: every pixel holds a class (0 = background). instance: each value > 0 is one "
+    "auto: decided from the labels (many ids, each one blob: instance; a few values: "
+    "semantic). semantic: every pixel holds a class (0 = background). instance: each value > 0 is one "
     "object; the model learns background / interior / boundary so touching objects separate. "
     "sparse: scribbles; 0 = not annotated, value k = class k-1."
 )
