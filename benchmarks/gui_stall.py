@@ -23,6 +23,12 @@ run imports torch):
   that the engine is fast and handing the result to the viewer dominates;
 - ``train``: the Train widget on the bundled nuclei pair, ``--train-iterations`` steps of a
   small network.
+- ``add`` (only when asked for): the hand-over alone, no engine: a label image of each size
+  added to the viewer as ``int32``, as ``uint16`` and as a ``uint16`` pyramid, twice each
+  (phases ``<shape> <kind> (<rep>)``; the ``remove`` phases in between are housekeeping);
+- ``cli`` (only when asked for): the control. The ``tiny`` case's image and model, predicted
+  by ``napari-tiled-unet predict`` in another process while the viewer (showing the image)
+  idles: the stalls left when the engine shares no interpreter (GIL) with the viewer.
 
 ``--src DIR`` runs the cases with another source tree first on the path (e.g. an export of an
 older commit: ``git archive <commit> src | tar -x -C /tmp/base``) and ``--compare DIR`` runs
@@ -58,7 +64,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 STALL_MS = 100.0
-CASES = ("bundled", "tiny", "train")
+CASES = ("bundled", "tiny", "train")  # and "cli", the control (not run by default)
 
 
 # -- measuring -----------------------------------------------------------------------------
@@ -203,6 +209,72 @@ def predict_case(case: str, args: argparse.Namespace, recorder: GapRecorder, vie
     return {"shape": shape, "runs": runs, "model": "tiny" if model_path else "bundled"}
 
 
+def cli_case(args: argparse.Namespace, recorder: GapRecorder, viewer) -> dict:
+    """The control: the ``tiny`` case predicted by the command line in another process."""
+    import tifffile
+
+    from napari_tiled_unet._napari.sample_data import SAMPLE_DIR
+
+    sys.path.insert(0, str(HERE))
+    from napari_big_tiff import tiny_threshold_model  # the benchmark beside this one
+
+    shape = parse_shape(args.tiny_shape)
+    image = mirror_tiled(tifffile.imread(SAMPLE_DIR / "nuclei.tif"), shape)
+    viewer.add_image(image, name="image")
+    work = Path(args.workdir)
+    tifffile.imwrite(work / "cli_input.tif", image)
+    model = tiny_threshold_model(work / "tiny_threshold.pt")
+    command = [
+        *(sys.executable, "-m", "napari_tiled_unet.cli", "predict", str(work / "cli_input.tif")),
+        *("--model", str(model), "--output", str(work / "cli_output.tif"), "--device", "cpu"),
+    ]
+    idle(args.settle)
+    recorder.start()
+    recorder.mark("CLI predicts in another process")
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: process.poll() is not None, 3600)
+    seconds = time.perf_counter() - started
+    recorder.stop()
+    if process.returncode:
+        raise SystemExit(f"the command line failed: {' '.join(command)}")
+    return {"shape": shape, "model": "tiny, command line", "seconds": seconds}
+
+
+def add_case(args: argparse.Namespace, recorder: GapRecorder, viewer) -> dict:
+    """The result hand-over alone: one label image added as int32, as uint16 and as a uint16
+    pyramid (what the widget now hands over), twice each, alternating, after a warm-up layer."""
+    from napari_tiled_unet.io.pyramid import strided_levels
+
+    def contiguous_pyramid(array):  # as the widget's worker builds it (_napari/_results.py)
+        return [array, *(np.ascontiguousarray(level) for level in strided_levels(array)[1:])]
+
+    idle(args.settle)
+    recorder.start()
+    recorder.mark("warm-up: a first small labels layer")
+    viewer.layers.remove(viewer.add_labels(np.zeros((64, 64), np.uint8)))
+    idle(1)
+    rows = []
+    for text in (args.bundled_shape, args.tiny_shape):
+        shape = parse_shape(text)
+        ids = (np.arange(shape[0] * shape[1], dtype=np.uint32).reshape(shape) // 5000) % 3000
+        for rep in (1, 2):
+            for kind in ("int32", "uint16", "uint16 pyramid"):
+                data = ids.astype(np.int32 if kind == "int32" else np.uint16)
+                levels = contiguous_pyramid(data) if kind.endswith("pyramid") else data
+                idle(0.5)
+                recorder.mark(f"{shape[0]}×{shape[1]} {kind} ({rep})")
+                layer = viewer.add_labels(levels, multiscale=kind.endswith("pyramid"))
+                idle(args.settle)
+                recorder.mark("remove")
+                viewer.layers.remove(layer)
+                del layer, levels, data
+                idle(0.5)
+        rows.append(text)
+    recorder.stop()
+    return {"shapes": rows}
+
+
 def train_case(args: argparse.Namespace, recorder: GapRecorder, viewer) -> dict:
     import tifffile
 
@@ -245,6 +317,10 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
     try:
         if case == "train":
             info = train_case(args, recorder, viewer)
+        elif case == "cli":
+            info = cli_case(args, recorder, viewer)
+        elif case == "add":
+            info = add_case(args, recorder, viewer)
         else:
             info = predict_case(case, args, recorder, viewer)
     finally:
@@ -271,6 +347,8 @@ def table(results: list[dict], label: str) -> str:
     for result in results:
         if result["case"] == "train":
             name = f"train, {result['iterations']} steps"
+        elif result["case"] == "add":
+            name = "add a result layer"
         else:
             y, x = result["shape"]
             name = f"{y}×{x}, {result['model']} model"

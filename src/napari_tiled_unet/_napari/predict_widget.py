@@ -21,7 +21,6 @@ from napari_tiled_unet._napari._layers import (
 from napari_tiled_unet._napari._layout import expose, scroll_rows
 from napari_tiled_unet._napari._models import trained_models
 from napari_tiled_unet._napari._results import MULTISCALE_PLANE_PIXELS, iter_for_viewer
-from napari_tiled_unet._napari._warmup import warm_imports
 from napari_tiled_unet._napari._worker import Throttle, start_engine
 from napari_tiled_unet.axes import ModelSpec, parse_channels
 from napari_tiled_unet.device import DEVICES
@@ -199,7 +198,6 @@ class PredictWidget(Container):
         for event in ("inserted", "removed", "moved", "reordered"):
             getattr(napari_viewer.layers.events, event).connect(self.reset_choices)
         self.show_layout()  # opened on an existing layer: say at once how it will be read
-        warm_imports()  # torch, while nobody waits (not at the first click)
 
     # -- choices -----------------------------------------------------------------------------
 

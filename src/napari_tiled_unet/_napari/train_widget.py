@@ -25,7 +25,6 @@ from napari_tiled_unet._napari._label_reading import (
 from napari_tiled_unet._napari._layers import engine_name, layer_data
 from napari_tiled_unet._napari._layout import expose, scroll_rows
 from napari_tiled_unet._napari._models import trained_models
-from napari_tiled_unet._napari._warmup import warm_imports
 from napari_tiled_unet._napari._worker import start_engine
 from napari_tiled_unet._napari.train_settings import settings_form
 from napari_tiled_unet._napari.training_plot import TrainingPlot
@@ -121,7 +120,6 @@ class TrainWidget(Container):
         self.save_button.changed.connect(self._save_clicked)
         for event in ("inserted", "removed", "moved", "reordered"):
             getattr(napari_viewer.layers.events, event).connect(self.reset_choices)
-        warm_imports()  # torch, while nobody waits (not at the first click)
 
     def _show_advanced(self, show: bool) -> None:
         self.advanced.visible = show
