@@ -261,10 +261,11 @@ def add_case(args: argparse.Namespace, recorder: GapRecorder, viewer) -> dict:
         for rep in (1, 2):
             for kind in ("int32", "uint16", "uint16 pyramid"):
                 data = ids.astype(np.int32 if kind == "int32" else np.uint16)
-                levels = contiguous_pyramid(data) if kind.endswith("pyramid") else data
+                levels = contiguous_pyramid(data) if kind.endswith("pyramid") else [data]
                 idle(0.5)
                 recorder.mark(f"{shape[0]}×{shape[1]} {kind} ({rep})")
-                layer = viewer.add_labels(levels, multiscale=kind.endswith("pyramid"))
+                many = len(levels) > 1  # an image no larger than a level stays one array
+                layer = viewer.add_labels(levels if many else levels[0], multiscale=many)
                 idle(args.settle)
                 recorder.mark("remove")
                 viewer.layers.remove(layer)
