@@ -21,6 +21,8 @@ PY=${PYTHON:-python3}
 # The CPU build first: an unpinned torch would pull a multi-gigabyte CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[test]"
+# A .venv made before the `gui` extra may hold PyQt5, which qtpy would pick before PyQt6.
+.venv/bin/python -m pip uninstall -y -q PyQt5 PyQt5-Qt5 PyQt5-sip 2>/dev/null || true
 
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/npe2 validate napari-tiled-unet

@@ -300,6 +300,8 @@ def test_layout_is_shown_as_layers_and_settings_change(viewer, train_widget, nuc
     viewer.add_image(np.stack([image] * 3), name="stack")
     viewer.add_labels(np.stack([labels] * 3), name="masks")
     train_widget.reset_choices()
+    assert train_widget.reading.value.startswith("auto → instance ('masks': ")
+    train_widget.label_mode.value = "instance"
     assert train_widget.reading.value == "'stack': ZYX: YX planes, one per Z (3)"
     train_widget.dimensions.value = "3D"
     assert train_widget.reading.value == "'stack': ZYX: ZYX volumes"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -13,6 +15,31 @@ from napari.utils.notifications import notification_manager, show_warning
 from napari_tiled_unet.events import Progress
 
 logger = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 0.1
+"""Seconds between progress updates shown: at most 10 a second."""
+
+
+class Throttle:
+    """Lets a progress event through at most every ``interval`` seconds (always the first and
+    the last of a job, and events with metrics or a warning).
+
+    Each shown update costs the GUI thread a relayout and napari's progress bar processes Qt
+    events while it updates; per-tile events can come at 50 Hz.
+    """
+
+    def __init__(self, interval: float = PROGRESS_INTERVAL) -> None:
+        self.interval = interval
+        self._shown = -math.inf
+
+    def ready(self, event: Progress) -> bool:
+        """Whether to show ``event`` now."""
+        now = time.monotonic()
+        always = event.metrics or event.warning or event.done in (0, event.total)
+        if not always and now - self._shown < self.interval:
+            return False
+        self._shown = now
+        return True
 
 
 def _drive(engine: Generator[Progress, None, Any]) -> Generator[Progress, None, Any]:
@@ -28,6 +55,7 @@ def start_engine(
     on_progress: Callable[[Progress], None] | None = None,
     on_error: Callable[[Exception], None] | None = None,
     on_finished: Callable[[], None] | None = None,
+    min_interval: float = PROGRESS_INTERVAL,
     **kwargs: Any,
 ) -> GeneratorWorker:
     """Run an engine generator in a napari thread worker and start it.
@@ -58,6 +86,9 @@ def start_engine(
         notification has been sent).
     on_finished : callable, optional
         Called on the GUI thread last, after a result, an error or a cancel.
+    min_interval : float
+        Seconds between two updates of the progress bar (see :class:`Throttle`); every event
+        still reaches ``on_progress``.
 
     Returns
     -------
@@ -68,6 +99,8 @@ def start_engine(
     bar = progress(total=0, desc=description)
     finished = False
 
+    throttle = Throttle(min_interval)
+
     def show_progress(event: Progress) -> None:
         # The callback runs first: napari's progress widgets process Qt events while updating,
         # so later events (and the end of the job) may be handled inside the bar update.
@@ -75,7 +108,7 @@ def start_engine(
             on_progress(event)
         if event.warning:
             show_warning(event.warning)
-        if bar.disable or finished:
+        if bar.disable or finished or not throttle.ready(event):
             return
         if bar.total != event.total:
             bar.total = event.total

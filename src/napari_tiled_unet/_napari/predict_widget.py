@@ -18,8 +18,10 @@ from napari_tiled_unet._napari._layers import (
     layer_data,
     result_layer_kwargs,
 )
+from napari_tiled_unet._napari._layout import expose, scroll_rows
 from napari_tiled_unet._napari._models import trained_models
-from napari_tiled_unet._napari._worker import start_engine
+from napari_tiled_unet._napari._results import MULTISCALE_PLANE_PIXELS, iter_for_viewer
+from napari_tiled_unet._napari._worker import Throttle, start_engine
 from napari_tiled_unet.axes import ModelSpec, parse_channels
 from napari_tiled_unet.device import DEVICES
 from napari_tiled_unet.errors import UserInputError
@@ -77,88 +79,107 @@ class PredictWidget(Container):
         Results for images with at least this many pixels are streamed into a zarr store in a
         temporary folder owned by the widget (removed when the widget is deleted or napari
         exits) and come back as lazy layers; smaller ones as numpy arrays.
+    multiscale_result_pixels : int
+        In-memory results whose Y x X plane has at least this many pixels come back as a
+        pyramid built in the worker thread (adding one big plane stalls the viewer); label
+        results come in the smallest unsigned dtype that holds their ids.
     """
 
     def __init__(self, napari_viewer: Viewer):
+        fields = [  # they scroll; the buttons and the status line below them stay visible
+            ComboBox(name="image", tooltip="Image layer to segment"),
+            LineEdit(
+                name="axes",
+                value="",
+                tooltip="The layer's axes, e.g. YX, ZYX, CYX, TZCYX, YXC (RGB); empty: from "
+                "the layer and the model. Extra axes (T, or Z for a 2D model) are predicted "
+                "frame by frame.",
+            ),
+            LineEdit(
+                name="channels",
+                value="",
+                tooltip="Channels to feed the model, e.g. 0 or 2,0,1; empty: all, or the "
+                "model's stored selection for a layer with as many channels as it was "
+                "trained on",
+            ),
+            Label(name="reading", label="reads as", value=""),
+            ComboBox(
+                name="model",
+                tooltip="The bundled default model, a model file, or a model trained in this session",
+            ),
+            FileEdit(
+                name="model_file",
+                label="model file",
+                mode="r",
+                filter="*.pt",
+                nullable=True,
+                tooltip="A model file saved by napari-tiled-unet (*.pt)",
+            ),
+            SpinBox(
+                name="tile_size",
+                label="tile size",
+                value=0,
+                min=0,
+                max=8192,
+                step=16,
+                tooltip=(
+                    "Tile edge in pixels, context included; 0 = automatic (the largest "
+                    "up to 1280 px whose forward pass is estimated at 768 MiB or less)"
+                ),
+            ),
+            SpinBox(
+                name="halo",
+                label="halo",
+                value=0,
+                min=0,
+                max=512,
+                tooltip=(
+                    "Context in pixels each tile reads, for 'same' networks; 0 = exact (the "
+                    "whole receptive field: no seams, 107 px at depth 4). Smaller is faster "
+                    "and needs less memory, but differs slightly near tile borders"
+                ),
+            ),
+            SpinBox(
+                name="batch_size",
+                label="batch size",
+                value=1,
+                min=1,
+                max=512,
+                tooltip="Tiles per forward pass; on a GPU with memory to spare, more can be faster",
+            ),
+            ComboBox(name="device", choices=DEVICES, value="auto"),
+            ComboBox(
+                name="output",
+                choices=OUTPUT_KINDS,
+                value="auto",
+                tooltip="auto: object ids for models trained on instance labels, else classes",
+            ),
+        ]
         super().__init__(
             widgets=[
-                ComboBox(name="image", tooltip="Image layer to segment"),
-                LineEdit(
-                    name="axes",
-                    value="",
-                    tooltip="The layer's axes, e.g. YX, ZYX, CYX, TZCYX, YXC (RGB); empty: from "
-                    "the layer and the model. Extra axes (T, or Z for a 2D model) are predicted "
-                    "frame by frame.",
+                *fields,
+                Container(
+                    name="actions",
+                    layout="horizontal",
+                    labels=False,
+                    widgets=[
+                        PushButton(name="run_button", text="Run"),
+                        PushButton(name="cancel_button", text="Cancel", enabled=False),
+                    ],
                 ),
-                LineEdit(
-                    name="channels",
-                    value="",
-                    tooltip="Channels to feed the model, e.g. 0 or 2,0,1; empty: all, or the "
-                    "model's stored selection for a layer with as many channels as it was "
-                    "trained on",
-                ),
-                Label(name="reading", label="reads as", value=""),
-                ComboBox(
-                    name="model",
-                    tooltip="The bundled default model, a model file, or a model trained in this session",
-                ),
-                FileEdit(
-                    name="model_file",
-                    label="model file",
-                    mode="r",
-                    filter="*.pt",
-                    nullable=True,
-                    tooltip="A model file saved by napari-tiled-unet (*.pt)",
-                ),
-                SpinBox(
-                    name="tile_size",
-                    label="tile size",
-                    value=0,
-                    min=0,
-                    max=8192,
-                    step=16,
-                    tooltip=(
-                        "Tile edge in pixels, context included; 0 = automatic (the largest "
-                        "up to 1280 px whose forward pass is estimated at 768 MiB or less)"
-                    ),
-                ),
-                SpinBox(
-                    name="halo",
-                    label="halo",
-                    value=0,
-                    min=0,
-                    max=512,
-                    tooltip=(
-                        "Context in pixels each tile reads, for 'same' networks; 0 = exact (the "
-                        "whole receptive field: no seams, 107 px at depth 4). Smaller is faster "
-                        "and needs less memory, but differs slightly near tile borders"
-                    ),
-                ),
-                SpinBox(
-                    name="batch_size",
-                    label="batch size",
-                    value=1,
-                    min=1,
-                    max=512,
-                    tooltip="Tiles per forward pass; on a GPU with memory to spare, more can be faster",
-                ),
-                ComboBox(name="device", choices=DEVICES, value="auto"),
-                ComboBox(
-                    name="output",
-                    choices=OUTPUT_KINDS,
-                    value="auto",
-                    tooltip="auto: object ids for models trained on instance labels, else classes",
-                ),
-                PushButton(name="run_button", text="Run"),
-                PushButton(name="cancel_button", text="Cancel", enabled=False),
                 Label(name="status", value=""),
-            ]
+            ],
         )
+        self.actions.label = ""
+        expose(self, self.actions)
+        scroll_rows(self, fields)
         self._viewer = napari_viewer
         self._trained = trained_models(napari_viewer)
         self._worker: GeneratorWorker | None = None
         self._cancelled = False
+        self._throttle = Throttle()
         self.lazy_result_pixels = LAZY_RESULT_PIXELS
+        self.multiscale_result_pixels = MULTISCALE_PLANE_PIXELS
         self._store_dir: tempfile.TemporaryDirectory | None = None
         self._stores = 0
         self._specs: dict[str, ModelSpec | str] = {}
@@ -176,6 +197,7 @@ class PredictWidget(Container):
         self._trained.changed.connect(self.model.reset_choices)
         for event in ("inserted", "removed", "moved", "reordered"):
             getattr(napari_viewer.layers.events, event).connect(self.reset_choices)
+        self.show_layout()  # opened on an existing layer: say at once how it will be read
 
     # -- choices -----------------------------------------------------------------------------
 
@@ -292,15 +314,17 @@ class PredictWidget(Container):
             return self._refuse(str(err))
 
         self._cancelled = False
+        self._throttle = Throttle()
         self._set_running(True)
         self.status.value = f"Predicting {layer.name!r}…"
         store = self._result_store(layer)
+        job = iter_predict_job(
+            layer_data(layer), request, output_path=store, pyramid=store is not None
+        )
         self._worker = start_engine(
-            iter_predict_job,
-            layer_data(layer),
-            request,
-            output_path=store,
-            pyramid=store is not None,
+            iter_for_viewer,  # labels in their smallest dtype, big planes as a pyramid
+            job,
+            self.multiscale_result_pixels,
             description=f"Predicting {layer.name}",
             on_result=partial(self._add_result, layer),
             on_progress=self._show_progress,
@@ -363,7 +387,7 @@ class PredictWidget(Container):
         self.cancel_button.enabled = running
 
     def _show_progress(self, event: Progress) -> None:
-        if not self._cancelled:
+        if not self._cancelled and self._throttle.ready(event):
             self.status.value = event.message
 
     def _show_failure(self, error: Exception) -> None:
@@ -395,5 +419,6 @@ class PredictWidget(Container):
             layer = self._viewer.add_labels(
                 result, name=f"{source.name} {output}", multiscale=multiscale, **kwargs
             )
-        note = " (multiscale, on disk; napari cannot paint multiscale labels)" if multiscale else ""
+        where = ", on disk" if job.path is not None else ""
+        note = f" (multiscale{where}; napari cannot paint multiscale labels)" if multiscale else ""
         self.status.value = f"Added layer {layer.name!r}{note}; read as {layout.describe()}."

@@ -6,25 +6,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from magicgui.widgets import (
-    CheckBox,
     ComboBox,
     Container,
     Label,
-    LineEdit,
     PushButton,
-    SpinBox,
 )
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error
 from napari.utils.theme import get_theme
 from napari.viewer import Viewer
 
+from napari_tiled_unet._napari._label_reading import (
+    AUTO_READ_PIXELS,
+    LabelReading,
+    needs_reading,
+    read_label_mode,
+)
 from napari_tiled_unet._napari._layers import engine_name, layer_data
+from napari_tiled_unet._napari._layout import expose, scroll_rows
 from napari_tiled_unet._napari._models import trained_models
 from napari_tiled_unet._napari._worker import start_engine
+from napari_tiled_unet._napari.train_settings import settings_form
 from napari_tiled_unet._napari.training_plot import TrainingPlot
 from napari_tiled_unet.axes import parse_channels
-from napari_tiled_unet.device import DEVICES
 from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.events import Progress
 from napari_tiled_unet.jobs import (
@@ -35,28 +39,12 @@ from napari_tiled_unet.jobs import (
     read_training_layout,
 )
 from napari_tiled_unet.jobs.train import TILE_2D, TILE_3D, requested_tile_shape, training_spec
-from napari_tiled_unet.training.config import TRAIN_LABEL_MODES
 
 if TYPE_CHECKING:
     from napari.qt.threading import GeneratorWorker
 
     from napari_tiled_unet.model.unet import UNet
     from napari_tiled_unet.training import Trainer
-
-LABEL_MODES = TRAIN_LABEL_MODES
-LABEL_MODE_HELP = (
-    "auto: decided from the labels (many ids, each one blob: instance; a few values: "
-    "semantic). semantic: every pixel holds a class (0 = background). instance: each value > 0 is one "
-    "object; the model learns background / interior / boundary so touching objects separate. "
-    "sparse: scribbles; 0 = not annotated, value k = class k-1."
-)
-DIMENSIONS = ("2D", "3D")
-DIMENSIONS_HELP = (
-    "2D: a model of YX planes; Z stacks and time series train plane by plane (fast, works on "
-    "a CPU, suits stacks whose Z spacing is much coarser than X/Y and labels painted on a few "
-    "planes). 3D: a model of ZYX volumes that sees neighbouring planes (needs labelled "
-    "volumes at least one tile deep, and a GPU for real sizes)."
-)
 
 
 class TrainWidget(Container):
@@ -84,119 +72,37 @@ class TrainWidget(Container):
         from napari_tiled_unet.training import TrainConfig
 
         defaults = TrainConfig()
+        settings, advanced = settings_form(defaults)
         super().__init__(
+            labels=False,
             widgets=[
-                Container(name="pairs", label="training pairs", labels=False),
+                settings,
                 Container(
-                    name="pair_buttons",
+                    name="actions",
                     layout="horizontal",
                     labels=False,
                     widgets=[
-                        PushButton(name="add_pair", text="Add pair"),
-                        PushButton(name="remove_pair", text="Remove pair"),
+                        PushButton(name="train_button", text="Train"),
+                        PushButton(name="stop_button", text="Stop", enabled=False),
+                        PushButton(name="save_button", text="Save model…", enabled=False),
                     ],
                 ),
-                ComboBox(
-                    name="label_mode",
-                    label="labels are",
-                    choices=LABEL_MODES,
-                    value=defaults.label_mode,
-                    tooltip=LABEL_MODE_HELP,
-                ),
-                LineEdit(
-                    name="axes",
-                    value="",
-                    tooltip="The image layers' axes, e.g. YX, ZYX, CYX, TZCYX, YXC (RGB); labels "
-                    "have the same axes without C. Empty: from the layers. Axes the model does "
-                    "not take (T; Z for a 2D model) become separate training planes.",
-                ),
-                LineEdit(
-                    name="channels",
-                    value="",
-                    tooltip="Channels of the C axis to train on, e.g. 0 or 2,0,1; empty: all "
-                    "(an RGB image trains a 3-channel model)",
-                ),
-                ComboBox(
-                    name="dimensions",
-                    choices=DIMENSIONS,
-                    value="2D",
-                    tooltip=DIMENSIONS_HELP,
-                ),
-                Label(name="reading", label="reads as", value=""),
-                SpinBox(
-                    name="anisotropic_levels",
-                    label="XY-only levels",
-                    value=0,
-                    min=0,
-                    max=6,
-                    enabled=False,
-                    tooltip="3D only: the first this many levels pool in Y and X only, for "
-                    "stacks whose Z spacing is coarser than X/Y (1 for about 2x, 2 for about "
-                    "4x). Tiles then need fewer planes.",
-                ),
-                SpinBox(
-                    name="base_channels",
-                    label="model size",
-                    value=defaults.network.base_channels,
-                    min=1,
-                    max=512,
-                    tooltip="Feature channels of the first level (64 in the paper); "
-                    "more is more accurate and slower",
-                ),
-                SpinBox(
-                    name="depth",
-                    value=defaults.network.depth,
-                    min=1,
-                    max=6,
-                    tooltip="Pooling steps; tiles must be multiples of 2**depth",
-                ),
-                SpinBox(
-                    name="tile_size",
-                    label="tile size",
-                    value=defaults.tile_shape[-1],
-                    min=8,
-                    max=4096,
-                    step=16,
-                    tooltip="Edge of the training tiles in pixels (network input); a 3D "
-                    "tile is this in Y and X, and as deep as the volumes allow in Z",
-                ),
-                SpinBox(name="batch_size", label="batch size", value=defaults.batch_size, min=1),
-                SpinBox(
-                    name="iterations", value=defaults.iterations, min=1, max=10_000_000, step=100
-                ),
-                LineEdit(
-                    name="learning_rate",
-                    label="learning rate",
-                    value=f"{defaults.learning_rate:g}",
-                    tooltip="Adam step size, e.g. 0.001 or 3e-4",
-                ),
-                CheckBox(
-                    name="augmentation",
-                    value=True,
-                    tooltip="Random flips, 90° rotations, elastic deformation, intensity jitter",
-                ),
-                ComboBox(name="device", choices=DEVICES, value="auto"),
-                LineEdit(
-                    name="model_name",
-                    label="model name",
-                    value="",
-                    tooltip="Name under which Predict offers the model; empty: the first "
-                    "image layer's name",
-                ),
-                PushButton(name="train_button", text="Train"),
-                PushButton(name="stop_button", text="Stop", enabled=False),
-                PushButton(name="save_button", text="Save model…", enabled=False),
                 Label(name="status", value=""),
-            ]
+            ],
         )
+        expose(self, settings, advanced, self.actions)
+        scroll_rows(self, [settings])
+        self.show_advanced.changed.connect(self._show_advanced)
         self._viewer = napari_viewer
         self._trained = trained_models(napari_viewer)
         self._worker: GeneratorWorker | None = None
         self.trainer: Trainer | None = None
         self.model: UNet | None = None
         self._model_name = ""
+        self._source_layer: Image | None = None
         self._kept = False
         self.pair_buttons.label = ""  # (an empty label given to __init__ means "use the name")
+        advanced.label = ""
         self.status.native.setWordWrap(True)
         self.reading.native.setWordWrap(True)
         theme = get_theme(napari_viewer.theme)
@@ -207,13 +113,16 @@ class TrainWidget(Container):
         self.pair_buttons.add_pair.changed.connect(self.add_pair)
         self.pair_buttons.remove_pair.changed.connect(self.remove_pair)
         self.dimensions.changed.connect(self._dimensions_changed)
-        for widget in (self.axes, self.channels, self.dimensions):
+        for widget in (self.axes, self.channels, self.dimensions, self.label_mode):
             widget.changed.connect(self.show_layout)
         self.train_button.changed.connect(self.train)
         self.stop_button.changed.connect(self.stop)
         self.save_button.changed.connect(self._save_clicked)
         for event in ("inserted", "removed", "moved", "reordered"):
             getattr(napari_viewer.layers.events, event).connect(self.reset_choices)
+
+    def _show_advanced(self, show: bool) -> None:
+        self.advanced.visible = show
 
     # -- pairs -------------------------------------------------------------------------------
 
@@ -254,17 +163,39 @@ class TrainWidget(Container):
             self.reading.value = ""  # a row without layers: train() says what to do
             return
         try:
-            request = self.request()
+            labels = self.label_reading()
+            request = self.request(labels)
             layouts = [
                 read_training_layout(pair, training_spec(request), request) for pair in pairs
             ]
         except ValueError as err:
             self.reading.value = str(err)
             return
-        self.reading.value = "; ".join(
+        described = "; ".join(
             f"{pair.image_name!r}: {layout.describe()}"
             for pair, layout in zip(pairs, layouts, strict=True)
         )
+        self.reading.value = f"{labels.text} {described}".strip()
+
+    def label_reading(self) -> LabelReading:
+        """The label mode to train with: the choice, or for "auto" the labels' reading.
+
+        Raises
+        ------
+        ValueError
+            If a row lacks a layer, or "auto" cannot decide (the message says what to choose).
+        """
+        chosen = self.label_mode.value
+        if not needs_reading(chosen):
+            return LabelReading(chosen, "")
+        try:
+            pairs = self.layer_pairs()
+        except ValueError:
+            if chosen == "auto":
+                raise
+            return LabelReading(chosen, "")  # nothing to warn about yet
+        labels = [(layer.name, layer_data(layer)) for _image, layer in pairs]
+        return read_label_mode(chosen, labels, size_limit=AUTO_READ_PIXELS)
 
     def layer_pairs(self) -> list[tuple[Image, Labels]]:
         """The chosen (image layer, labels layer) pairs.
@@ -323,8 +254,10 @@ class TrainWidget(Container):
         elif not three and self.tile_size.value == TILE_3D:
             self.tile_size.value = TILE_2D
 
-    def request(self) -> TrainRequest:
+    def request(self, labels: LabelReading | None = None) -> TrainRequest:
         """The :class:`~napari_tiled_unet.jobs.TrainRequest` the controls describe.
+
+        ``labels`` is the :meth:`label_reading` (read here if not given).
 
         Raises
         ------
@@ -343,7 +276,7 @@ class TrainWidget(Container):
         iterations = self.iterations.value
         augment = self.augmentation.value
         config = TrainConfig(
-            label_mode=self.label_mode.value,
+            label_mode=(labels or self.label_reading()).mode,
             iterations=iterations,
             tile_shape=requested_tile_shape(self.ndim, self.tile_size.value),
             batch_size=self.batch_size.value,
@@ -396,6 +329,7 @@ class TrainWidget(Container):
         self.trainer = trainer
         self._kept = False
         self._model_name = self.model_name.value.strip() or pairs[0].image_name
+        self._source_layer = self.layer_pairs()[0][0]
         self.plot.clear(plan.config.best_metric)
         self._set_running(True)
         self.status.value = "Reading the training data…"
@@ -450,19 +384,30 @@ class TrainWidget(Container):
         self._worker = None
         trainer = self.trainer
         # A Stop never delivers a result: keep the best model so far. (So does a Stop that
-        # came just after the last step.)
-        if trainer is not None and not self._kept and trainer.status in ("stopped", "finished"):
-            model = trainer.best_model
-            if model is not None:
-                self._keep(model)
-        elif trainer is not None and trainer.status == "ready":
-            self.status.value = "Stopped before training began; no model."
+        # came just after the last step.) A Stop before the first step leaves an untrained
+        # network, which must not be offered as trained.
+        if trainer is not None and not self._kept:
+            if trainer.status in ("stopped", "finished") and trainer.step > 0:
+                model = trainer.best_model
+                if model is not None:
+                    self._keep(model)
+            elif trainer.status in ("stopped", "ready"):
+                self.status.value = "Stopped before the first training step; no model."
         self._set_running(False)
 
     # -- saving ------------------------------------------------------------------------------
 
     def _save_clicked(self) -> None:
         self.save_model()  # the button's value must not become the path
+
+    def save_start_path(self) -> Path:
+        """Where "Save model…" starts: ``<model name>.pt`` beside the first training image's
+        file when the layer was opened from one, else in the working folder."""
+        layer = self._source_layer or self.pairs[0].image_layer.value
+        name = self._model_name or self.model_name.value.strip() or getattr(layer, "name", "")
+        source = getattr(getattr(layer, "source", None), "path", None)
+        file = f"{name or 'model'}.pt"
+        return Path(source).parent / file if source else Path(file)
 
     def save_model(self, path: str | Path | None = None) -> Path | None:
         """Write the last trained model to ``path`` (asked for with a file dialog if None).
@@ -481,7 +426,7 @@ class TrainWidget(Container):
             from qtpy.QtWidgets import QFileDialog
 
             path, _ = QFileDialog.getSaveFileName(
-                self.native, "Save model", f"{self._model_name}.pt", "Model files (*.pt)"
+                self.native, "Save model", str(self.save_start_path()), "Model files (*.pt)"
             )
             if not path:
                 return None

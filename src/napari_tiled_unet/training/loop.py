@@ -317,7 +317,7 @@ class Trainer:
                 0,
                 total,
                 f"{len(self.pairs)} pair(s), {self.num_classes} classes, {n_val} validation "
-                f"tiles ({self._validation_source}), training on {device}",
+                f"tile{'' if n_val == 1 else 's'} ({self._validation_source}), training on {device}",
             )
             nonfinite = 0
             for step in range(1, total + 1):

@@ -1,0 +1,102 @@
+"""The Train widget's *labels are* choice: "auto" reads the mode from the labels layers.
+
+The reading itself is the core's :func:`~napari_tiled_unet.training.label_mode.detect_label_mode`
+(one place for the rule, shared with the command line); this module turns it into what the
+widget shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from napari_tiled_unet.errors import UserInputError
+from napari_tiled_unet.training.config import TRAIN_LABEL_MODES
+from napari_tiled_unet.training.label_mode import LabelModeReading, detect_label_mode
+
+AUTO = "auto"
+LABEL_MODE_CHOICES = TRAIN_LABEL_MODES
+AUTO_READ_PIXELS = 4096 * 4096
+"""Labels with more pixels are not read on every edit (it would stall the viewer)."""
+
+
+def needs_reading(chosen: str) -> bool:
+    """Whether the choice ``chosen`` reads the labels (``auto``, or ``semantic`` for a warning)."""
+    return chosen in (AUTO, "semantic")
+
+
+@dataclass(frozen=True)
+class LabelReading:
+    """The label mode a training run will use and what *reads as* says about it.
+
+    Attributes
+    ----------
+    mode : str
+        An explicit mode (``semantic``, ``instance`` or ``sparse``).
+    text : str
+        The reason for an ``auto`` choice and any warning (e.g. too many classes); may be "".
+    """
+
+    mode: str
+    text: str
+
+
+def read_label_mode(
+    chosen: str, labels: Sequence[tuple[str, Any]], *, size_limit: int | None = None
+) -> LabelReading:
+    """The mode for ``chosen`` and the named ``labels`` arrays (one per training pair).
+
+    Parameters
+    ----------
+    chosen : str
+        The widget's choice: ``auto`` or an explicit mode.
+    labels : sequence of (str, array-like)
+        Each pair's labels layer name and data.
+    size_limit : int, optional
+        Labels with more pixels are not read (``auto`` then raises, naming the choice to
+        make); None reads every size.
+
+    Raises
+    ------
+    UserInputError
+        If ``auto`` cannot decide: labels too large to read here, or pairs that read as
+        different modes.
+    """
+    if not needs_reading(chosen):
+        return LabelReading(chosen, "")
+    readings = []
+    for name, data in labels:
+        if size_limit is not None and int(np.prod(data.shape)) > size_limit:
+            if chosen == AUTO:
+                raise UserInputError(
+                    f"Labels layer {name!r} is too large to read its mode on every edit; "
+                    "choose 'labels are' semantic, instance or sparse."
+                )
+            return LabelReading(chosen, "")
+        readings.append((name, detect_label_mode(np.asarray(data))))
+    warnings = [
+        _warning(name, reading) for name, reading in readings if reading.semantic_classes_warning
+    ]
+    if chosen == "semantic":
+        return LabelReading(chosen, " ".join(warnings))
+    modes = {reading.mode for _name, reading in readings}
+    if len(modes) > 1:
+        read = ", ".join(f"{name!r}: {reading.mode}" for name, reading in readings)
+        raise UserInputError(
+            f"The labels layers read as different modes ({read}); choose 'labels are' "
+            "semantic, instance or sparse."
+        )
+    reasons = "; ".join(f"{name!r}: {reading.reason}" for name, reading in readings)
+    (mode,) = modes
+    note = " ".join(warnings) if mode == "semantic" else ""
+    return LabelReading(mode, f"auto → {mode} ({reasons}). {note}".strip())
+
+
+def _warning(name: str, reading: LabelModeReading) -> str:
+    warning = reading.semantic_classes_warning
+    if isinstance(warning, str):
+        return f"{name!r}: {warning}"
+    return f"{name!r}: as semantic labels, its {reading.n_values} values would be as many classes."
