@@ -24,7 +24,9 @@ no-regression ratio of the whole prediction.
 Every configuration runs in its own child process (this script with a hidden ``--one``),
 ``PYTHONPATH`` pointing at this checkout's ``src`` or the reference. Mpx/s = image pixels /
 wall seconds, best of ``--repeat`` runs after one warm-up run on a 512 px crop. Not a test: it
-prints a markdown report on stdout; compare ratios from one run, not absolute figures.
+prints a markdown report on stdout; compare ratios from one run, not absolute figures. Beside
+the wall time it reports the process's CPU time (all threads, ``time.process_time``): on a
+machine shared with other jobs, image Mpx per CPU second moves less with their load.
 
 Usage::
 
@@ -142,12 +144,13 @@ def run_one(spec_path: Path) -> None:
         return predict(img, net, output=case.output, device="cpu", batch_size=case.batch)
 
     run(np.ascontiguousarray(image[:512, :512]))  # warm-up: imports, allocator, kernels
-    times, result = [], None
+    times, cpu, result = [], [], None
     for _ in range(spec["repeat"]):
         result = None
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         result = run(image)
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     checksum = None
     if case.method == "real":
         np.save(spec["result"] + ".npy", np.asarray(result))
@@ -155,6 +158,7 @@ def run_one(spec_path: Path) -> None:
         checksum = float(np.asarray(result, np.float64).sum())
     report = {
         "times": times,
+        "cpu": cpu,
         "pixels": int(np.prod(image.shape)),
         "dtype": str(result.dtype),
         "shape": list(result.shape),
@@ -186,6 +190,11 @@ def mpx(res: dict) -> float:
     return res["pixels"] / min(res["times"]) / 1e6
 
 
+def mpx_cpu(res: dict) -> float:
+    """Image Mpx per CPU second (all threads of the process), of the least costly run."""
+    return res["pixels"] / min(res["cpu"]) / 1e6
+
+
 def report(rows: list[tuple[Case, dict]], args, command: str, workdir: Path) -> str:
     first = next((r for _, r in rows if "torch" in r), {})
     lines = [
@@ -211,15 +220,15 @@ def report(rows: list[tuple[Case, dict]], args, command: str, workdir: Path) -> 
             else []
         ),
         "",
-        "| configuration | result | seconds | Mpx/s | / bare copy |"
-        + (" / reference |" if args.reference_src else ""),
-        "|---|---|---:|---:|---:|" + ("---:|" if args.reference_src else ""),
+        "| configuration | result | seconds | Mpx/s | / bare copy | CPU s | Mpx per CPU s |"
+        + (" Mpx/s / reference |" if args.reference_src else ""),
+        "|---|---|---:|---:|---:|---:|---:|" + ("---:|" if args.reference_src else ""),
     ]
     copies = {c.source: r for c, r in rows if c.method == "copy" and "times" in r}
     by_key = {(c.method, c.source, c.output, c.batch, c.code): r for c, r in rows}
     for case, res in rows:
         if "times" not in res:
-            lines.append(f"| {case.label()} | {res.get('error')} | | | |")
+            lines.append(f"| {case.label()} | {res.get('error')} | | | | | |")
             continue
         copy = copies.get(case.source)
         vs_copy = f"{mpx(res) / mpx(copy):.4f}" if copy and case.method != "copy" else "-"
@@ -229,6 +238,8 @@ def report(rows: list[tuple[Case, dict]], args, command: str, workdir: Path) -> 
             f"{min(res['times']):.2f}",
             f"{mpx(res):.2f}",
             vs_copy,
+            f"{min(res['cpu']):.2f}",
+            f"{mpx_cpu(res):.2f}",
         ]
         if args.reference_src:
             ref = by_key.get((case.method, case.source, case.output, case.batch, "reference"))

@@ -326,14 +326,18 @@ def _normalised_on_host(
 ) -> np.ndarray:
     """:meth:`Normalization.apply` for a batch, without its temporaries; finite, or raises."""
     batch = np.asarray(batch)
-    x = batch.astype(np.float32)
     channels = batch.shape[1]
     if normalization.mode == "fixed":
         offset, scale = _affine_parameters(normalization, channels, batch.ndim - 2)
+        x = np.empty(batch.shape, np.float32)
         with np.errstate(over="ignore", invalid="ignore"):
-            np.subtract(x, offset, out=x)
+            # float32(pixel) - offset in one pass (the ufunc casts each pixel first, as
+            # astype would), then the division in place: apply()'s arithmetic exactly.
+            np.subtract(batch, offset, out=x, dtype=np.float32)
             np.divide(x, scale, out=x)
-    elif normalization.mode != "none":
+    elif normalization.mode == "none":
+        x = batch.astype(np.float32)
+    else:
         raise RuntimeError("resolve the normalisation before predicting")
     if _integer_range_is_finite(normalization, batch.dtype, channels) or np.isfinite(x).all():
         return x
