@@ -80,18 +80,58 @@ def _compare(net, batch, tiles, normalization, device):
                 np.testing.assert_allclose(part, expected, atol=1e-6, rtol=0)
 
 
-def test_arg_max_takes_the_first_of_equal_classes():
+@pytest.mark.parametrize("on_host", [True, False])
+def test_arg_max_takes_the_first_of_equal_classes(on_host):
     """Ties (a network with equal logits, e.g. all zero) go to the first class, as
-    torch.argmax; a later strictly larger class wins."""
+    torch.argmax; a later strictly larger class wins. ``on_host=False`` is the torch path an
+    accelerator takes, run here on the CPU."""
     from napari_tiled_unet.forward import finish
 
     logits = torch.zeros((1, 4, 5, 6))
     logits[0, 2, 1, :] = 1.0
     logits[0, 3, 1, :3] = 1.0  # equal to class 2 there: class 2
     logits[0, 3, 2, :] = 0.5
-    [labels] = finish(logits, [(slice(None), slice(None))], "labels")
+    [labels] = finish(logits, [(slice(None), slice(None))], "labels", on_host=on_host)
+    assert labels.dtype == np.uint8
     np.testing.assert_array_equal(labels, logits[0].argmax(dim=0).numpy())
     assert labels[0, 0] == 0 and labels[1, 0] == 2 and labels[2, 0] == 3
+    random = torch.randn((2, 3, 7, 9))
+    crops = [(slice(1, 6), slice(2, 9)), (slice(0, 7), slice(0, 4))]
+    for part, crop, full in zip(
+        finish(random, crops, "labels", on_host=on_host), crops, random, strict=True
+    ):
+        np.testing.assert_array_equal(part, full.argmax(dim=0)[crop].numpy())
+
+
+@pytest.mark.parametrize(
+    ("dtype", "normalization"),
+    [
+        (np.uint16, Normalization("fixed", offset=(103.0, -4.0), scale=(2917.5, 3.0))),
+        (np.int16, Normalization("none")),
+        (np.float32, Normalization("fixed", offset=0.5, scale=7.0)),
+    ],
+)
+def test_raw_tiles_normalised_where_the_network_runs_give_the_same_result(dtype, normalization):
+    """An accelerator gets the raw tiles and normalises them there in torch; run here on the
+    CPU, that path gives bit for bit what the host's numpy normalisation gives."""
+    from napari_tiled_unet.forward import run_staged, stage_batch
+
+    rng = np.random.default_rng(5)
+    net = tiny_unet("same", depth=2, in_channels=2)
+    image = (rng.random((2, 40, 40)) * 3000).astype(dtype)
+    plan = plan_tiles((40, 40), net.geometry, (64, 64))
+    tiles = plan.tiles[:1]
+    batch = np.stack([read_tile(image, t) for t in tiles])
+    device = torch.device("cpu")
+    crops = [t.crop for t in tiles]
+    with inference_setup(net, device):
+        host = stage_batch(batch, tiles, normalization, device)
+        assert isinstance(host, np.ndarray) and host.dtype == np.float32
+        for output in ("labels", "probabilities"):
+            args = (tiles, normalization, output, device, "image", "float32", crops)
+            [expected] = run_staged(net, host, *args)
+            [raw] = run_staged(net, torch.from_numpy(batch), *args)
+            np.testing.assert_array_equal(raw, expected)
 
 
 def test_integer_pixels_too_large_once_normalised_are_still_reported(tmp_path):

@@ -232,19 +232,29 @@ def forward_staged(
 
 
 def finish(
-    logits: torch.Tensor, crops: Sequence[tuple[slice, ...]], output: str
+    logits: torch.Tensor,
+    crops: Sequence[tuple[slice, ...]],
+    output: str,
+    *,
+    on_host: bool | None = None,
 ) -> list[np.ndarray]:
     """Each tile's ``crops`` part of ``logits`` as host arrays in their final dtype: class
-    ids (:func:`labels_dtype`) or float32 softmax, computed where ``logits`` are."""
+    ids (:func:`labels_dtype`) or float32 softmax.
+
+    ``on_host``: the arg-max in numpy (True) or in torch ops where ``logits`` are (False, an
+    accelerator's path); None: numpy for CPU tensors.
+    """
     import torch
 
+    if on_host is None:
+        on_host = logits.device.type == "cpu"
     with torch.inference_mode():
         dtype = labels_dtype(logits.shape[1])
         parts = []
         for i, crop in enumerate(crops):
             part = logits[(i, slice(None), *crop)]
             if output == "labels":
-                parts.append(_arg_max(part, dtype))
+                parts.append(_arg_max(part, dtype, on_host))
             else:
                 parts.append(_to_host(torch.softmax(part, dim=0)))
         return parts
@@ -261,7 +271,7 @@ DEVICE_DTYPES = tuple(
 ARGMAX_LOOP_CLASSES = 16
 
 
-def _arg_max(logits: torch.Tensor, dtype: np.dtype) -> np.ndarray:
+def _arg_max(logits: torch.Tensor, dtype: np.dtype, on_host: bool) -> np.ndarray:
     """Class ids ``(*spatial)`` of the largest of ``logits`` ``(C, *spatial)``, as ``dtype``;
     the first class among equal ones (as ``torch.argmax``)."""
     import torch
@@ -269,8 +279,8 @@ def _arg_max(logits: torch.Tensor, dtype: np.dtype) -> np.ndarray:
     classes = logits.shape[0]
     if classes > ARGMAX_LOOP_CLASSES or dtype != np.uint8:
         return _to_host(logits.argmax(dim=0)).astype(dtype)
-    if logits.device.type == "cpu":  # numpy: no thread team for a few cheap passes
-        values = logits.numpy()
+    if on_host:  # numpy: no thread team for a few cheap passes
+        values = logits.to("cpu").numpy()
         best = values[0].copy()
         ids = np.zeros(best.shape, np.uint8)
         larger = np.empty(best.shape, bool)
@@ -369,7 +379,9 @@ def _normalised_on_device(
     import torch
 
     channels = raw.shape[1]
-    x = raw.to(device, non_blocking=True).to(torch.float32)
+    # copy=True: normalised in place below, never in the caller's batch (on the CPU, or for
+    # float32 tiles, ``to`` would otherwise hand back the same tensor)
+    x = raw.to(device, non_blocking=True).to(torch.float32, copy=True)
     if normalization.mode == "fixed":
         for value, op in zip(
             _affine_parameters(normalization, channels, raw.ndim - 2),
