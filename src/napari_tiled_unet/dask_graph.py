@@ -5,7 +5,7 @@ per frame, one task per batch of tiles reads each tile's bounding box from the (
 mirror-pads it (:func:`~napari_tiled_unet.tiling.stitch.take_window`) and runs
 :func:`predict_tiles`; the valid centres are assembled with ``dask.array.block`` and the
 frames stacked in the result's axis order. :func:`predict_tiles` (the shared per-tile
-function :func:`~napari_tiled_unet.forward.predict_batch` on a network rebuilt once per
+function :func:`~napari_tiled_unet.forward.predict_written` on a network rebuilt once per
 worker from :func:`model_payload`) is also the task that
 :func:`~napari_tiled_unet.distributed.iter_predict_dask` submits with tiles it read itself.
 """
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_tiled_unet.forward import check_precision, memory_format, predict_batch
+from napari_tiled_unet.forward import check_precision, memory_format, predict_written
 from napari_tiled_unet.inference import input_normalization, layout_output_spec
 from napari_tiled_unet.normalization import Normalization
 from napari_tiled_unet.planning import check_tiling_options, plan_with_warning
@@ -78,7 +78,7 @@ def predict_tiles(
     batch : ndarray, shape (B, C, *tile_shape)
         The tiles as :func:`~napari_tiled_unet.tiling.stitch.read_tile` reads them.
     tiles, normalization, output, name, precision
-        As for :func:`~napari_tiled_unet.forward.predict_batch`.
+        As for :func:`~napari_tiled_unet.forward.predict_written`.
     device : str
         Resolved on the worker ("auto": cuda, then mps, then cpu there).
 
@@ -89,10 +89,8 @@ def predict_tiles(
         ``(num_classes, *write_shape)``.
     """
     net, torch_device = _worker_model(payload, device)
-    result = predict_batch(net, batch, tiles, normalization, output, torch_device, name, precision)
-    return tuple(
-        np.ascontiguousarray(r[(Ellipsis, *t.crop)]) for t, r in zip(tiles, result, strict=True)
-    )
+    args = (normalization, output, torch_device, name, precision)
+    return tuple(np.ascontiguousarray(r) for r in predict_written(net, batch, tiles, *args))
 
 
 def _run_batch(payload, tiles, locals_, normalization, output, device, name, precision, *blocks):

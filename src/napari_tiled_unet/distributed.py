@@ -175,7 +175,7 @@ def iter_predict_dask(
     Progress
         ``stage="predict"`` in tiles over all frames (in blocks, one per tile and frame, on
         a local scheduler), first with ``done=0`` and the plan's memory warning, if any; for
-        "instances" with ``out`` then ``stage="instances"`` events.
+        "instances" then ``stage="instances"`` events (per block).
 
     Returns
     -------

@@ -26,7 +26,8 @@ from napari_tiled_unet.forward import (
     inference_setup,
     labels_dtype,
     predict_batch,
-    tile_function,
+    predict_written,
+    tile_stages,
 )
 from napari_tiled_unet.instances import iter_instances
 from napari_tiled_unet.model.memory import format_bytes, tile_memory
@@ -59,6 +60,7 @@ __all__ = [
     "plan_for",
     "predict",
     "predict_batch",
+    "predict_written",
     "predicted_spec",
     "resolve_model",
     "suggest_halo",
@@ -266,8 +268,9 @@ def iter_predict(
     ------
     Progress
         ``stage="predict"``, ``done`` and ``total`` in tiles over the whole job (all frames);
-        first with ``done=0``. For "instances" with ``out``, then ``stage="instances"``
-        events with their own ``done`` and ``total`` (block steps over all frames).
+        first with ``done=0``. For "instances", then ``stage="instances"`` events with
+        their own ``done`` and ``total`` (block steps over all frames; closing the
+        generator stops the labelling at the next block).
 
     Returns
     -------
@@ -351,10 +354,13 @@ def _iter_layout(
         for k, index in enumerate(layout.frames()):
             where = layout.frame_name(index)
             frame_name = f"{name} at {where}" if where else name
-            tile_fn = tile_function(net, torch_device, normalization, kind, frame_name, precision)
+            prepare, compute = tile_stages(
+                net, torch_device, normalization, kind, frame_name, precision
+            )
             source = layout.frame(image, index)
             frame_out = layout.frame_out(target, index, lead=lead)
-            for done in iter_run_plan(source, plan, tile_fn, frame_out, batch_size=batch_size):
+            stages = dict(batch_size=batch_size, prepare=prepare, cropped=True)
+            for done in iter_run_plan(source, plan, compute, frame_out, **stages):
                 done += k * per_frame
                 detail = f" ({where})" if where else ""
                 yield Progress("predict", done, total, f"tile {done}/{total}{detail}")

@@ -2,9 +2,9 @@
 
 :func:`iter_instances` is the one pipeline behind ``output="instances"`` on every scheduler:
 it asks a class-map function (the local tile loop, or the dask graph) for the class map,
-in memory or streamed into a scratch zarr store, and labels it frame by frame, in memory
-(:func:`~napari_tiled_unet.postprocess.instances_from_classes`) or block by block
-(:func:`~napari_tiled_unet.instances_blockwise.iter_instances_blockwise`; the same result).
+in memory or streamed into a scratch zarr store, and labels it frame by frame, block by
+block (:func:`~napari_tiled_unet.instances_blockwise.iter_instances_blockwise`; exactly
+:func:`~napari_tiled_unet.postprocess.instances_from_classes`), with progress per block.
 """
 
 from __future__ import annotations
@@ -39,14 +39,15 @@ def iter_instances(
 ) -> Generator[Progress, None, Any]:
     """Object ids of an image from its class map, frame by frame; yields Progress, returns them.
 
-    Without ``out`` the class map is held in memory and labelled by
-    :func:`~napari_tiled_unet.postprocess.instances_from_classes`. With ``out`` it is
-    streamed into a temporary zarr store in a new folder inside ``scratch_dir`` (None: the
-    system's temporary folder), removed at the end, also on error, cancel or
-    KeyboardInterrupt, and labelled block by block into ``out``
-    (:func:`~napari_tiled_unet.instances_blockwise.iter_instances_blockwise`, the same
-    result); memory then stays bounded by what ``predict_classes`` holds, or a block.
-    Objects never join across the iterated axes of ``layout``.
+    The class map is labelled block by block
+    (:func:`~napari_tiled_unet.instances_blockwise.iter_instances_blockwise`, exactly
+    :func:`~napari_tiled_unet.postprocess.instances_from_classes`), with progress per block
+    and a cancel (closing the generator) honoured at the next block. Without ``out`` the
+    class map and the result are held in memory. With ``out`` the class map is streamed
+    into a temporary zarr store in a new folder inside ``scratch_dir`` (None: the system's
+    temporary folder), removed at the end, also on error, cancel or KeyboardInterrupt;
+    memory then stays bounded by what ``predict_classes`` holds, or a block. Objects never
+    join across the iterated axes of ``layout``.
 
     Parameters
     ----------
@@ -64,23 +65,15 @@ def iter_instances(
     Yields
     ------
     Progress
-        ``predict_classes``' events, then (with ``out``) ``stage="instances"`` events over
-        all frames.
+        ``predict_classes``' events, then ``stage="instances"`` events over all frames.
     """
-    from napari_tiled_unet.postprocess import check_instance_classes, instances_from_classes
+    from napari_tiled_unet.postprocess import check_instance_classes
 
     check_instance_classes(num_classes)
-    frames = list(layout.frames())
     if out is None:
         classes = yield from predict_classes(None)
-        if len(frames) == 1 and layout.frame_out(classes, frames[0]) is classes:
-            return instances_from_classes(classes)
         result = np.zeros(layout.output_shape, np.int32)
-        for index in frames:
-            frame = np.asarray(layout.frame_out(classes, index)[...])
-            layout.frame_out(result, index)[...] = instances_from_classes(frame)
-        return result
-    from napari_tiled_unet.instances_blockwise import iter_instances_blockwise
+        return (yield from _iter_label_frames(layout, classes, result))
     from napari_tiled_unet.io.store import temporary_array
 
     shape = layout.output_shape
@@ -91,21 +84,29 @@ def iter_instances(
     dtype = labels_dtype(num_classes)
     with temporary_array(scratch_dir, shape, dtype, prefix=scratch_name) as classes:
         yield from predict_classes(classes)
-        if len(frames) == 1:
-            frame_classes = layout.frame_out(classes, frames[0])
-            frame_out = layout.frame_out(out, frames[0])
-            yield from iter_instances_blockwise(frame_classes, frame_out)
-            return out
-        steps = None
-        for k, index in enumerate(frames):
-            blockwise = iter_instances_blockwise(
-                layout.frame_out(classes, index), layout.frame_out(out, index)
-            )
-            where = layout.frame_name(index)
-            for event in blockwise:
-                steps = event.total if steps is None else steps
-                done = k * steps + event.done
-                if k and not event.done:
-                    continue  # one stream: each frame's opening event is the last one's end
-                yield Progress(event.stage, done, steps * len(frames), f"{event.message} ({where})")
+        return (yield from _iter_label_frames(layout, classes, out))
+
+
+def _iter_label_frames(layout: Layout, classes, out) -> Generator[Progress, None, Any]:
+    """Object ids of each frame of the class map ``classes`` into ``out``, block by block:
+    one ``stage="instances"`` Progress stream over all frames, cancelled at any block."""
+    from napari_tiled_unet.instances_blockwise import iter_instances_blockwise
+
+    frames = list(layout.frames())
+    if len(frames) == 1:
+        frame_classes = layout.frame_out(classes, frames[0])
+        yield from iter_instances_blockwise(frame_classes, layout.frame_out(out, frames[0]))
         return out
+    steps = None
+    for k, index in enumerate(frames):
+        blockwise = iter_instances_blockwise(
+            layout.frame_out(classes, index), layout.frame_out(out, index)
+        )
+        where = layout.frame_name(index)
+        for event in blockwise:
+            steps = event.total if steps is None else steps
+            done = k * steps + event.done
+            if k and not event.done:
+                continue  # one stream: each frame's opening event is the last one's end
+            yield Progress(event.stage, done, steps * len(frames), f"{event.message} ({where})")
+    return out

@@ -1,13 +1,16 @@
 """Running a tile plan: read tiles with mirror padding, compute, write each tile's valid centre.
 
 The image and the output can be any array-like that supports basic slicing (numpy, memmap,
-zarr, dask); only one batch of tiles (plus the next one, prefetched) is held in memory.
+zarr, dask); only a few batches of tiles (the next ones read ahead, the last ones' results on
+their way to ``out``) are held in memory.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +18,8 @@ from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.io.mapped import release_mapped_pages
 from napari_tiled_unet.tiling.plan import Tile, TilePlan
 
-TileFunction = Callable[[np.ndarray, Sequence[Tile]], np.ndarray]
+TileFunction = Callable[[Any, Sequence[Tile]], Any]
+PrepareFunction = Callable[[np.ndarray, Sequence[Tile]], Any]
 
 
 def mirror_indices(start: int, length: int, size: int) -> np.ndarray:
@@ -65,10 +69,23 @@ def read_tile(image, tile: Tile) -> np.ndarray:
     return take_window(image[(slice(None), *box)], local)
 
 
-def _read_batch(image, tiles: Sequence[Tile]) -> np.ndarray:
+def _read_batch(image, tiles: Sequence[Tile], prepare: PrepareFunction | None):
     batch = np.stack([read_tile(image, t) for t in tiles])
     release_mapped_pages(image)
-    return batch
+    return batch if prepare is None else prepare(batch, tiles)
+
+
+def _write_batch(out, tiles: Sequence[Tile], result, cropped: bool) -> None:
+    if callable(result):
+        result = result()
+    for tile, tile_out in zip(tiles, result, strict=True):
+        out[(Ellipsis, *tile.write)] = tile_out if cropped else tile_out[(Ellipsis, *tile.crop)]
+
+
+#: Batches read ahead of the one being computed, each by its own reader thread.
+READ_AHEAD = 2
+#: Batches of results queued for the writer thread before the computation waits for it.
+WRITE_BEHIND = 2
 
 
 def iter_run_plan(
@@ -78,8 +95,15 @@ def iter_run_plan(
     out,
     *,
     batch_size: int = 1,
+    prepare: PrepareFunction | None = None,
+    cropped: bool = False,
 ) -> Generator[int, None, None]:
     """Run ``tile_fn`` over the plan and write each tile's valid centre into ``out``.
+
+    Three stages overlap, with bounded queues between them: :data:`READ_AHEAD` reader
+    threads read (and mirror-pad, and ``prepare``) the next batches, the calling thread runs
+    ``tile_fn`` on the current one, and a writer thread writes the results of the previous
+    :data:`WRITE_BEHIND` batches. Memory stays bounded by a few batches of tiles.
 
     Parameters
     ----------
@@ -88,19 +112,30 @@ def iter_run_plan(
     plan : TilePlan
         From :func:`~napari_tiled_unet.tiling.plan.plan_tiles` for ``image.shape[1:]``.
     tile_fn : callable
-        ``tile_fn(batch, tiles)`` with ``batch`` of shape ``(B, C, *tile_shape)`` returns an
-        array of shape ``(B, ..., *output_tile_shape)``; the leading non-spatial axes after B
-        must match ``out``'s.
+        ``tile_fn(batch, tiles)`` with ``batch`` of shape ``(B, C, *tile_shape)`` (or what
+        ``prepare`` made of it) returns an array of shape ``(B, ..., *output_tile_shape)``;
+        the leading non-spatial axes after B must match ``out``'s. With ``cropped``, a
+        sequence of each tile's written part, ``(..., *write_shape)``, instead. Either may
+        come as a callable that returns it, which the writer thread calls (host-side
+        finishing off the computing thread).
     out : array-like, shape (..., *spatial)
         Output; written tile by tile (only each tile's write region).
     batch_size : int
         Tiles per call of ``tile_fn``.
+    prepare : callable, optional
+        ``prepare(batch, tiles)``, run in the reader threads on each batch as read (e.g.
+        normalisation, staging for a device); ``tile_fn`` receives what it returns.
+    cropped : bool
+        ``tile_fn`` returns the written parts only (see ``tile_fn``).
 
     Yields
     ------
     int
-        Number of tiles done after each batch. Closing the generator stops it before the next
-        batch; the prefetch thread is shut down.
+        Number of tiles done (computed; written, or queued for the writer) after each batch.
+        All are written when the generator returns; a write error is raised from it.
+        Closing the generator stops it before the next batch: reads in flight are left to
+        finish on their own, a write in flight is waited for (nothing is written into
+        ``out`` after the generator stops), queued ones are dropped.
     """
     if batch_size < 1:
         raise UserInputError(f"batch_size must be at least 1, got {batch_size}")
@@ -114,20 +149,32 @@ def iter_run_plan(
         return plan.tiles[b * batch_size : (b + 1) * batch_size]
 
     done = 0
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tile-prefetch")
-    pending = pool.submit(_read_batch, image, batch_tiles(0)) if n_batches else None
+    readers = ThreadPoolExecutor(max_workers=READ_AHEAD, thread_name_prefix="tile-read")
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tile-write")
+    reads: deque[Future] = deque()
+    writes: deque[Future] = deque()
     try:
+        for b in range(min(READ_AHEAD, n_batches)):
+            reads.append(readers.submit(_read_batch, image, batch_tiles(b), prepare))
         for b in range(n_batches):
             tiles = batch_tiles(b)
-            batch = pending.result()
-            if b + 1 < n_batches:
-                pending = pool.submit(_read_batch, image, batch_tiles(b + 1))
+            batch = reads.popleft().result()
+            if b + READ_AHEAD < n_batches:
+                ahead = batch_tiles(b + READ_AHEAD)
+                reads.append(readers.submit(_read_batch, image, ahead, prepare))
             result = tile_fn(batch, tiles)
-            for tile, tile_out in zip(tiles, result, strict=True):
-                out[(Ellipsis, *tile.write)] = tile_out[(Ellipsis, *tile.crop)]
+            del batch
+            while len(writes) >= WRITE_BEHIND:
+                writes.popleft().result()  # bounded, and a failed write stops the run here
+            writes.append(writer.submit(_write_batch, out, tiles, result, cropped))
+            del result
             done += len(tiles)
             yield done
+        while writes:
+            writes.popleft().result()
     finally:
         # A cancel must not wait for a read in flight (a large compressed tile can take
-        # seconds): the prefetch thread only reads, so it may finish on its own.
-        pool.shutdown(wait=False, cancel_futures=True)
+        # seconds): the reader threads only read, so they may finish on their own. A write
+        # in flight is waited for, so that nothing touches ``out`` once the run is over.
+        readers.shutdown(wait=False, cancel_futures=True)
+        writer.shutdown(wait=True, cancel_futures=True)
