@@ -73,9 +73,10 @@ CASES = ("bundled", "tiny", "train")  # and "cli", the control (not run by defau
 class GapRecorder:
     """A precise QTimer on the GUI thread and named marks; gaps are split by the marks."""
 
-    def __init__(self, interval_ms: int) -> None:
+    def __init__(self, interval_ms: int = 10) -> None:
         from qtpy.QtCore import Qt, QTimer
 
+        self.interval_ms = interval_ms
         self.ticks: list[float] = []
         self.marks: list[tuple[float, str]] = []
         self._timer = QTimer()
@@ -94,6 +95,12 @@ class GapRecorder:
 
     def mark(self, phase: str) -> None:
         self.marks.append((time.perf_counter(), phase))
+
+    def gaps_ms(self, start: float = -np.inf, end: float = np.inf) -> np.ndarray:
+        """Tick-to-tick intervals (ms) of the gaps that end in ``[start, end]``."""
+        ticks = np.asarray(self.ticks)
+        keep = (ticks[1:] >= start) & (ticks[1:] <= end)
+        return np.diff(ticks)[keep] * 1000
 
     def phases(self) -> list[dict[str, Any]]:
         """Per phase: its name, duration (s) and the gaps (ms) that ended in it."""

@@ -76,7 +76,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from predict_memory import machine, make_input  # the benchmark beside this one
+from gui_stall import GapRecorder  # the benchmarks beside this one
+from predict_memory import machine, make_input
 
 MIB = 2**20
 TINY = dict(depth=1, base_channels=2)
@@ -187,34 +188,6 @@ def tiny_threshold_model(path: Path) -> Path:
 
 
 # -- the GUI thread ------------------------------------------------------------------------
-
-
-class GapRecorder:
-    """A QTimer on the GUI thread; the gaps between its ticks show how long the GUI was stuck."""
-
-    def __init__(self, interval_ms: int = 20) -> None:
-        from qtpy.QtCore import Qt, QTimer
-
-        self.interval_ms = interval_ms
-        self.ticks: list[float] = []
-        self._timer = QTimer()
-        self._timer.setTimerType(Qt.PreciseTimer)
-        self._timer.setInterval(interval_ms)
-        self._timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
-
-    def start(self) -> None:
-        self.ticks = [time.perf_counter()]
-        self._timer.start()
-
-    def stop(self) -> None:
-        self._timer.stop()
-        self.ticks.append(time.perf_counter())  # a stall at the very end counts too
-
-    def gaps_ms(self, start: float = -np.inf, end: float = np.inf) -> np.ndarray:
-        """Tick-to-tick intervals (ms) of the gaps that end in ``[start, end]``."""
-        ticks = np.asarray(self.ticks)
-        keep = (ticks[1:] >= start) & (ticks[1:] <= end)
-        return np.diff(ticks)[keep] * 1000
 
 
 def gap_summary(gaps: np.ndarray, limit_ms: float) -> str:
