@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--halo",
         type=int,
         help="context in pixels per tile side, for 'same' networks (default: the whole "
-        "receptive field, exact: 107 at depth 4); smaller allows small tiles that keep most "
+        "receptive field rounded up to the grid, exact: 112 at depth 4); smaller allows small tiles that keep most "
         "of their work (3D) but differs slightly near tile borders",
     )
     p.add_argument("--batch", type=int, default=1, help="tiles per forward pass (default 1)")
