@@ -21,6 +21,9 @@ PY=${PYTHON:-python3}
 # The CPU build first: an unpinned torch would pull a multi-gigabyte CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[test]"
+# bioimage.io core without its dependencies: it pins bioimageio.spec 0.5.12.0, which fails
+# under pydantic 2.14; the [bioimageio] extra (in [test]) installs spec 0.5.14.3 and the rest.
+.venv/bin/python -m pip install -q --no-deps "bioimageio.core==0.11.0"
 
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/npe2 validate napari-tiled-unet

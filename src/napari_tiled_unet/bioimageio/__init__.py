@@ -1,0 +1,12 @@
+"""bioimage.io model packages (spec 0.5): export a U-Net, read a package back.
+
+Needs the optional dependencies (``pip install 'napari-tiled-unet[bioimageio]'``); importing
+this module does not load them, nor torch.
+"""
+
+from __future__ import annotations
+
+from napari_tiled_unet.bioimageio.export import export_bioimageio
+from napari_tiled_unet.bioimageio.metadata import default_export_metadata
+
+__all__ = ["default_export_metadata", "export_bioimageio"]
