@@ -245,7 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         help="input TIFF (Y,X; C,Y,X for multi-channel models; any T,Z,C,Y,X layout with --axes or metadata); several files or a folder for a batch run",
     )
-    p.add_argument("--model", help="model file (.pt); default: the bundled nuclei model")
+    p.add_argument(
+        "--model",
+        help="model file (.pt) or bioimage.io package (.zip, rdf.yaml) exported by this "
+        "plugin; default: the bundled nuclei model",
+    )
     p.add_argument(
         "--axes",
         help="axis layout of the input(s), letters T Z C Y X in file order, e.g. TZCYX, YXC, "

@@ -8,5 +8,12 @@ from __future__ import annotations
 
 from napari_tiled_unet.bioimageio.export import export_bioimageio
 from napari_tiled_unet.bioimageio.metadata import default_export_metadata
+from napari_tiled_unet.bioimageio.package import PackageError, is_package, load_package
 
-__all__ = ["default_export_metadata", "export_bioimageio"]
+__all__ = [
+    "PackageError",
+    "default_export_metadata",
+    "export_bioimageio",
+    "is_package",
+    "load_package",
+]
