@@ -156,9 +156,16 @@ def load_package(path: str | os.PathLike, map_location: Any = "cpu") -> UNet:
             "napari-tiled-unet does not do. Use a package exported by napari-tiled-unet"
         )
     formats = sorted(weights.available_formats)
+    hint = (
+        "; predict with its torchscript weights through this plugin's tiler from Python: "
+        "napari_tiled_unet.bioimageio.predict_foreign(image, path)"
+        if "torchscript" in formats
+        else ""
+    )
     raise PackageError(
-        f"{path} holds weights in {', '.join(formats)}; this version runs packages exported by "
-        "napari-tiled-unet (pytorch_state_dict of napari_tiled_unet.model.unet.UNet) only"
+        f"{path} holds weights in {', '.join(formats)}; --model and load_package take packages "
+        f"exported by napari-tiled-unet (pytorch_state_dict of napari_tiled_unet.model.unet.UNet)"
+        + hint
     )
 
 
