@@ -2,6 +2,8 @@
 Needs the ``bioimageio`` extra (skipped without it). Packages are built here; nothing is
 downloaded."""
 
+import zipfile
+
 import numpy as np
 import pytest
 import torch
@@ -131,3 +133,61 @@ def test_foreign_package_errors(tmp_path, rng):
     odd, _ = build_package(tmp_path / "odd", extra_axis=True, name="time.zip")
     with pytest.raises(PackageError, match=r"input axes .* cannot be mapped"):
         open_foreign(odd)
+
+
+ARCH_SOURCE = """
+import torch
+
+
+class ThreeConv(torch.nn.Module):
+    def __init__(self, padding=1):
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 4, 3, padding=padding),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(4, 4, 3, padding=padding),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(4, 1, 3, padding=padding),
+        )
+
+    def forward(self, x):
+        return self.body(x)
+"""
+
+
+def test_architecture_from_package_source_needs_an_explicit_opt_in(tmp_path, rng):
+    """A package whose only weights are a state dict of a network defined in a Python file
+    it ships: refused, unless the caller trusts it; then it predicts as the torchscript of
+    the same network does."""
+    import yaml
+
+    from napari_tiled_unet.bioimageio import load_package
+
+    path, net = build_package(tmp_path)
+    torch.save(net.state_dict(), tmp_path / "state.pt")
+    (tmp_path / "arch.py").write_text(ARCH_SOURCE)
+    with zipfile.ZipFile(path) as z:
+        rdf = yaml.safe_load(z.read("rdf.yaml"))
+        files = {n: z.read(n) for n in z.namelist() if n not in ("rdf.yaml", "net.pt")}
+    rdf["weights"] = {
+        "pytorch_state_dict": {
+            "source": "state.pt",
+            "architecture": {"source": "arch.py", "callable": "ThreeConv", "kwargs": {}},
+            "pytorch_version": "2.0",
+        }
+    }
+    coded = tmp_path / "coded.zip"
+    with zipfile.ZipFile(coded, "w") as z:
+        z.writestr("rdf.yaml", yaml.safe_dump(rdf))
+        for name, data in files.items():
+            z.writestr(name, data)
+        z.write(tmp_path / "state.pt", "state.pt")
+        z.write(tmp_path / "arch.py", "arch.py")
+    image = (rng.random((40, 50)) * 100).astype(np.float32)
+    for refuse in (lambda: predict_foreign(image, coded), lambda: load_package(coded)):
+        with pytest.raises(PackageError, match=r"Python source shipped in the package.*arch\.py"):
+            refuse()
+    trusted = predict_foreign(image, coded, tile_shape=(32, 32), trust_package_code=True)
+    np.testing.assert_allclose(
+        trusted, predict_foreign(image, path, tile_shape=(32, 32)), atol=1e-6
+    )

@@ -60,8 +60,17 @@ class ForeignPackage:
     padded: bool = True  # False: a 'valid' package, which never reads mirrored context
 
 
-def open_foreign(path: str | os.PathLike) -> ForeignPackage:
+def open_foreign(path: str | os.PathLike, *, trust_package_code: bool = False) -> ForeignPackage:
     """Read a package with torchscript weights and map it to this engine.
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.zip``, an ``rdf.yaml`` or a folder holding one.
+    trust_package_code : bool
+        Allow a package without torchscript weights whose ``pytorch_state_dict`` architecture
+        is Python source shipped in the package: that source is run to build the network.
+        Default False: such packages are refused.
 
     Raises
     ------
@@ -76,7 +85,15 @@ def open_foreign(path: str | os.PathLike) -> ForeignPackage:
 
     descr = read_description(path)
     entry = descr.weights.torchscript
-    if entry is None:
+    state = descr.weights.pytorch_state_dict
+    from_source = state is not None and isinstance(state.architecture, s.ArchitectureFromFileDescr)
+    if entry is None and from_source and not trust_package_code:
+        raise PackageError(
+            f"{path}: its only usable weights need the Python source shipped in the package "
+            f"({state.architecture.source}), and loading them runs that code; pass "
+            "trust_package_code=True if you trust the package"
+        )
+    if entry is None and not from_source:
         formats = ", ".join(sorted(descr.weights.available_formats))
         raise PackageError(f"{path} has no torchscript weights (it holds {formats})")
     if len(descr.inputs) != 1 or len(descr.outputs) != 1:
@@ -90,11 +107,14 @@ def open_foreign(path: str | os.PathLike) -> ForeignPackage:
     for step in out.postprocessing:
         if step.id not in POST:
             raise PackageError(f"{path}: postprocessing {step.id!r} is not supported ({POST})")
-    try:
-        data = get_reader(entry.source, sha256=entry.sha256).read()
-        network = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
-    except Exception as err:
-        raise PackageError(f"{path}: cannot load its torchscript weights: {err}") from None
+    if entry is None:
+        network = _network_from_source(path, state)
+    else:
+        try:
+            data = get_reader(entry.source, sha256=entry.sha256).read()
+            network = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+        except Exception as err:
+            raise PackageError(f"{path}: cannot load its torchscript weights: {err}") from None
     padded = all(g.context_before > g.output_offset for g in geometry)
     return ForeignPackage(
         str(path),
@@ -106,6 +126,29 @@ def open_foreign(path: str | os.PathLike) -> ForeignPackage:
         network,
         padded,
     )
+
+
+def _network_from_source(path, entry) -> Any:
+    """Run the package's architecture source (the caller trusts it), build the network with
+    the given kwargs and load the state dict (``weights_only=True``)."""
+    import types
+
+    import torch
+    from bioimageio.spec.utils import get_reader
+
+    arch = entry.architecture
+    try:
+        code = get_reader(arch.source, sha256=arch.sha256).read().decode("utf-8")
+        module = types.ModuleType(f"bioimageio_package_{abs(hash(str(path)))}")
+        exec(compile(code, str(arch.source), "exec"), module.__dict__)
+        network = getattr(module, str(arch.callable))(**dict(arch.kwargs))
+        weights = get_reader(entry.source, sha256=entry.sha256).read()
+        network.load_state_dict(torch.load(io.BytesIO(weights), weights_only=True))
+    except Exception as err:
+        raise PackageError(
+            f"{path}: cannot build its network from {arch.source}: {type(err).__name__}: {err}"
+        ) from None
+    return network.eval()
 
 
 def _input_axes(path, inp, s) -> tuple[tuple[str, ...], int, dict[str, Any]]:
@@ -234,6 +277,7 @@ def predict_foreign(
     *,
     output: str = "probabilities",
     tile_shape: Sequence[int] | None = None,
+    trust_package_code: bool = False,
 ) -> np.ndarray:
     """Predict ``image`` (``(*spatial)`` or ``(C, *spatial)``) with a torchscript package.
 
@@ -244,6 +288,8 @@ def predict_foreign(
         the arg-max over channels, or for one channel the pixels above 0.5.
     tile_shape : sequence of int, optional
         Network input tile (with context); default about 256 px (2D) or 64 (3D) per axis.
+    trust_package_code : bool
+        See :func:`open_foreign`.
     """
     import torch
 
@@ -251,7 +297,7 @@ def predict_foreign(
     from napari_tiled_unet.tiling.stitch import iter_run_plan
 
     if not isinstance(package, ForeignPackage):
-        package = open_foreign(package)
+        package = open_foreign(package, trust_package_code=trust_package_code)
     if output not in ("probabilities", "labels"):
         raise UserInputError(f"output must be 'probabilities' or 'labels', got {output!r}")
     ndim = len(package.axes)

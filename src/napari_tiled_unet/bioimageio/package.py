@@ -152,8 +152,9 @@ def load_package(path: str | os.PathLike, map_location: Any = "cpu") -> UNet:
     if state is not None and isinstance(state.architecture, v0_5.ArchitectureFromFileDescr):
         raise PackageError(
             f"{path}: its pytorch_state_dict weights need the Python source shipped in the "
-            f"package ({state.architecture.source}); running it would run that code, which "
-            "napari-tiled-unet does not do. Use a package exported by napari-tiled-unet"
+            f"package ({state.architecture.source}); loading it runs that code. If you trust "
+            "the package, predict with it from Python: napari_tiled_unet.bioimageio."
+            "predict_foreign(image, path, trust_package_code=True)"
         )
     formats = sorted(weights.available_formats)
     hint = (
