@@ -350,7 +350,7 @@ def test_a_tile_over_the_memory_budget_is_announced_with_a_halo_that_fits(
     predict_widget.run()
     wait_done(predict_widget)
     assert viewer.layers[-1].name == "stack labels"
-    assert any("(240, 240, 240)" in m and "halo=43" in m for m in warnings_shown), warnings_shown
+    assert any("(240, 240, 240)" in m and "halo=48" in m for m in warnings_shown), warnings_shown
 
 
 def test_halo_is_refused_for_a_valid_network(
