@@ -23,6 +23,9 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q -e ".[test]"
 # A .venv made before the `gui` extra may hold PyQt5, which qtpy would pick before PyQt6.
 .venv/bin/python -m pip uninstall -y -q PyQt5 PyQt5-Qt5 PyQt5-sip 2>/dev/null || true
+# bioimage.io core without its dependencies: it pins bioimageio.spec 0.5.12.0, which fails
+# under pydantic 2.14; the [bioimageio] extra (in [test]) installs spec 0.5.14.3 and the rest.
+.venv/bin/python -m pip install -q --no-deps "bioimageio.core==0.11.0"
 
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/npe2 validate napari-tiled-unet

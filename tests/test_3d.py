@@ -127,7 +127,8 @@ def test_anisotropic_levels_pool_only_in_yx():
 def test_per_axis_geometry_of_an_anisotropic_net():
     geometry = UNetGeometry.from_config(UNetConfig(depth=4, ndim=3, anisotropic_levels=2))
     assert geometry.grids == (4, 16, 16)
-    assert geometry.halos == ((31, 31), (107, 107), (107, 107))
+    assert geometry.halos == ((32, 32), (112, 112), (112, 112))  # fields 31 and 107, on the grid
+    assert geometry.receptive_fields == ((31, 31), (107, 107), (107, 107))
     assert [g.pools for g in geometry.axes] == [(False, False, True, True)] + [(True,) * 4] * 2
     assert not geometry.isotropic
     with pytest.raises(ValueError, match=r"differs per axis.*Z: grid 4.*YX: grid 16"):
@@ -135,7 +136,7 @@ def test_per_axis_geometry_of_an_anisotropic_net():
     assert default_tile_shape(geometry, 3) == (112, 400, 400)  # ~256³ voxels, kept share up
 
     iso = UNetGeometry.from_config(UNetConfig(depth=4, ndim=3))
-    assert iso.isotropic and iso.halo == (107, 107) and iso.grid == 16
+    assert iso.isotropic and iso.halo == (112, 112) and iso.grid == 16
     assert default_tile_shape(iso, 3) == (256, 256, 256)  # unchanged
     assert default_tile_shape(UNetGeometry.from_config(UNetConfig(depth=4)), 2) == (1280, 1280)
 
@@ -198,9 +199,11 @@ def measured_halo(net: UNet, axis: int) -> tuple[int, int]:
 @pytest.mark.parametrize(("depth", "anisotropic_levels"), [(2, 0), (2, 1), (3, 2)])
 def test_same_halo_per_axis_is_the_measured_receptive_field(depth, anisotropic_levels):
     net = tiny_unet3d("same", depth=depth, anisotropic_levels=anisotropic_levels)
-    halos = net.geometry.halos
-    assert measured_halo(net, axis=0) == halos[0]  # Z
-    assert measured_halo(net, axis=2) == halos[2]  # X
+    fields, halos = net.geometry.receptive_fields, net.geometry.halos
+    assert measured_halo(net, axis=0) == fields[0]  # Z
+    assert measured_halo(net, axis=2) == fields[2]  # X
+    for (field, _), (halo, _), grid in zip(fields, halos, net.geometry.grids, strict=True):
+        assert halo % grid == 0 and field <= halo < field + grid  # rounded up to the grid
     if anisotropic_levels:
         assert halos[0] < halos[2]
 

@@ -84,28 +84,28 @@ def test_bundled_model_keeps_its_tile_and_wider_networks_get_smaller_ones():
 
 def test_when_no_exact_tile_fits_the_smallest_is_used_and_a_halo_that_fits_is_suggested():
     net = UNet(base_channels=16, depth=4, ndim=3)
-    with pytest.warns(UserWarning, match=r"halo=27 \(--halo 27.*tiles of \(112, 112, 112\)") as w:
+    with pytest.warns(UserWarning, match=r"halo=16 \(--halo 16.*tiles of \(112, 112, 112\)") as w:
         plan = plan_for((300, 300, 300), net)
-    assert plan.tile_shape == (240, 240, 240)  # 107 + 107 context, 26 out: the least exact
+    assert plan.tile_shape == (240, 240, 240)  # 112 + 112 context, 16 out: the least exact
     [message] = [str(x.message) for x in w if "smallest tile" in str(x.message)]
     assert format_bytes(tile_memory(net.config, plan.tile_shape)) in message
-    assert suggest_halo(net) == (27, (112, 112, 112))
+    assert suggest_halo(net) == (16, (112, 112, 112))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        plan = plan_for((300, 300, 300), net, halo=27)
+        plan = plan_for((300, 300, 300), net, halo=16)
     assert tile_memory(net.config, plan.tile_shape) <= TILE_MEMORY_BUDGET
-    kept = math.prod(n - 54 for n in plan.tile_shape) / math.prod(plan.tile_shape)
+    kept = math.prod(n - 32 for n in plan.tile_shape) / math.prod(plan.tile_shape)
     assert kept >= SUGGESTED_KEPT_SHARE
-    # the next halo up (43) would fit only tiles keeping less
-    tile = plan_for((300, 300, 300), net, halo=43).tile_shape
-    assert math.prod(n - 86 for n in tile) / math.prod(tile) < SUGGESTED_KEPT_SHARE
+    # the next halo up (32) would fit only tiles keeping less
+    tile = plan_for((300, 300, 300), net, halo=32).tile_shape
+    assert math.prod(n - 64 for n in tile) / math.prod(tile) < SUGGESTED_KEPT_SHARE
 
 
 def test_halo_is_cut_in_grid_steps_and_valid_networks_refuse_it():
     geometry = UNetGeometry.from_config(UNetConfig(depth=4, ndim=3, anisotropic_levels=2))
     assert geometry.with_halo(None) is geometry and geometry.exact
-    assert geometry.with_halo(32).halos == ((31, 31), (43, 43), (43, 43))  # 107 - 4 * 16
-    assert geometry.with_halo(27).halos == ((27, 27), (27, 27), (27, 27))
+    assert geometry.with_halo(40).halos == ((32, 32), (48, 48), (48, 48))  # 112 - 4 * 16
+    assert geometry.with_halo(27).halos == ((28, 28), (32, 32), (32, 32))  # 32 - 4, 112 - 5 * 16
     assert geometry.with_halo(500).exact and not geometry.with_halo(32).exact
     valid = UNetGeometry.from_config(UNetConfig(depth=2, padding="valid"))
     assert valid.with_halo(100) is valid
@@ -121,7 +121,7 @@ def test_tiles_of_a_cut_halo_stay_in_the_whole_images_pooling_phase():
     net = tiny_unet("same", depth=3)
     (before, _), grid = net.geometry.halo, net.geometry.grid
     plan = plan_for((200, 230), net, (64, 64), halo=9)
-    assert plan.tiles[1].read_start[1] == plan.stride[1] - 11  # 35 - 3 * 8 = 11 >= 9
+    assert plan.tiles[1].read_start[1] == plan.stride[1] - 16  # 56 - 5 * 8 = 16 >= 9
     for tile in plan:
         assert all((start + before) % grid == 0 for start in tile.read_start)
 
@@ -130,11 +130,11 @@ def test_predicting_with_a_cut_halo_is_close_to_exact_and_a_full_one_is_exact(rn
     net = tiny_unet("same", depth=3)
     image = rng.random((150, 170)).astype(np.float32)
     whole = forward_whole_image(image[None], net)
-    exact = predict(image, net, tile_shape=(112, 112), output="probabilities", halo=60)
+    exact = predict(image, net, tile_shape=(128, 128), output="probabilities", halo=60)
     np.testing.assert_allclose(exact, whole, atol=1e-5)
     errors = [
         np.abs(predict(image, net, tile_shape=(48, 48), output="probabilities", halo=h) - whole)
-        for h in (3, 11)
+        for h in (0, 8)  # cut to 0 and 8 (56 - 6 * 8)
     ]
     assert errors[0].max() > 1e-4 and errors[1].max() < errors[0].max() / 10  # more is better
 
@@ -155,7 +155,7 @@ def test_command_line_halo(tmp_path, rng, capsys):
     np.testing.assert_array_equal(tifffile.imread(out), expected)
     cut, exact = (
         predict(image, same, tile_shape=t, halo=h, output="probabilities")
-        for t, h in [((48, 48), 3), ((112, 112), None)]
+        for t, h in [((48, 48), 3), ((128, 128), None)]
     )
     assert np.abs(cut - exact).max() > 1e-4  # so the equality above shows the halo was used
 
@@ -196,6 +196,6 @@ def test_command_line_prints_the_memory_warning_on_one_line(tmp_path, rng, capsy
     lines = capsys.readouterr().err.splitlines()
     assert any(
         line.startswith("napari-tiled-unet: warning: the smallest tile (240, 240, 240)")
-        and "--halo 43" in line
+        and "--halo 48" in line
         for line in lines
     ), lines

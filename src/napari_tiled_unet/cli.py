@@ -1,4 +1,4 @@
-"""Command line: ``napari-tiled-unet predict ...`` and ``napari-tiled-unet train ...``."""
+"""Command line: ``napari-tiled-unet predict ...``, ``train ...`` and ``export ...``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from napari_tiled_unet.cli_export import add_export_parser
+from napari_tiled_unet.cli_progress import progress_bar
 from napari_tiled_unet.device import DEVICES, PRECISIONS
 from napari_tiled_unet.errors import TiledUNetError, UserInputError
 from napari_tiled_unet.jobs.train import TILE_2D, TILE_3D
@@ -25,46 +27,6 @@ DEFAULT = " (default: %(default)s)"
 
 class CommandError(UserInputError):
     """A user error to report as one line on stderr."""
-
-
-_UNITS = {"predict": "tile", "instances": "block"}
-
-
-def _progress_bar(events, desc: str, postfix_keys: Sequence[str] = ()):
-    """Drive a tqdm bar from engine Progress events; return the generator's result.
-
-    A new bar starts whenever the events' stage changes (e.g. "predict", then "instances"),
-    named ``desc`` for the first stage and after the stage for later ones.
-    """
-    from tqdm import tqdm
-
-    bar = None
-    stage = None
-    try:
-        while True:
-            try:
-                event = next(events)
-            except StopIteration as stop:
-                return stop.value
-            if bar is None or event.stage != stage:
-                if bar is not None:
-                    bar.close()
-                bar = tqdm(
-                    total=event.total,
-                    desc=desc if stage is None else event.stage,
-                    unit=_UNITS.get(event.stage, "it"),
-                )
-                stage = event.stage
-            bar.update(event.done - bar.n)
-            if event.warning:
-                bar.write(f"napari-tiled-unet: warning: {event.warning}", file=sys.stderr)
-            shown = {k: f"{event.metrics[k]:.3g}" for k in postfix_keys if k in event.metrics}
-            if shown:
-                bar.set_postfix(shown, refresh=False)
-    finally:
-        events.close()
-        if bar is not None:
-            bar.close()
 
 
 def _parse_channels(text: str | None) -> list[int] | None:
@@ -106,7 +68,7 @@ def _predict_one(request, job, client=None) -> None:
         probabilities_path=job.probabilities,
         client=client,
     )
-    _progress_bar(events, "predict")
+    progress_bar(events, "predict")
 
 
 def _dask_client(address: str | None):
@@ -198,7 +160,7 @@ def _train(args: argparse.Namespace) -> None:
         print(f"napari-tiled-unet: warning: {plan.label_mode.warning}", file=sys.stderr)
     trainer = plan.trainer()
     try:
-        _progress_bar(trainer.iter_run(), "train", ("loss", "val_iou", "val_f1"))
+        progress_bar(trainer.iter_run(), "train", ("loss", "val_iou", "val_f1"))
     except KeyboardInterrupt:
         if trainer.best_model is not None:
             save_model(trainer.best_model, output)
@@ -251,7 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         help="input TIFF (Y,X; C,Y,X for multi-channel models; any T,Z,C,Y,X layout with --axes or metadata); several files or a folder for a batch run",
     )
-    p.add_argument("--model", help="model file (.pt); default: the bundled nuclei model")
+    p.add_argument(
+        "--model",
+        help="model file (.pt) or bioimage.io package (.zip, rdf.yaml) exported by this "
+        "plugin; default: the bundled nuclei model",
+    )
     p.add_argument(
         "--axes",
         help="axis layout of the input(s), letters T Z C Y X in file order, e.g. TZCYX, YXC, "
@@ -291,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--halo",
         type=int,
         help="context in pixels per tile side, for 'same' networks (default: the whole "
-        "receptive field, exact: 107 at depth 4); smaller allows small tiles that keep most "
+        "receptive field rounded up to the grid, exact: 112 at depth 4); smaller allows small tiles that keep most "
         "of their work (3D) but differs slightly near tile borders",
     )
     p.add_argument("--batch", type=int, default=1, help="tiles per forward pass (default 1)")
@@ -416,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--validation-image", action="append", default=[], help="held-out image TIFF")
     t.add_argument("--validation-labels", action="append", default=[], help="labels for it")
     t.set_defaults(run=_train)
+
+    add_export_parser(sub)
     return parser
 
 

@@ -305,7 +305,8 @@ def test_unusable_tile_size_names_sizes_that_work(
 def test_halo_allows_tiles_smaller_than_the_receptive_field(
     viewer, predict_widget, wait_done, errors, tiny_unet, tmp_path
 ):
-    """A depth-3 'same' network needs 51 px of context per side: 48 px tiles are refused with
+    """A depth-3 'same' network needs 56 px of context per side (its 51 px receptive field
+    rounded up to the 8 px grid): 48 px tiles are refused with
     the exact halo (0) and work with halo 3, as ``predict(..., halo=3)`` does."""
     from napari_tiled_unet import predict, save_model
 
@@ -321,8 +322,8 @@ def test_halo_allows_tiles_smaller_than_the_receptive_field(
     n = len(viewer.layers)
     predict_widget.run()
     wait_done(predict_widget)
-    assert_refused(predict_widget, viewer, errors, n, "tile size 48", "51+51", "at least 112")
-    assert "at least 112" in predict_widget.status.value
+    assert_refused(predict_widget, viewer, errors, n, "tile size 48", "56+56", "at least 120")
+    assert "at least 120" in predict_widget.status.value
 
     predict_widget.halo.value = 3
     predict_widget.run()
@@ -349,7 +350,7 @@ def test_a_tile_over_the_memory_budget_is_announced_with_a_halo_that_fits(
     predict_widget.run()
     wait_done(predict_widget)
     assert viewer.layers[-1].name == "stack labels"
-    assert any("(240, 240, 240)" in m and "halo=43" in m for m in warnings_shown), warnings_shown
+    assert any("(240, 240, 240)" in m and "halo=48" in m for m in warnings_shown), warnings_shown
 
 
 def test_halo_is_refused_for_a_valid_network(

@@ -166,7 +166,8 @@ class PredictResult:
 
 
 def load_job_model(source: ModelSource) -> UNet:
-    """The network for a request: a UNet as it is, a model file loaded, None the bundled model.
+    """The network for a request: a UNet as it is, a model file or bioimage.io package loaded,
+    None the bundled model.
 
     Raises
     ------
@@ -178,6 +179,10 @@ def load_job_model(source: ModelSource) -> UNet:
     from napari_tiled_unet.model.modelfile import default_model_path
 
     if isinstance(source, str | os.PathLike):
+        from napari_tiled_unet.bioimageio.package import is_package, load_package
+
+        if is_package(source):  # a bioimage.io package: .zip, rdf.yaml or a folder with one
+            return load_package(source)
         check_input_file(source, "model file")  # a FIFO would block torch.load
     if source is None and not default_model_path().is_file():
         raise UserInputError(

@@ -97,7 +97,12 @@ class UNetAxisGeometry(TileGeometry):
         """The geometry along an axis pooled at the levels ``pools`` (default: every level).
 
         The grid is ``2**sum(pools)``. 'valid': the context is what the network trims off.
-        'same': the exact worst-case receptive field, see :func:`_same_padding_field`.
+        'same': the worst-case receptive field (:func:`_same_padding_field`, 107 px per side
+        at depth 4) rounded up to a whole number of grid steps (112 px), the same on both
+        sides. A tile then starts a whole number of grid steps before the pixels it writes,
+        so every tile, and the image origin, sits at phase 0 of the pooling grid: the stitched
+        result equals one forward pass over the image mirror-padded by that context, which is
+        also what bioimage.io's blockwise prediction computes from a halo of that size.
         """
         pools = (True,) * depth if pools is None else tuple(bool(p) for p in pools)
         if len(pools) != depth:
@@ -109,8 +114,20 @@ class UNetAxisGeometry(TileGeometry):
             size = probe.min_input_size
             halo = (size - probe.output_size(size)) // 2
             return cls(grid, halo, halo, halo, 2 * halo, depth, padding, pools)
-        before, after = _same_padding_field(depth, pools)
-        return cls(grid, before, after, 0, 0, depth, padding, pools)
+        field = max(_same_padding_field(depth, pools))
+        context = -(-field // grid) * grid
+        return cls(grid, context, context, 0, 0, depth, padding, pools)
+
+    @property
+    def receptive_field(self) -> tuple[int, int]:
+        """Input pixels (before, after) an output pixel can depend on, over all grid phases.
+
+        For a 'same' network the context (:attr:`halo`) is this rounded up to the grid; for a
+        'valid' one it is the context itself.
+        """
+        if self.padding == "valid":
+            return UNetAxisGeometry.build(self.depth, self.padding, self.pools).halo
+        return _same_padding_field(self.depth, self.pools)
 
     @property
     def halo(self) -> tuple[int, int]:
@@ -187,8 +204,8 @@ class UNetGeometry:
     def with_halo(self, halo: int | None) -> UNetGeometry:
         """This geometry with its context cut to about ``halo`` pixels per side (approximate).
 
-        The exact halo of a 'same' network is its whole receptive field (107 px per side at
-        depth 4), most of which barely matters; a smaller one lets much smaller tiles keep
+        The exact halo of a 'same' network is its whole receptive field rounded up to the
+        grid (112 px per side at depth 4), most of which barely matters; a smaller one lets much smaller tiles keep
         most of their output, at the price of small differences from the whole-image
         prediction near tile borders (see the README for measured ones). Along each axis the
         context is cut by whole grid steps, to the least of ``exact - k * grid`` that is
@@ -251,6 +268,12 @@ class UNetGeometry:
     def halos(self) -> tuple[tuple[int, int], ...]:
         """Per axis, the context (before, after) a tile needs for an exact prediction."""
         return tuple(axis.halo for axis in self.axes)
+
+    @property
+    def receptive_fields(self) -> tuple[tuple[int, int], ...]:
+        """Per axis, the input pixels (before, after) an output pixel can depend on; the
+        context (:attr:`halos`) is this rounded up to the grid for 'same' networks."""
+        return tuple(axis.receptive_field for axis in self.axes)
 
     @property
     def grids(self) -> tuple[int, ...]:
@@ -371,7 +394,8 @@ def axis_geometries(
     return axes
 
 
-def _same_padding_field(depth: int, pools: Sequence[bool] | None = None) -> tuple[int, int]:
+@functools.lru_cache(maxsize=64)
+def _same_padding_field(depth: int, pools: tuple[bool, ...] | None = None) -> tuple[int, int]:
     """Input pixels (before, after) an output pixel of a 'same' U-Net depends on, along one axis.
 
     Intervals of feature-map indices are traced back through the network; max pooling maps
@@ -383,7 +407,7 @@ def _same_padding_field(depth: int, pools: Sequence[bool] | None = None) -> tupl
     ----------
     depth : int
         Number of levels.
-    pools : sequence of bool, optional
+    pools : tuple of bool, optional
         Per level, whether it pools (and its decoder up-samples) along this axis; a level that
         does not maps index j to j both ways. Default: every level (grid ``2**depth``).
     """
