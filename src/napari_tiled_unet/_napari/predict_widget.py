@@ -22,6 +22,7 @@ from napari_tiled_unet._napari._layout import expose, scroll_rows
 from napari_tiled_unet._napari._models import trained_models
 from napari_tiled_unet._napari._results import MULTISCALE_PLANE_PIXELS, iter_for_viewer
 from napari_tiled_unet._napari._worker import Throttle, start_engine
+from napari_tiled_unet._napari.bioimageio_export import export_model, sample_of
 from napari_tiled_unet.axes import ModelSpec, parse_channels
 from napari_tiled_unet.device import DEVICES
 from napari_tiled_unet.errors import UserInputError
@@ -165,6 +166,12 @@ class PredictWidget(Container):
                     widgets=[
                         PushButton(name="run_button", text="Run"),
                         PushButton(name="cancel_button", text="Cancel", enabled=False),
+                        PushButton(
+                            name="export_button",
+                            text="Export model…",
+                            tooltip="Write the chosen model as a bioimage.io package (.zip) "
+                            "for other tools (ilastik, deepImageJ, QuPath, ...).",
+                        ),
                     ],
                 ),
                 Label(name="status", value=""),
@@ -193,6 +200,7 @@ class PredictWidget(Container):
 
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
+        self.export_button.changed.connect(self._export_clicked)
         self.model_file.changed.connect(self._on_model_file)
         self._trained.changed.connect(self.model.reset_choices)
         for event in ("inserted", "removed", "moved", "reordered"):
@@ -293,6 +301,32 @@ class PredictWidget(Container):
                 )
             return path
         return self._trained.get(choice.removeprefix(TRAINED))
+
+    def _export_clicked(self) -> None:
+        self.export_model()
+
+    def export_model(self, path: str | os.PathLike | None = None, values: dict | None = None):
+        """Export the chosen model (the bundled one, a trained one or a model file) as a
+        bioimage.io package in a worker, asking for its metadata and file unless given; the
+        chosen image layer gives the package's test tensors. Returns the worker or None."""
+        from napari_tiled_unet.jobs import load_job_model
+
+        try:
+            model = load_job_model(self._chosen_model())
+        except (UserInputError, OSError) as err:
+            return self._refuse(str(err))
+        layer = self.image.value
+        source = getattr(getattr(layer, "source", None), "path", None)
+        start = Path(source).parent if source else Path()
+        name = getattr(layer, "name", "") or "model"
+        return export_model(
+            self.native,
+            model,
+            start=start / f"{name} model.zip",
+            sample=sample_of(layer, model),
+            path=path,
+            values=values,
+        )
 
     def run(self) -> GeneratorWorker | None:
         """Start predicting the chosen layer; return the worker, or None if inputs are unusable.

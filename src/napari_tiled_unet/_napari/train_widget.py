@@ -26,6 +26,7 @@ from napari_tiled_unet._napari._layers import engine_name, layer_data
 from napari_tiled_unet._napari._layout import expose, scroll_rows
 from napari_tiled_unet._napari._models import trained_models
 from napari_tiled_unet._napari._worker import start_engine
+from napari_tiled_unet._napari.bioimageio_export import export_model, sample_of
 from napari_tiled_unet._napari.train_settings import settings_form
 from napari_tiled_unet._napari.training_plot import TrainingPlot
 from napari_tiled_unet.axes import parse_channels
@@ -85,6 +86,9 @@ class TrainWidget(Container):
                         PushButton(name="train_button", text="Train"),
                         PushButton(name="stop_button", text="Stop", enabled=False),
                         PushButton(name="save_button", text="Save model…", enabled=False),
+                        PushButton(
+                            name="export_button", text="Export to bioimage.io…", enabled=False
+                        ),
                     ],
                 ),
                 Label(name="status", value=""),
@@ -118,6 +122,7 @@ class TrainWidget(Container):
         self.train_button.changed.connect(self.train)
         self.stop_button.changed.connect(self.stop)
         self.save_button.changed.connect(self._save_clicked)
+        self.export_button.changed.connect(self._export_clicked)
         for event in ("inserted", "removed", "moved", "reordered"):
             getattr(napari_viewer.layers.events, event).connect(self.reset_choices)
 
@@ -353,6 +358,7 @@ class TrainWidget(Container):
         self.train_button.enabled = not running
         self.stop_button.enabled = running
         self.save_button.enabled = not running and self.model is not None
+        self.export_button.enabled = self.save_button.enabled
 
     def _show_progress(self, event: Progress) -> None:
         self.plot.add(event)
@@ -399,6 +405,27 @@ class TrainWidget(Container):
 
     def _save_clicked(self) -> None:
         self.save_model()  # the button's value must not become the path
+
+    def _export_clicked(self) -> None:
+        self.export_model()
+
+    def export_model(
+        self, path: str | Path | None = None, values: dict | None = None
+    ) -> GeneratorWorker | None:
+        """Export the last trained model as a bioimage.io package (``.zip``) in a worker,
+        asking for its metadata (unless ``values``) and file (unless ``path``); the first
+        training image gives the package's test tensors and cover. Returns the worker."""
+        layer = self._source_layer or self.pairs[0].image_layer.value
+        model = self.model
+        return export_model(
+            self.native,
+            model,
+            start=self.save_start_path().with_suffix(".zip"),
+            sample=None if model is None else sample_of(layer, model),
+            path=path,
+            values=values,
+            done=lambda written: setattr(self.status, "value", f"Exported {written}."),
+        )
 
     def save_start_path(self) -> Path:
         """Where "Save model…" starts: ``<model name>.pt`` beside the first training image's
