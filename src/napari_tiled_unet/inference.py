@@ -231,8 +231,8 @@ def iter_predict(
         network); errors name sizes that work.
     halo : int, optional
         Context per side each tile reads, for 'same' networks; None (default): the whole
-        receptive field, which makes the tiled result equal the whole-image prediction (107 px
-        per side at depth 4). Smaller halos allow small tiles that keep most of their work
+        receptive field rounded up to the pooling grid, which makes the tiled result equal the
+        whole-image prediction (112 px per side at depth 4). Smaller halos allow small tiles that keep most of their work
         (3D networks, where the exact halo forces 240³-voxel tiles at depth 4) but differ
         slightly near tile borders; rounded up to stay on the pooling grid
         (:meth:`~napari_tiled_unet.model.geometry.UNetGeometry.with_halo`). The README lists

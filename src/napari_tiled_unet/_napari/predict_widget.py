@@ -136,7 +136,7 @@ class PredictWidget(Container):
                 max=512,
                 tooltip=(
                     "Context in pixels each tile reads, for 'same' networks; 0 = exact (the "
-                    "whole receptive field: no seams, 107 px at depth 4). Smaller is faster "
+                    "whole receptive field on the pooling grid: no seams, 112 px at depth 4). Smaller is faster "
                     "and needs less memory, but differs slightly near tile borders"
                 ),
             ),

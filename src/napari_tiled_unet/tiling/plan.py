@@ -171,7 +171,7 @@ def default_tile_shape(
     3D networks) each edge is made proportional to its axis's context (``context_before +
     context_after``), for the same number of voxels: for a given tile volume that keeps the
     largest share of it as output. A depth-4 'same' network with two anisotropic levels (Z
-    context 62, Y/X 214) gets 112 x 400 x 400 instead of 256³.
+    context 64, Y/X 224) gets 112 x 400 x 400 instead of 256³.
 
     Parameters
     ----------
