@@ -503,3 +503,19 @@ def test_train_3d_anisotropic_model(tmp_path, capsys):
     assert "--ndim 3" in capsys.readouterr().err
     assert main([*argv, "--ndim", "3", "--depth", "4"]) == 1
     assert "16-plane steps" in capsys.readouterr().err
+
+
+def test_only_the_engines_warnings_become_one_line(capsys):
+    import warnings
+
+    from napari_tiled_unet import cli
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = cli._show_warning
+        warnings.warn("tiles read 5x the image", stacklevel=1)
+        warnings.warn("unclosed file <_io.FileIO>", ResourceWarning, stacklevel=1)
+    err = capsys.readouterr().err
+    assert "napari-tiled-unet: warning: tiles read 5x the image" in err
+    assert "napari-tiled-unet: warning: unclosed" not in err  # the collector's, not ours
+    assert "ResourceWarning: unclosed file" in err

@@ -426,9 +426,16 @@ def _interrupted(what: str) -> str:
     return f"{what}; unfinished outputs were removed"
 
 
+_python_showwarning = warnings.showwarning
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Warnings (e.g. a tile needing more memory than the budget) as one line on stderr."""
-    print(f"napari-tiled-unet: warning: {message}", file=sys.stderr)
+    """The engine's warnings (e.g. a tile needing more memory than the budget) as one line on
+    stderr; others (a ResourceWarning from the garbage collector, say) as Python shows them."""
+    if issubclass(category, UserWarning):
+        print(f"napari-tiled-unet: warning: {message}", file=sys.stderr)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
