@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import signal
 import sys
@@ -426,16 +427,14 @@ def _interrupted(what: str) -> str:
     return f"{what}; unfinished outputs were removed"
 
 
-_python_showwarning = warnings.showwarning
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def _show_warning(message, category, filename, lineno, file=None, line=None, *, others) -> None:
     """The engine's warnings (e.g. a tile needing more memory than the budget) as one line on
-    stderr; others (a ResourceWarning from the garbage collector, say) as Python shows them."""
+    stderr; others (a ResourceWarning from the garbage collector, say) go to ``others``, the
+    ``warnings.showwarning`` that was in place."""
     if issubclass(category, UserWarning):
         print(f"napari-tiled-unet: warning: {message}", file=sys.stderr)
     else:
-        _python_showwarning(message, category, filename, lineno, file, line)
+        others(message, category, filename, lineno, file, line)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -450,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("distributed").setLevel(logging.INFO if args.verbose else logging.ERROR)
     try:
         with _signals_as_interrupts(), warnings.catch_warnings():
-            warnings.showwarning = _show_warning
+            warnings.showwarning = functools.partial(_show_warning, others=warnings.showwarning)
             args.run(args)
     except Terminated:
         print(f"napari-tiled-unet: {_interrupted('terminated')}", file=sys.stderr)
