@@ -121,3 +121,13 @@ def test_foreign_package_errors_leave_no_output(tmp_path, rng, capsys):
         predict_job(rng.random((3, 40, 40)), PredictRequest(model=path, axes="CYX"))
     assert out.read_bytes() == b"previous result"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.tif", "pkg", "small.tif"]
+
+
+def test_closing_a_foreign_job_mid_run_writes_nothing(tmp_path, package, image_path):
+    path, _ = package
+    out = tmp_path / "labels.tif"
+    job = iter_predict_job(image_path, PredictRequest(model=path, tile=32), output_path=out)
+    first, second = next(job), next(job)
+    assert first.done == 0 and 0 < second.done < second.total  # a tile done, more to come
+    job.close()  # what the CLI's Ctrl-C and the widget's cancel do
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image.tif", "pkg"]
