@@ -56,6 +56,7 @@ def _predict_request(args: argparse.Namespace, model):
         precision=args.precision,
         axes=args.axes,
         channels=_parse_channels(args.channels),
+        trust_package_code=args.trust_package_code,
     )
 
 
@@ -82,13 +83,14 @@ def _dask_client(address: str | None):
 
 def _predict(args: argparse.Namespace) -> None:
     from napari_tiled_unet._malloc import keep_freed_memory
-    from napari_tiled_unet.jobs import load_job_model
+    from napari_tiled_unet.jobs.foreign import load_predict_model
     from napari_tiled_unet.jobs.paths import plan_predict
 
     keep_freed_memory()
     plan = plan_predict(args.input, args.output, args.probabilities, args.format, args.model)
     # Loaded once for every input of a batch run.
-    request = _predict_request(args, load_job_model(args.model))
+    model = load_predict_model(args.model, trust_package_code=args.trust_package_code)
+    request = _predict_request(args, model)
     with _dask_client(args.dask_scheduler) as client:
         _predict_jobs(request, plan, client)
 
@@ -216,8 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--model",
-        help="model file (.pt) or bioimage.io package (.zip, rdf.yaml) exported by this "
-        "plugin; default: the bundled nuclei model",
+        help="model file (.pt) or bioimage.io package (.zip, rdf.yaml): exported by this "
+        "plugin, or another network with torchscript weights; default: the bundled nuclei model",
+    )
+    p.add_argument(
+        "--trust-package-code",
+        action="store_true",
+        help="allow a bioimage.io package whose network is built by Python source it ships "
+        "(this runs that code); without it such packages are refused",
     )
     p.add_argument(
         "--axes",

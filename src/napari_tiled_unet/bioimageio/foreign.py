@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from napari_tiled_unet.bioimageio.package import PackageError, read_description
 from napari_tiled_unet.errors import UserInputError
+from napari_tiled_unet.events import Progress
 from napari_tiled_unet.model.geometry import TileGeometry
 
 PRE = (
@@ -90,8 +91,9 @@ def open_foreign(path: str | os.PathLike, *, trust_package_code: bool = False) -
     if entry is None and from_source and not trust_package_code:
         raise PackageError(
             f"{path}: its only usable weights need the Python source shipped in the package "
-            f"({state.architecture.source}), and loading them runs that code; pass "
-            "trust_package_code=True if you trust the package"
+            f"({state.architecture.source}), and loading them runs that code; if you trust "
+            "the package, pass --trust-package-code (napari-tiled-unet predict) or "
+            "trust_package_code=True"
         )
     if entry is None and not from_source:
         formats = ", ".join(sorted(descr.weights.available_formats))
@@ -284,22 +286,51 @@ def predict_foreign(
     Parameters
     ----------
     output : {"probabilities", "labels"}
-        The postprocessed output ``(K, *spatial)`` float32, or labels ``(*spatial)`` uint16:
-        the arg-max over channels, or for one channel the pixels above 0.5.
+        The postprocessed output ``(K, *spatial)`` float32, or labels ``(*spatial)`` uint16
+        (:func:`foreign_labels`).
     tile_shape : sequence of int, optional
         Network input tile (with context); default about 256 px (2D) or 64 (3D) per axis.
     trust_package_code : bool
         See :func:`open_foreign`.
+    """
+    from napari_tiled_unet.events import run_to_completion
+
+    if not isinstance(package, ForeignPackage):
+        package = open_foreign(package, trust_package_code=trust_package_code)
+    if output not in ("probabilities", "labels"):
+        raise UserInputError(f"output must be 'probabilities' or 'labels', got {output!r}")
+    out = run_to_completion(iter_predict_foreign(image, package, tile_shape=tile_shape))
+    return out if output == "probabilities" else foreign_labels(out)
+
+
+def foreign_labels(probabilities: np.ndarray) -> np.ndarray:
+    """Labels ``(*spatial)`` uint16 of a package's output ``(K, *spatial)``: the arg-max over
+    channels, or for one channel the pixels above 0.5."""
+    p = probabilities
+    labels = p[0] > 0.5 if p.shape[0] == 1 else p.argmax(axis=0)
+    return labels.astype(np.uint16)
+
+
+def iter_predict_foreign(
+    image: np.ndarray,
+    package: ForeignPackage,
+    *,
+    tile_shape: Sequence[int] | None = None,
+    batch_size: int = 1,
+) -> Generator[Progress, None, np.ndarray]:
+    """:func:`predict_foreign`'s probabilities, yielding Progress after each batch of
+    ``batch_size`` tiles.
+
+    Returns
+    -------
+    numpy.ndarray
+        The postprocessed output ``(K, *spatial)`` float32.
     """
     import torch
 
     from napari_tiled_unet.tiling.plan import plan_tiles, smallest_tile
     from napari_tiled_unet.tiling.stitch import iter_run_plan
 
-    if not isinstance(package, ForeignPackage):
-        package = open_foreign(package, trust_package_code=trust_package_code)
-    if output not in ("probabilities", "labels"):
-        raise UserInputError(f"output must be 'probabilities' or 'labels', got {output!r}")
     ndim = len(package.axes)
     image = np.asarray(image)
     if image.ndim == ndim:
@@ -332,9 +363,8 @@ def predict_foreign(
 
     probe = run(np.zeros((1, package.in_channels, *plan.tile_shape), np.float32), None)
     out = np.zeros((probe.shape[1], *spatial), np.float32)
-    for _ in iter_run_plan(x, plan, run, out):
-        pass
-    if output == "probabilities":
-        return out
-    labels = out[0] > 0.5 if out.shape[0] == 1 else out.argmax(axis=0)
-    return labels.astype(np.uint16)
+    total = len(plan)
+    yield Progress("predict", 0, total, f"tile 0/{total}")
+    for done in iter_run_plan(x, plan, run, out, batch_size=batch_size):
+        yield Progress("predict", done, total, f"tile {done}/{total}")
+    return out

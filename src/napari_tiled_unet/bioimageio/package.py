@@ -145,29 +145,51 @@ def load_package(path: str | os.PathLike, map_location: Any = "cpu") -> UNet:
     weights = descr.weights
     state = weights.pytorch_state_dict
     ours = _our_config(descr)
-    if state is not None and isinstance(state.architecture, v0_5.ArchitectureFromLibraryDescr):
-        origin = (state.architecture.import_from, str(state.architecture.callable))
-        if origin == OUR_ARCHITECTURE:
-            return _our_unet(path, descr, ours, map_location)
+    if is_own_description(descr):
+        return _our_unet(path, descr, ours, map_location)
     if state is not None and isinstance(state.architecture, v0_5.ArchitectureFromFileDescr):
         raise PackageError(
             f"{path}: its pytorch_state_dict weights need the Python source shipped in the "
             f"package ({state.architecture.source}); loading it runs that code. If you trust "
-            "the package, predict with it from Python: napari_tiled_unet.bioimageio."
+            "the package, predict with it: napari-tiled-unet predict IMAGE --model PATH "
+            "--trust-package-code, or from Python napari_tiled_unet.bioimageio."
             "predict_foreign(image, path, trust_package_code=True)"
         )
     formats = sorted(weights.available_formats)
     hint = (
-        "; predict with its torchscript weights through this plugin's tiler from Python: "
+        "; predict with its torchscript weights through this plugin's tiler: "
+        "napari-tiled-unet predict IMAGE --model PATH (PredictRequest(model=PATH)), or "
         "napari_tiled_unet.bioimageio.predict_foreign(image, path)"
         if "torchscript" in formats
         else ""
     )
     raise PackageError(
-        f"{path} holds weights in {', '.join(formats)}; --model and load_package take packages "
+        f"{path} holds weights in {', '.join(formats)}; load_package takes packages "
         f"exported by napari-tiled-unet (pytorch_state_dict of napari_tiled_unet.model.unet.UNet)"
         + hint
     )
+
+
+def is_own_description(descr: Any) -> bool:
+    """Whether a package description holds a network of this plugin's architecture."""
+    from bioimageio.spec.model import v0_5
+
+    state = descr.weights.pytorch_state_dict
+    if state is None or not isinstance(state.architecture, v0_5.ArchitectureFromLibraryDescr):
+        return False
+    return (state.architecture.import_from, str(state.architecture.callable)) == OUR_ARCHITECTURE
+
+
+def is_own_package(path: str | os.PathLike) -> bool:
+    """Whether the package at ``path`` holds a network of this plugin's architecture, which
+    :func:`load_package` loads (others run through :mod:`~napari_tiled_unet.bioimageio.foreign`).
+
+    Raises
+    ------
+    PackageError
+        As :func:`read_description`.
+    """
+    return is_own_description(read_description(path))
 
 
 def _our_config(descr: Any) -> Mapping[str, Any] | None:

@@ -60,8 +60,9 @@ class PredictRequest:
 
     Parameters
     ----------
-    model : UNet, path-like or None
-        The network or a model file; None: the bundled default model.
+    model : UNet, ForeignPackage, path-like or None
+        The network, a model file or a bioimage.io package (this plugin's, or another
+        architecture's with torchscript weights); None: the bundled default model.
     output : {"auto", "labels", "instances", "probabilities"}
         "auto": "instances" for a model trained on instance labels, else "labels".
     tile : int or None
@@ -84,6 +85,9 @@ class PredictRequest:
         Axis hints of the image's file or layer.
     name : str
         How messages name the image (a layer name, ``input PATH``).
+    trust_package_code : bool
+        Allow a bioimage.io package whose network is built by Python source it ships (that
+        code is run); default False: such packages are refused.
     """
 
     model: ModelSource = None
@@ -97,6 +101,7 @@ class PredictRequest:
     channels: tuple[int, ...] | None = None
     hints: LayoutHints = field(default_factory=LayoutHints)
     name: str = "image"
+    trust_package_code: bool = False
 
     def __post_init__(self) -> None:
         from napari_tiled_unet.device import PRECISIONS
@@ -327,16 +332,22 @@ def iter_predict_job(
         before any work.
     """
     from napari_tiled_unet.inference import image_layout
+    from napari_tiled_unet.jobs.foreign import foreign_package, iter_foreign_job, model_file
     from napari_tiled_unet.jobs.work import iter_with_warning, small_tile_warning
 
     targets = [None if p is None else Path(p) for p in (output_path, probabilities_path)]
     if isinstance(image, str | os.PathLike):
-        check_targets(Path(image), *targets, model=request.model)
+        check_targets(Path(image), *targets, model=model_file(request.model))
         image, request = open_input(Path(image), request)
     else:
-        check_targets(None, *targets, model=request.model)
+        check_targets(None, *targets, model=model_file(request.model))
     if probabilities_path is not None and output_path is None:
         raise UserInputError("probabilities_path needs an output_path for the labels")
+    package = foreign_package(request.model, trust_package_code=request.trust_package_code)
+    if package is not None:  # another architecture's bioimage.io package
+        paths = dict(output_path=targets[0], probabilities_path=targets[1])
+        job = iter_foreign_job(image, request, package, **paths, pyramid=pyramid, client=client)
+        return (yield from job)
     model = load_job_model(request.model)
     kind = request.output_kind(model.info)
     if probabilities_path is not None and kind == "probabilities":
