@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch", type=int, default=1, help="tiles per forward pass (default 1)")
     p.add_argument(
-        "--device", choices=DEVICES, default="auto", help="default: auto (cuda, mps, cpu)"
+        "--device", default="auto", help="auto, cpu, mps, cuda[:N]; GPUs: cuda:0,cuda:1 or cuda:all"
     )
     p.add_argument(
         "--precision",

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.forward import check_precision, memory_format, predict_written
 from napari_tiled_unet.inference import input_normalization, layout_output_spec
 from napari_tiled_unet.normalization import Normalization
@@ -151,6 +152,11 @@ def build_graph(
     import dask.array as da
 
     check_tiling_options(net, tile_shape, batch_size)
+    if not isinstance(device, str) or "," in device or device == "cuda:all":
+        raise UserInputError(
+            f"device {device!r}: a dask run takes one device per worker (e.g. 'cuda'); for "
+            "several GPUs start one dask worker per GPU (CUDA_VISIBLE_DEVICES)"
+        )
     check_precision(precision, device)  # "auto" is checked on the workers
     plan, warning = plan_with_warning(layout.spatial_shape, net, tile_shape, halo)
     normalization = input_normalization(net, layout, image)

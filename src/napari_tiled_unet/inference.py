@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_tiled_unet.axes import Layout, choose_layout
+from napari_tiled_unet.device_workers import device_networks, device_stages
 from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.events import Progress, run_to_completion
 from napari_tiled_unet.forward import (
@@ -27,7 +28,6 @@ from napari_tiled_unet.forward import (
     labels_dtype,
     predict_batch,
     predict_written,
-    tile_stages,
 )
 from napari_tiled_unet.instances import iter_instances
 from napari_tiled_unet.model.memory import format_bytes, tile_memory
@@ -188,7 +188,7 @@ def iter_predict(
     tile_shape: Sequence[int] | None = None,
     halo: int | None = None,
     batch_size: int = 1,
-    device: str = "auto",
+    device: str | Sequence[str] = "auto",
     output: str = "labels",
     out: Any = None,
     name: str = "image",
@@ -239,8 +239,10 @@ def iter_predict(
         measured differences.
     batch_size : int
         Tiles per forward pass.
-    device : {"auto", "cpu", "cuda", "mps"}
-        "auto" picks cuda, then mps, then cpu.
+    device : str or sequence of str
+        "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:N", "mps"; several devices
+        ("cuda:0,cuda:1", a list, or "cuda:all") run one worker each, sharing the tiles, with
+        the same result (:func:`~napari_tiled_unet.device.resolve_devices`).
     output : {"labels", "probabilities", "instances"}
         "labels": class index per pixel, uint8 (uint16 above 256 classes, uint32 above
         65,536: :func:`~napari_tiled_unet.forward.labels_dtype`), shaped like the
@@ -322,12 +324,12 @@ def _iter_layout(
     tile_shape: Sequence[int] | None = None,
     halo: int | None = None,
     batch_size: int = 1,
-    device: str = "auto",
+    device: str | Sequence[str] = "auto",
     name: str = "image",
     precision: str = "float32",
 ) -> Generator[Progress, None, Any]:
     """Labels or probabilities of every frame of ``layout``, one Progress stream."""
-    from napari_tiled_unet.device import resolve_device
+    from napari_tiled_unet.device import resolve_devices
 
     plan, warning = plan_with_warning(layout.spatial_shape, net, tile_shape, halo)
     out_shape, out_dtype, _axes = layout_output_spec(net, layout, output)
@@ -337,26 +339,27 @@ def _iter_layout(
             f"out has shape {tuple(target.shape)}; expected {out_shape} for output={output!r}"
         )
     normalization = input_normalization(net, layout, image)
-    torch_device = resolve_device(device)
-    check_precision(precision, torch_device.type)
+    devices = resolve_devices(device)
+    check_precision(precision, devices[0].type)
     frames, per_frame = layout.n_frames, len(plan)
     total = frames * per_frame
     lead = 1 if output == "probabilities" else 0
     kind = "labels" if output == "labels" else "probabilities"
-    with inference_setup(net, torch_device):
+    with device_networks(net, devices) as nets:
         need = format_bytes(tile_memory(net.config, plan.tile_shape, batch_size))
         message = f"{per_frame} tiles of {plan.tile_shape} (~{need} per forward pass)"
         if halo is not None and not net.geometry.with_halo(halo).exact:
             message += f", halo {halo} (approximate near tile borders)"
         if frames > 1:
             message = f"{frames} frames of {message}"
+        if len(devices) > 1:
+            message += f" on {len(devices)} devices"
         yield Progress("predict", 0, total, message, warning=warning)
         for k, index in enumerate(layout.frames()):
             where = layout.frame_name(index)
             frame_name = f"{name} at {where}" if where else name
-            prepare, compute = tile_stages(
-                net, torch_device, normalization, kind, frame_name, precision
-            )
+            args = (normalization, kind, frame_name, precision)
+            prepare, compute = device_stages(nets, devices, *args)
             source = layout.frame(image, index)
             frame_out = layout.frame_out(target, index, lead=lead)
             stages = dict(batch_size=batch_size, prepare=prepare, cropped=True)

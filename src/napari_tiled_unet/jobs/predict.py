@@ -71,8 +71,9 @@ class PredictRequest:
         Context per tile side for 'same' networks; None: exact (the receptive field).
     batch_size : int
         Tiles per forward pass.
-    device : str
-        "auto", "cpu", "cuda", "cuda:N" or "mps".
+    device : str or tuple of str
+        "auto", "cpu", "cuda", "cuda:N" or "mps"; several devices ("cuda:0,cuda:1", a
+        tuple, or "cuda:all"): one worker per device, sharing the tiles (local runs only).
     precision : {"float32", "bfloat16", "float16"}
         Arithmetic of the forward pass.
     axes : str, optional
@@ -91,7 +92,7 @@ class PredictRequest:
     tile: int | None = None
     halo: int | None = None
     batch_size: int = 1
-    device: str = "auto"
+    device: str | tuple[str, ...] = "auto"
     precision: str = "float32"
     axes: str | None = None
     channels: tuple[int, ...] | None = None
@@ -113,6 +114,8 @@ class PredictRequest:
             raise UserInputError(f"batch_size must be at least 1, got {self.batch_size!r}")
         if self.channels is not None:
             object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        if not isinstance(self.device, str):
+            object.__setattr__(self, "device", tuple(str(d) for d in self.device))
         if self.axes is not None and not self.axes.strip():
             object.__setattr__(self, "axes", None)
 

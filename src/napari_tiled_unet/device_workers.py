@@ -1,0 +1,80 @@
+"""Several devices on one machine: one prediction worker per device, sharing the tiles.
+
+:func:`device_networks` puts the network on each device (the first device gets the caller's
+network, prepared by :func:`~napari_tiled_unet.forward.inference_setup`; each further one a
+copy), and :func:`device_stages` binds one compute function per device for
+:func:`~napari_tiled_unet.tiling.stitch.iter_run_plan`, whose worker threads take the next
+batch whenever their device is free. Every worker runs the same per-tile function on the
+same batches, so the result is the one of a single device.
+
+CPU workers (``"cpu,cpu"``: how the tests exercise this path) share the cores: PyTorch's
+thread count is process-wide, so for the run it is divided between them
+(:func:`cpu_threads`) rather than each worker starting a full team of threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from napari_tiled_unet.forward import inference_setup, memory_format, tile_stages
+from napari_tiled_unet.normalization import Normalization
+
+if TYPE_CHECKING:
+    import torch
+
+    from napari_tiled_unet.model.unet import UNet
+
+
+@contextlib.contextmanager
+def cpu_threads(workers: int) -> Iterator[None]:
+    """PyTorch's intra-op threads divided between ``workers`` CPU workers (at least one
+    each), put back after; nothing changes for fewer than two."""
+    import torch
+
+    if workers < 2:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, before // workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def device_networks(net: UNet, devices: Sequence[torch.device]) -> Iterator[list[UNet]]:
+    """``net`` on ``devices[0]`` and a copy of it on each further device, all ready for
+    inference (eval mode, channels-last); ``net`` is put back as it was after."""
+    with inference_setup(net, devices[0]), cpu_threads(sum(d.type == "cpu" for d in devices)):
+        layout = memory_format(net.config.ndim)
+        nets = [net] + [
+            copy.deepcopy(net).to(device, memory_format=layout) for device in devices[1:]
+        ]
+        try:
+            yield nets
+        finally:
+            del nets[1:]
+
+
+def device_stages(
+    nets: Sequence[UNet],
+    devices: Sequence[torch.device],
+    normalization: Normalization,
+    output: str,
+    name: str,
+    precision: str,
+) -> tuple[Callable[..., Any], Callable[..., Any] | list[Callable[..., Any]]]:
+    """``prepare`` and ``tile_fn`` for :func:`~napari_tiled_unet.tiling.stitch.iter_run_plan`:
+    :func:`~napari_tiled_unet.forward.tile_stages` per device; one compute function, or a
+    list of them (one worker each) for several devices. Staging depends only on the kind
+    of device (one kind per run: :func:`~napari_tiled_unet.device.resolve_devices`)."""
+    stages = [
+        tile_stages(n, d, normalization, output, name, precision)
+        for n, d in zip(nets, devices, strict=True)
+    ]
+    computes = [compute for _prepare, compute in stages]
+    return stages[0][0], computes if len(computes) > 1 else computes[0]
