@@ -167,8 +167,49 @@ def test_a_request_takes_a_device_list_and_dask_refuses_one():
     from napari_tiled_unet.jobs import PredictRequest
 
     assert PredictRequest(device=["cpu", "cpu"]).device == ("cpu", "cpu")
+    assert PredictRequest().engine_options(2)["batch_size"] is None  # the engine's default
     net = tiny_unet()
     image = np.zeros((64, 64), np.float32)
     layout = image_layout(image, net)
     with pytest.raises(UserInputError, match="one device per worker"):
         build_graph(image, net, layout, output="labels", device="cuda:0,cuda:1")
+
+
+def test_the_default_batch_fits_half_the_free_gpu_memory_and_is_1_elsewhere():
+    from napari_tiled_unet.model.memory import MAX_DEFAULT_BATCH, default_batch
+
+    gib = 2**30
+    assert default_batch("cpu", 660 * 2**20, 100 * gib) == 1
+    assert default_batch("mps", 660 * 2**20, 100 * gib) == 1
+    assert default_batch("cuda", 660 * 2**20, None) == 1  # free memory unknown
+    assert default_batch("cuda", 1 * gib, 7 * gib) == 3  # 3.5 GiB for 1 GiB tiles
+    assert default_batch("cuda", 1 * gib, 1 * gib) == 1  # never below one tile
+    assert default_batch("cuda", 660 * 2**20, 140 * gib) == MAX_DEFAULT_BATCH
+
+
+def test_the_engine_resolves_the_default_batch_from_the_plan_and_the_devices(monkeypatch):
+    """batch_size None reaches default_batch with the plan's per-tile estimate; on the CPU it
+    is 1 (what the batches of the tile loop show)."""
+    import napari_tiled_unet.device_workers as workers
+    from napari_tiled_unet.model.memory import tile_memory
+    from napari_tiled_unet.tiling import stitch
+
+    calls, sizes = [], []
+    real_batch, real_run = workers.default_batch, stitch.iter_run_plan
+
+    def spy_batch(kind, per_tile, free):
+        calls.append((kind, per_tile, free))
+        return real_batch(kind, per_tile, free)
+
+    def spy_run(*args, batch_size=1, **kwargs):
+        sizes.append(batch_size)
+        return real_run(*args, batch_size=batch_size, **kwargs)
+
+    monkeypatch.setattr(workers, "default_batch", spy_batch)
+    monkeypatch.setattr("napari_tiled_unet.inference.iter_run_plan", spy_run)
+    net = tiny_unet()
+    predict(np.zeros((100, 100), np.float32), net, tile_shape=(64, 64), device="cpu")
+    assert calls == [("cpu", tile_memory(net.config, (64, 64)), None)]
+    assert sizes == [1]
+    predict(np.zeros((100, 100), np.float32), net, tile_shape=(64, 64), batch_size=3)
+    assert len(calls) == 1 and sizes == [1, 3]  # a given batch is used as it is

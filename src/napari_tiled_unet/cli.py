@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         "receptive field, exact: 107 at depth 4); smaller allows small tiles that keep most "
         "of their work (3D) but differs slightly near tile borders",
     )
-    p.add_argument("--batch", type=int, default=1, help="tiles per forward pass (default 1)")
+    p.add_argument("--batch", type=int, help="tiles per pass (default 1; GPU: by free memory)")
     p.add_argument(
         "--device", default="auto", help="auto, cpu, mps, cuda[:N]; GPUs: cuda:0,cuda:1 or cuda:all"
     )

@@ -79,3 +79,22 @@ def resolve_devices(device: str | Sequence[str] = "auto") -> list:
             "e.g. 'cuda:0,cuda:1'"
         )
     return devices
+
+
+def check_one_device(device: object) -> None:
+    """Raise a UserInputError for several devices where a run takes one per worker (dask)."""
+    if not isinstance(device, str) or "," in device or device == "cuda:all":
+        raise UserInputError(
+            f"device {device!r}: a dask run takes one device per worker (e.g. 'cuda'); for "
+            "several GPUs start one dask worker per GPU (CUDA_VISIBLE_DEVICES)"
+        )
+
+
+def free_memory(devices: Sequence) -> int | None:
+    """Free bytes on the fullest of ``devices`` (``torch.cuda.mem_get_info``); None unless
+    they are CUDA GPUs (the CPU and MPS share the host's memory). Untested on a GPU here."""
+    import torch
+
+    if not devices or any(d.type != "cuda" for d in devices):
+        return None
+    return min(int(torch.cuda.mem_get_info(d)[0]) for d in devices)

@@ -19,7 +19,9 @@ import copy
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from napari_tiled_unet.device import free_memory
 from napari_tiled_unet.forward import inference_setup, memory_format, tile_stages
+from napari_tiled_unet.model.memory import default_batch
 from napari_tiled_unet.normalization import Normalization
 
 if TYPE_CHECKING:
@@ -58,6 +60,16 @@ def device_networks(net: UNet, devices: Sequence[torch.device]) -> Iterator[list
             yield nets
         finally:
             del nets[1:]
+
+
+def resolve_batch(
+    batch_size: int | None, devices: Sequence[torch.device], per_tile_bytes: int
+) -> int:
+    """``batch_size``, or for None the default of the devices' kind and the free memory of
+    the fullest one (:func:`~napari_tiled_unet.model.memory.default_batch`)."""
+    if batch_size is not None:
+        return int(batch_size)
+    return default_batch(devices[0].type, per_tile_bytes, free_memory(devices))
 
 
 def device_stages(

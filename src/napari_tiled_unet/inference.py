@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_tiled_unet.axes import Layout, choose_layout
-from napari_tiled_unet.device_workers import device_networks, device_stages
+from napari_tiled_unet.device_workers import device_networks, device_stages, resolve_batch
 from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.events import Progress, run_to_completion
 from napari_tiled_unet.forward import (
@@ -187,7 +187,7 @@ def iter_predict(
     channels: Sequence[int] | None = None,
     tile_shape: Sequence[int] | None = None,
     halo: int | None = None,
-    batch_size: int = 1,
+    batch_size: int | None = None,
     device: str | Sequence[str] = "auto",
     output: str = "labels",
     out: Any = None,
@@ -237,8 +237,9 @@ def iter_predict(
         slightly near tile borders; rounded up to stay on the pooling grid
         (:meth:`~napari_tiled_unet.model.geometry.UNetGeometry.with_halo`). The README lists
         measured differences.
-    batch_size : int
-        Tiles per forward pass.
+    batch_size : int, optional
+        Tiles per forward pass. None: 1 on the CPU; on a GPU as many as fit half its free
+        memory by the estimate, at most 8 (:func:`~napari_tiled_unet.model.memory.default_batch`).
     device : str or sequence of str
         "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:N", "mps"; several devices
         ("cuda:0,cuda:1", a list, or "cuda:all") run one worker each, sharing the tiles, with
@@ -323,7 +324,7 @@ def _iter_layout(
     output: str,
     tile_shape: Sequence[int] | None = None,
     halo: int | None = None,
-    batch_size: int = 1,
+    batch_size: int | None = None,
     device: str | Sequence[str] = "auto",
     name: str = "image",
     precision: str = "float32",
@@ -341,6 +342,7 @@ def _iter_layout(
     normalization = input_normalization(net, layout, image)
     devices = resolve_devices(device)
     check_precision(precision, devices[0].type)
+    batch_size = resolve_batch(batch_size, devices, tile_memory(net.config, plan.tile_shape))
     frames, per_frame = layout.n_frames, len(plan)
     total = frames * per_frame
     lead = 1 if output == "probabilities" else 0
@@ -472,7 +474,7 @@ def iter_predict_to_file(
     layout = image_layout(
         image, net, axes=axes, channels=channels, name=kwargs.get("name", "image")
     )
-    check_tiling_options(net, kwargs.get("tile_shape"), kwargs.get("batch_size", 1))
+    check_tiling_options(net, kwargs.get("tile_shape"), kwargs.get("batch_size"))
     shape, dtype, out_axes = layout_output_spec(net, layout, output)
     if output == "instances":
         from napari_tiled_unet.postprocess import check_instance_classes
