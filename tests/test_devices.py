@@ -163,6 +163,7 @@ def test_cli_predicts_with_two_cpu_workers_and_names_a_bad_device(tmp_path, caps
 def test_a_request_takes_a_device_list_and_dask_refuses_one():
     pytest.importorskip("dask")
     from napari_tiled_unet.dask_graph import build_graph
+    from napari_tiled_unet.distributed import iter_predict_dask
     from napari_tiled_unet.inference import image_layout
     from napari_tiled_unet.jobs import PredictRequest
 
@@ -173,6 +174,8 @@ def test_a_request_takes_a_device_list_and_dask_refuses_one():
     layout = image_layout(image, net)
     with pytest.raises(UserInputError, match="one device per worker"):
         build_graph(image, net, layout, output="labels", device="cuda:0,cuda:1")
+    with pytest.raises(UserInputError, match="one device per worker"):
+        drain(iter_predict_dask(image, net, device=["cpu", "cpu"]))
 
 
 def test_the_default_batch_fits_half_the_free_gpu_memory_and_is_1_elsewhere():
@@ -213,3 +216,61 @@ def test_the_engine_resolves_the_default_batch_from_the_plan_and_the_devices(mon
     assert sizes == [1]
     predict(np.zeros((100, 100), np.float32), net, tile_shape=(64, 64), batch_size=3)
     assert len(calls) == 1 and sizes == [1, 3]  # a given batch is used as it is
+
+
+def test_upload_ahead_copies_in_the_reader_and_waits_for_the_copy_before_computing(monkeypatch):
+    """The CUDA upload stream's control flow, with stand-ins for the CUDA calls (no GPU in
+    the tests): a staged tensor is copied under the upload stream and an event recorded;
+    the computation waits on that event and then gets the copied tensor; a batch
+    normalised on the host (an ndarray) passes through as it is."""
+    from napari_tiled_unet.device_workers import upload_ahead
+
+    log = []
+
+    class Stream:
+        def wait_event(self, event):
+            log.append(("wait", event.name))
+
+    class Event:
+        count = 0
+
+        def __init__(self):
+            Event.count += 1
+            self.name = f"event{Event.count}"
+
+        def record(self, stream):
+            log.append(("record", self.name))
+
+    class StreamContext:
+        def __init__(self, stream):
+            pass
+
+        def __enter__(self):
+            log.append("upload stream on")
+
+        def __exit__(self, *exc):
+            log.append("upload stream off")
+
+    current = Stream()
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device: Stream())
+    monkeypatch.setattr(torch.cuda, "stream", StreamContext)
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device: current)
+    monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, s: log.append("record_stream"))
+
+    def prepare(batch, tiles):
+        return batch if batch.dtype == np.float64 else torch.from_numpy(batch)
+
+    def compute(staged, tiles):
+        log.append(("compute", type(staged).__name__))
+        return staged
+
+    upload, run = upload_ahead(prepare, compute, torch.device("cpu"))
+    staged = upload(np.arange(4, dtype=np.uint16), None)
+    assert log == ["upload stream on", ("record", "event1"), "upload stream off"]
+    result = run(staged, None)
+    assert log[3:] == [("wait", "event1"), "record_stream", ("compute", "Tensor")]
+    np.testing.assert_array_equal(result.numpy(), np.arange(4))
+    log.clear()
+    host = np.ones(3)
+    assert run(upload(host, None), None) is host and log == [("compute", "ndarray")]

@@ -10,6 +10,9 @@ same batches, so the result is the one of a single device.
 CPU workers (``"cpu,cpu"``: how the tests exercise this path) share the cores: PyTorch's
 thread count is process-wide, so for the run it is divided between them
 (:func:`cpu_threads`) rather than each worker starting a full team of threads.
+
+On one CUDA GPU, :func:`upload_ahead` moves each batch's upload to a second stream, so that
+it overlaps the forward pass of the batch before (untested on a GPU here).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from napari_tiled_unet.device import free_memory
 from napari_tiled_unet.forward import inference_setup, memory_format, tile_stages
@@ -89,4 +92,45 @@ def device_stages(
         for n, d in zip(nets, devices, strict=True)
     ]
     computes = [compute for _prepare, compute in stages]
+    if len(devices) == 1 and devices[0].type == "cuda":
+        return upload_ahead(stages[0][0], computes[0], devices[0])
     return stages[0][0], computes if len(computes) > 1 else computes[0]
+
+
+# --- CUDA only: untested on a GPU here; the CPU (and several devices) never take this path ---
+
+
+class _Uploaded(NamedTuple):
+    tensor: torch.Tensor  # the raw batch, on the device
+    ready: torch.cuda.Event  # recorded on the upload stream after its copy
+
+
+def upload_ahead(
+    prepare: Callable[..., Any], compute: Callable[..., Any], device: torch.device
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """``prepare`` and ``compute`` with the upload on a second CUDA stream: the reader
+    threads copy batch k+1 to the device (from pinned memory) while the network runs batch
+    k on the current stream, which waits for the copy's event before using it."""
+    import torch
+
+    stream = torch.cuda.Stream(device)
+
+    def upload(batch: Any, tiles: Any) -> Any:
+        staged = prepare(batch, tiles)
+        if not isinstance(staged, torch.Tensor):  # normalised on the host: uploaded later
+            return staged
+        with torch.cuda.stream(stream):
+            tensor = staged.to(device, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record(stream)
+        return _Uploaded(tensor, ready)
+
+    def run(staged: Any, tiles: Any) -> Any:
+        if isinstance(staged, _Uploaded):
+            current = torch.cuda.current_stream(device)
+            current.wait_event(staged.ready)
+            staged.tensor.record_stream(current)  # its memory is reused only after this use
+            staged = staged.tensor
+        return compute(staged, tiles)
+
+    return upload, run
