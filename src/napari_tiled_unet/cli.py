@@ -269,9 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
         "receptive field rounded up to the grid, exact: 112 at depth 4); smaller allows small tiles that keep most "
         "of their work (3D) but differs slightly near tile borders",
     )
-    p.add_argument("--batch", type=int, default=1, help="tiles per forward pass (default 1)")
+    p.add_argument("--batch", type=int, help="tiles per pass (default 1; GPU: by free memory)")
     p.add_argument(
-        "--device", choices=DEVICES, default="auto", help="default: auto (cuda, mps, cpu)"
+        "--device", default="auto", help="auto, cpu, mps, cuda[:N]; GPUs: cuda:0,cuda:1 or cuda:all"
     )
     p.add_argument(
         "--precision",

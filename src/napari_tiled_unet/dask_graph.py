@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_tiled_unet.device import check_one_device
 from napari_tiled_unet.forward import check_precision, memory_format, predict_written
 from napari_tiled_unet.inference import input_normalization, layout_output_spec
 from napari_tiled_unet.normalization import Normalization
@@ -117,7 +118,7 @@ def build_graph(
     output: str,
     tile_shape: Sequence[int] | None = None,
     halo: int | None = None,
-    batch_size: int = 1,
+    batch_size: int | None = 1,
     device: str = "auto",
     client=None,
     name: str = "image",
@@ -151,6 +152,8 @@ def build_graph(
     import dask.array as da
 
     check_tiling_options(net, tile_shape, batch_size)
+    check_one_device(device)
+    batch_size = batch_size or 1  # None: the default; a GPU's free memory is the worker's
     check_precision(precision, device)  # "auto" is checked on the workers
     plan, warning = plan_with_warning(layout.spatial_shape, net, tile_shape, halo)
     normalization = input_normalization(net, layout, image)

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_tiled_unet.dask_graph import build_graph, model_payload, predict_tiles
+from napari_tiled_unet.device import check_one_device
 from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.events import Progress
 from napari_tiled_unet.forward import check_precision
@@ -189,6 +190,8 @@ def iter_predict_dask(
         image, net, axes=axes, channels=channels, name=options.get("name", "image")
     )
     check_tiling_options(net, options.get("tile_shape"), options.get("batch_size", 1))
+    check_one_device(options.get("device", "auto"))
+    options["batch_size"] = options.get("batch_size") or 1  # None: the default, 1 on dask
     client = options.pop("client", None)
     client = _active_client() if client is None else client
     run = _iter_graph if client is None else functools.partial(_iter_cluster, client=client)

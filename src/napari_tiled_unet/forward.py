@@ -392,7 +392,7 @@ def _normalised_on_device(
     dtype = np.dtype(str(raw.dtype).removeprefix("torch."))
     if _integer_range_is_finite(normalization, dtype, channels) or bool(torch.isfinite(x).all()):
         return x
-    host = _normalised_on_host(raw.numpy(), tiles, normalization, name)  # raises if not finite
+    host = _normalised_on_host(raw.cpu().numpy(), tiles, normalization, name)  # or raises
     return torch.from_numpy(host).to(device)
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_tiled_unet.axes import Layout, choose_layout
+from napari_tiled_unet.device_workers import device_networks, device_stages, resolve_batch
 from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.events import Progress, run_to_completion
 from napari_tiled_unet.forward import (
@@ -27,7 +28,6 @@ from napari_tiled_unet.forward import (
     labels_dtype,
     predict_batch,
     predict_written,
-    tile_stages,
 )
 from napari_tiled_unet.instances import iter_instances
 from napari_tiled_unet.model.memory import format_bytes, tile_memory
@@ -187,8 +187,8 @@ def iter_predict(
     channels: Sequence[int] | None = None,
     tile_shape: Sequence[int] | None = None,
     halo: int | None = None,
-    batch_size: int = 1,
-    device: str = "auto",
+    batch_size: int | None = None,
+    device: str | Sequence[str] = "auto",
     output: str = "labels",
     out: Any = None,
     name: str = "image",
@@ -237,10 +237,13 @@ def iter_predict(
         slightly near tile borders; rounded up to stay on the pooling grid
         (:meth:`~napari_tiled_unet.model.geometry.UNetGeometry.with_halo`). The README lists
         measured differences.
-    batch_size : int
-        Tiles per forward pass.
-    device : {"auto", "cpu", "cuda", "mps"}
-        "auto" picks cuda, then mps, then cpu.
+    batch_size : int, optional
+        Tiles per forward pass. None: 1 on the CPU; on a GPU as many as fit half its free
+        memory by the estimate, at most 8 (:func:`~napari_tiled_unet.model.memory.default_batch`).
+    device : str or sequence of str
+        "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:N", "mps"; several devices
+        ("cuda:0,cuda:1", a list, or "cuda:all") run one worker each, sharing the tiles, with
+        the same result (:func:`~napari_tiled_unet.device.resolve_devices`).
     output : {"labels", "probabilities", "instances"}
         "labels": class index per pixel, uint8 (uint16 above 256 classes, uint32 above
         65,536: :func:`~napari_tiled_unet.forward.labels_dtype`), shaped like the
@@ -321,13 +324,13 @@ def _iter_layout(
     output: str,
     tile_shape: Sequence[int] | None = None,
     halo: int | None = None,
-    batch_size: int = 1,
-    device: str = "auto",
+    batch_size: int | None = None,
+    device: str | Sequence[str] = "auto",
     name: str = "image",
     precision: str = "float32",
 ) -> Generator[Progress, None, Any]:
     """Labels or probabilities of every frame of ``layout``, one Progress stream."""
-    from napari_tiled_unet.device import resolve_device
+    from napari_tiled_unet.device import resolve_devices
 
     plan, warning = plan_with_warning(layout.spatial_shape, net, tile_shape, halo)
     out_shape, out_dtype, _axes = layout_output_spec(net, layout, output)
@@ -337,26 +340,28 @@ def _iter_layout(
             f"out has shape {tuple(target.shape)}; expected {out_shape} for output={output!r}"
         )
     normalization = input_normalization(net, layout, image)
-    torch_device = resolve_device(device)
-    check_precision(precision, torch_device.type)
+    devices = resolve_devices(device)
+    check_precision(precision, devices[0].type)
+    batch_size = resolve_batch(batch_size, devices, tile_memory(net.config, plan.tile_shape))
     frames, per_frame = layout.n_frames, len(plan)
     total = frames * per_frame
     lead = 1 if output == "probabilities" else 0
     kind = "labels" if output == "labels" else "probabilities"
-    with inference_setup(net, torch_device):
+    with device_networks(net, devices) as nets:
         need = format_bytes(tile_memory(net.config, plan.tile_shape, batch_size))
         message = f"{per_frame} tiles of {plan.tile_shape} (~{need} per forward pass)"
         if halo is not None and not net.geometry.with_halo(halo).exact:
             message += f", halo {halo} (approximate near tile borders)"
         if frames > 1:
             message = f"{frames} frames of {message}"
+        if len(devices) > 1:
+            message += f" on {len(devices)} devices"
         yield Progress("predict", 0, total, message, warning=warning)
         for k, index in enumerate(layout.frames()):
             where = layout.frame_name(index)
             frame_name = f"{name} at {where}" if where else name
-            prepare, compute = tile_stages(
-                net, torch_device, normalization, kind, frame_name, precision
-            )
+            args = (normalization, kind, frame_name, precision)
+            prepare, compute = device_stages(nets, devices, *args)
             source = layout.frame(image, index)
             frame_out = layout.frame_out(target, index, lead=lead)
             stages = dict(batch_size=batch_size, prepare=prepare, cropped=True)
@@ -469,7 +474,7 @@ def iter_predict_to_file(
     layout = image_layout(
         image, net, axes=axes, channels=channels, name=kwargs.get("name", "image")
     )
-    check_tiling_options(net, kwargs.get("tile_shape"), kwargs.get("batch_size", 1))
+    check_tiling_options(net, kwargs.get("tile_shape"), kwargs.get("batch_size"))
     shape, dtype, out_axes = layout_output_spec(net, layout, output)
     if output == "instances":
         from napari_tiled_unet.postprocess import check_instance_classes

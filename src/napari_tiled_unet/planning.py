@@ -30,7 +30,7 @@ SUGGESTED_KEPT_SHARE = 0.125
 def check_tiling_options(model: UNet, tile_shape: Any = None, batch_size: Any = 1) -> None:
     """Raise a UserInputError, saying what to pass, for a ``tile_shape`` or ``batch_size`` of
     the wrong kind: a tile shape is one positive integer per spatial axis of ``model`` (e.g.
-    ``(256, 256)``), a batch size a positive integer. Whether the network takes the tile
+    ``(256, 256)``), a batch size a positive integer or None (the default). Whether the network takes the tile
     size is :func:`plan_for`'s check."""
     ndim = model.config.ndim
     example = (256,) * ndim
@@ -42,7 +42,7 @@ def check_tiling_options(model: UNet, tile_shape: Any = None, batch_size: Any = 
                 f"tile_shape must be {ndim} positive integers, the network's input tile in "
                 f"pixels along {', '.join(axes)}, e.g. tile_shape={example}; got {tile_shape!r}"
             )
-    if not _is_integer(batch_size) or batch_size < 1:
+    if batch_size is not None and (not _is_integer(batch_size) or batch_size < 1):
         raise UserInputError(
             f"batch_size must be a positive integer (tiles per forward pass), got {batch_size!r}"
         )

@@ -70,10 +70,11 @@ class PredictRequest:
         None or 0: the engine's memory-based default.
     halo : int or None
         Context per tile side for 'same' networks; None: exact (the receptive field).
-    batch_size : int
-        Tiles per forward pass.
-    device : str
-        "auto", "cpu", "cuda", "cuda:N" or "mps".
+    batch_size : int or None
+        Tiles per forward pass; None: 1 on the CPU, from the memory estimate on a GPU.
+    device : str or tuple of str
+        "auto", "cpu", "cuda", "cuda:N" or "mps"; several devices ("cuda:0,cuda:1", a
+        tuple, or "cuda:all"): one worker per device, sharing the tiles (local runs only).
     precision : {"float32", "bfloat16", "float16"}
         Arithmetic of the forward pass.
     axes : str, optional
@@ -94,8 +95,8 @@ class PredictRequest:
     output: str = "auto"
     tile: int | None = None
     halo: int | None = None
-    batch_size: int = 1
-    device: str = "auto"
+    batch_size: int | None = None
+    device: str | tuple[str, ...] = "auto"
     precision: str = "float32"
     axes: str | None = None
     channels: tuple[int, ...] | None = None
@@ -114,10 +115,14 @@ class PredictRequest:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int | np.integer) or value < 0):
                 raise UserInputError(f"{name} must be a non-negative integer, got {value!r}")
-        if not isinstance(self.batch_size, int | np.integer) or self.batch_size < 1:
+        if self.batch_size is not None and (
+            not isinstance(self.batch_size, int | np.integer) or self.batch_size < 1
+        ):
             raise UserInputError(f"batch_size must be at least 1, got {self.batch_size!r}")
         if self.channels is not None:
             object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        if not isinstance(self.device, str):
+            object.__setattr__(self, "device", tuple(str(d) for d in self.device))
         if self.axes is not None and not self.axes.strip():
             object.__setattr__(self, "axes", None)
 
@@ -136,7 +141,7 @@ class PredictRequest:
         return dict(
             tile_shape=self.tile_shape(ndim),
             halo=self.halo,
-            batch_size=int(self.batch_size),
+            batch_size=None if self.batch_size is None else int(self.batch_size),
             device=self.device,
             name=self.name,
             precision=self.precision,

@@ -53,6 +53,26 @@ def voxel_budget(config: UNetConfig, budget: int = TILE_MEMORY_BUDGET) -> int:
     return int(budget // (values_per_voxel(config) * _MARGIN * _FLOAT32))
 
 
+#: The most tiles :func:`default_batch` puts in one forward pass on a GPU.
+MAX_DEFAULT_BATCH = 8
+#: The share of a GPU's free memory the default batch's estimate may take.
+GPU_MEMORY_SHARE = 0.5
+
+
+def default_batch(device_type: str, per_tile_bytes: int, free_bytes: int | None) -> int:
+    """Tiles per forward pass when none is given: 1 on the CPU (and MPS, whose memory is the
+    host's); on a GPU (``"cuda"``), as many tiles as fit :data:`GPU_MEMORY_SHARE` of its
+    ``free_bytes`` by their estimate ``per_tile_bytes`` (:func:`tile_memory`), from 1 up to
+    :data:`MAX_DEFAULT_BATCH`: more tiles per call keep a GPU busier, and the other half
+    leaves room for the estimate's error and the next batch in flight. ``free_bytes`` None
+    (unknown): 1. Not yet measured on a GPU.
+    """
+    if device_type != "cuda" or not free_bytes or per_tile_bytes <= 0:
+        return 1
+    fits = int(free_bytes * GPU_MEMORY_SHARE // per_tile_bytes)
+    return max(1, min(MAX_DEFAULT_BATCH, fits))
+
+
 def format_bytes(n: int) -> str:
     """``n`` bytes as MiB below 1 GiB, else GiB, e.g. ``"494 MiB"``, ``"3.7 GiB"``."""
     return f"{n / 2**20:.0f} MiB" if n < 2**30 else f"{n / 2**30:.1f} GiB"

@@ -7,9 +7,10 @@ their way to ``out``) are held in memory.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -91,7 +92,7 @@ WRITE_BEHIND = 2
 def iter_run_plan(
     image,
     plan: TilePlan,
-    tile_fn: TileFunction,
+    tile_fn: TileFunction | Sequence[TileFunction],
     out,
     *,
     batch_size: int = 1,
@@ -117,7 +118,9 @@ def iter_run_plan(
         the leading non-spatial axes after B must match ``out``'s. With ``cropped``, a
         sequence of each tile's written part, ``(..., *write_shape)``, instead. Either may
         come as a callable that returns it, which the writer thread calls (host-side
-        finishing off the computing thread).
+        finishing off the computing thread). A sequence of them: one worker thread each
+        (e.g. one per device), sharing the batches (whichever worker is free takes the next);
+        the results are the same, written as they come.
     out : array-like, shape (..., *spatial)
         Output; written tile by tile (only each tile's write region).
     batch_size : int
@@ -132,6 +135,7 @@ def iter_run_plan(
     ------
     int
         Number of tiles done (computed; written, or queued for the writer) after each batch.
+        With several workers, batches complete in any order; the count still only grows.
         All are written when the generator returns; a write error is raised from it.
         Closing the generator stops it before the next batch: reads in flight are left to
         finish on their own, a write in flight is waited for (nothing is written into
@@ -147,6 +151,13 @@ def iter_run_plan(
 
     def batch_tiles(b: int) -> Sequence[Tile]:  # sliced as they are needed: plans are lazy
         return plan.tiles[b * batch_size : (b + 1) * batch_size]
+
+    if not callable(tile_fn):
+        workers = list(tile_fn)
+        if len(workers) > 1:
+            run = _run_shared(image, batch_tiles, n_batches, workers, out, prepare, cropped)
+            return (yield from run)
+        tile_fn = workers[0]
 
     done = 0
     readers = ThreadPoolExecutor(max_workers=READ_AHEAD, thread_name_prefix="tile-read")
@@ -177,4 +188,68 @@ def iter_run_plan(
         # seconds): the reader threads only read, so they may finish on their own. A write
         # in flight is waited for, so that nothing touches ``out`` once the run is over.
         readers.shutdown(wait=False, cancel_futures=True)
+        writer.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_shared(
+    image,
+    batch_tiles: Callable[[int], Sequence[Tile]],
+    n_batches: int,
+    workers: Sequence[TileFunction],
+    out,
+    prepare: PrepareFunction | None,
+    cropped: bool,
+) -> Generator[int, None, None]:
+    """:func:`iter_run_plan` with one compute thread per worker function, sharing the batches.
+
+    Each thread keeps its worker (its device) for the whole run; a batch is handed to the
+    pool when a worker is free, so a faster device takes more batches. At most one batch
+    per worker is computing, ``READ_AHEAD + len(workers) - 1`` are read ahead and
+    :data:`WRITE_BEHIND` wait for the writer: memory stays bounded as with one worker.
+    """
+    slots = deque(range(len(workers)))
+    local = threading.local()
+
+    def claim() -> None:
+        local.worker = workers[slots.popleft()]
+
+    def compute(read: Future, tiles: Sequence[Tile]) -> Any:
+        return local.worker(read.result(), tiles)
+
+    ahead = READ_AHEAD + len(workers) - 1
+    readers = ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="tile-read")
+    pool = ThreadPoolExecutor(len(workers), "tile-compute", initializer=claim)
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tile-write")
+    reads: deque[Future] = deque()
+    writes: deque[Future] = deque()
+    computing: dict[Future, Sequence[Tile]] = {}
+    done = next_batch = 0
+    try:
+        for b in range(min(ahead, n_batches)):
+            reads.append(readers.submit(_read_batch, image, batch_tiles(b), prepare))
+        while next_batch < n_batches or computing:
+            while next_batch < n_batches and len(computing) < len(workers):
+                tiles = batch_tiles(next_batch)
+                computing[pool.submit(compute, reads.popleft(), tiles)] = tiles
+                if next_batch + ahead < n_batches:
+                    later = batch_tiles(next_batch + ahead)
+                    reads.append(readers.submit(_read_batch, image, later, prepare))
+                next_batch += 1
+            finished, _ = wait(computing, return_when=FIRST_COMPLETED)
+            for future in finished:
+                tiles = computing.pop(future)
+                result = future.result()
+                while len(writes) >= WRITE_BEHIND:
+                    writes.popleft().result()
+                writes.append(writer.submit(_write_batch, out, tiles, result, cropped))
+                del result
+                done += len(tiles)
+                yield done
+        while writes:
+            writes.popleft().result()
+    finally:
+        # as iter_run_plan; a forward in flight is waited for, so that no worker still uses
+        # its network (or device) once the run is over
+        readers.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)
         writer.shutdown(wait=True, cancel_futures=True)
