@@ -131,7 +131,7 @@ def iter_foreign_job(
     for index in layout.frames():
         frame = np.asarray(layout.frame(image, index))
         events = iter_predict_foreign(
-            frame, package, tile_shape=tile_shape, batch_size=int(request.batch_size)
+            frame, package, tile_shape=tile_shape, batch_size=int(request.batch_size or 1)
         )
         found, tiles = yield from _numbered(events, done, layout.n_frames)
         done += tiles
