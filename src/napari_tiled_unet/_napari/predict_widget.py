@@ -8,7 +8,16 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, PushButton, SpinBox
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    LineEdit,
+    PushButton,
+    SpinBox,
+)
 from napari.layers import Image
 from napari.utils.notifications import show_error
 from napari.viewer import Viewer
@@ -49,14 +58,14 @@ LAZY_RESULT_PIXELS = 8192 * 8192
 """Images with at least this many pixels get a result backed by a zarr store on disk."""
 
 
-def read_model_spec(model: os.PathLike | None) -> ModelSpec | str:
+def read_model_spec(model: os.PathLike | None, trust_package_code: bool = False) -> ModelSpec | str:
     """What a model file takes (:func:`napari_tiled_unet.jobs.read_spec`), or why it cannot be read.
 
     Loads the file, so the widget calls it in a worker thread; the text of a failure is shown
     in 'reads as' (Run reports it as an error).
     """
     try:
-        return read_spec(model)
+        return read_spec(model, trust_package_code=trust_package_code)
     except (OSError, ValueError) as err:
         return f"Cannot read the model: {err}"
 
@@ -112,9 +121,18 @@ class PredictWidget(Container):
                 name="model_file",
                 label="model file",
                 mode="r",
-                filter="*.pt",
+                filter="*.pt *.zip *.yaml",
                 nullable=True,
-                tooltip="A model file saved by napari-tiled-unet (*.pt)",
+                tooltip="A model file saved by napari-tiled-unet (*.pt), or a bioimage.io "
+                "package (*.zip or its rdf.yaml): exported by this plugin, or any package with "
+                "torchscript weights",
+            ),
+            CheckBox(
+                name="trust_package_code",
+                value=False,
+                label="trust package code",
+                tooltip="Allow a bioimage.io package whose network is Python source shipped "
+                "inside it: loading it runs that code. Leave off unless you trust its author.",
             ),
             SpinBox(
                 name="tile_size",
@@ -195,7 +213,14 @@ class PredictWidget(Container):
         self.reading.native.setWordWrap(True)
         self.image.choices = self._image_layers
         self.model.choices = self._model_names
-        for widget in (self.image, self.axes, self.channels, self.model, self.model_file):
+        for widget in (
+            self.image,
+            self.axes,
+            self.channels,
+            self.model,
+            self.model_file,
+            self.trust_package_code,
+        ):
             widget.changed.connect(self.show_layout)
 
         self.run_button.changed.connect(self.run)
@@ -260,7 +285,7 @@ class PredictWidget(Container):
             return None  # no model file chosen yet: run() says so
         if model is not None and not isinstance(model, str | os.PathLike):
             return ModelSpec.of(model)
-        key = "" if model is None else str(model)
+        key = "" if model is None else f"{model}|{self.trust_package_code.value}"
         if model is not None and os.path.isfile(model):  # a file saved again is read again
             key += f"@{os.stat(model).st_mtime_ns}"
         found = self._specs.get(key)
@@ -268,7 +293,7 @@ class PredictWidget(Container):
             return found
         if not self._reading:  # one at a time; the next is started when it returns
             self._reading.add(key)
-            worker = create_worker(read_model_spec, model)
+            worker = create_worker(read_model_spec, model, self.trust_package_code.value)
             worker.returned.connect(partial(self._spec_read, key))
             worker.start()
         return "Reading the model…"
@@ -389,6 +414,7 @@ class PredictWidget(Container):
                 axis_labels=getattr(layer, "axis_labels", None),
             ),
             name=engine_name(layer),
+            trust_package_code=self.trust_package_code.value,
         )
 
     def _result_store(self, layer: Image) -> Path | None:

@@ -203,10 +203,15 @@ def load_job_model(source: ModelSource) -> UNet:
     return resolve_model(source)
 
 
-def read_spec(source: ModelSource) -> ModelSpec:
-    """What the model of ``source`` takes (channels, dimensions, stored channel selection)."""
+def read_spec(source: ModelSource, *, trust_package_code: bool = False) -> ModelSpec:
+    """What the model of ``source`` takes (channels, dimensions, stored channel selection);
+    for a foreign bioimage.io package, its input channels and space axes."""
     from napari_tiled_unet.axes import ModelSpec
+    from napari_tiled_unet.jobs.foreign import foreign_package
 
+    package = foreign_package(source, trust_package_code=trust_package_code)
+    if package is not None:
+        return ModelSpec(package.in_channels, len(package.axes))
     return ModelSpec.of(load_job_model(source))
 
 
