@@ -1,7 +1,7 @@
 """Host pipeline throughput: the tile engine around a null network, beside a bare copy of its plan.
 
 What the engine costs on the host, apart from the network: each configuration predicts a
-uint16 image with the bundled model's geometry (depth 4, 'same', 3 classes, 107 px halo, its
+uint16 image with the bundled model's geometry (depth 4, 'same', 3 classes, exact halo, its
 default tile plan) but with the network's forward pass replaced by zeros of the right shape
 (a *null network*), so what is timed is reading and mirror-padding the windows, normalising,
 the hand-over to torch, softmax / arg-max, cropping and writing the result. Beside it, as the
@@ -203,7 +203,8 @@ def report(rows: list[tuple[Case, dict]], args, command: str, workdir: Path) -> 
         f"- machine: {cpu_model()}, {usable_cores()} usable cores, "
         f"{platform.system()} {platform.machine()}; Python {platform.python_version()}, "
         f"torch {first.get('torch')} ({first.get('threads')} threads), numpy {np.__version__}",
-        "- network: the bundled model's geometry (depth 4, 'same', 3 classes, 107 px halo, "
+        "- network: the bundled model's geometry (depth 4, 'same', 3 classes, its exact halo: 112 px here, "
+        "107 px in trees before the halo was rounded to the pooling grid; "
         "default tile plan); *null network*: its forward pass replaced by zeros of the "
         "output's shape",
         f"- sources: {args.size}² uint16 array in memory"
