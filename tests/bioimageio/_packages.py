@@ -1,5 +1,6 @@
 """Small foreign bioimage.io packages, built by the tests (nothing is downloaded)."""
 
+import inspect
 import zipfile
 
 import numpy as np
@@ -91,24 +92,8 @@ def build_package(tmp_path, *, valid=False, extra_axis=False, name="foreign.zip"
     return save_bioimageio_package(descr, output_path=tmp_path / name), net
 
 
-ARCH_SOURCE = """
-import torch
-
-
-class ThreeConv(torch.nn.Module):
-    def __init__(self, padding=1):
-        super().__init__()
-        self.body = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 4, 3, padding=padding),
-            torch.nn.ReLU(),
-            torch.nn.Conv2d(4, 4, 3, padding=padding),
-            torch.nn.ReLU(),
-            torch.nn.Conv2d(4, 1, 3, padding=padding),
-        )
-
-    def forward(self, x):
-        return self.body(x)
-"""
+#: The package's own architecture file: ThreeConv's source, which the package ships.
+ARCH_SOURCE = "import torch\n\n\n" + inspect.getsource(ThreeConv)
 
 
 def build_coded_package(tmp_path, path, net):
