@@ -53,3 +53,17 @@ def test_train_widget_defaults_to_auto_and_shows_the_reason(viewer, nuclei_pair)
     assert widget.request().config.label_mode == "instance"
     widget.label_mode.value = "semantic"
     assert "instance mode" in widget.reading.value  # many ids read as classes: a warning
+
+
+def test_auto_refuses_many_classes_as_the_command_line_does():
+    labels = np.zeros((64, 32), np.uint16)
+    labels[:32] = labels[32:] = blobs(12)  # every value in two separate places: not object ids
+    with pytest.raises(UserInputError, match="Say which mode the labels are in"):
+        read_label_mode("auto", [("map", labels)])
+
+
+def test_a_blank_layer_beside_a_painted_one_does_not_block_auto():
+    reading = read_label_mode(
+        "auto", [("painted", blobs(9)), ("blank", np.zeros((32, 32), np.uint16))]
+    )
+    assert reading.mode == "instance"

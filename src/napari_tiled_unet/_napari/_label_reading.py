@@ -1,7 +1,7 @@
 """The Train widget's *labels are* choice: "auto" reads the mode from the labels layers.
 
-The reading itself is the core's :func:`~napari_tiled_unet.training.label_mode.detect_label_mode`
-(one place for the rule, shared with the command line); this module turns it into what the
+The reading and the decision are the core's (:mod:`napari_tiled_unet.training.label_mode`:
+one rule, shared with the command line and the API); this module turns them into what the
 widget shows.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.training.config import TRAIN_LABEL_MODES
-from napari_tiled_unet.training.label_mode import LabelModeReading, detect_label_mode
+from napari_tiled_unet.training.label_mode import decide_label_mode, read_label_modes
 
 AUTO = "auto"
 LABEL_MODE_CHOICES = TRAIN_LABEL_MODES
@@ -62,12 +62,12 @@ def read_label_mode(
     Raises
     ------
     UserInputError
-        If ``auto`` cannot decide: labels too large to read here, or pairs that read as
-        different modes.
+        If ``auto`` cannot decide: labels too large to read here, pairs that read as
+        different modes, or labels that read as more than a handful of classes.
     """
     if not needs_reading(chosen):
         return LabelReading(chosen, "")
-    readings = []
+    arrays = []
     for name, data in labels:
         if size_limit is not None and int(np.prod(data.shape)) > size_limit:
             if chosen == AUTO:
@@ -76,27 +76,10 @@ def read_label_mode(
                     "choose 'labels are' semantic, instance or sparse."
                 )
             return LabelReading(chosen, "")
-        readings.append((name, detect_label_mode(np.asarray(data))))
-    warnings = [
-        _warning(name, reading) for name, reading in readings if reading.semantic_classes_warning
-    ]
+        arrays.append((repr(name), np.asarray(data)))
+    readings = read_label_modes(arrays)
+    choice = decide_label_mode(chosen, readings)  # the core's rule: refusals, disagreement
     if chosen == "semantic":
-        return LabelReading(chosen, " ".join(warnings))
-    modes = {reading.mode for _name, reading in readings}
-    if len(modes) > 1:
-        read = ", ".join(f"{name!r}: {reading.mode}" for name, reading in readings)
-        raise UserInputError(
-            f"The labels layers read as different modes ({read}); choose 'labels are' "
-            "semantic, instance or sparse."
-        )
-    reasons = "; ".join(f"{name!r}: {reading.reason}" for name, reading in readings)
-    (mode,) = modes
-    note = " ".join(warnings) if mode == "semantic" else ""
-    return LabelReading(mode, f"auto → {mode} ({reasons}). {note}".strip())
-
-
-def _warning(name: str, reading: LabelModeReading) -> str:
-    warning = reading.semantic_classes_warning
-    if isinstance(warning, str):
-        return f"{name!r}: {warning}"
-    return f"{name!r}: as semantic labels, its {reading.n_values} values would be as many classes."
+        return LabelReading(chosen, choice.warning)
+    reasons = "; ".join(f"{name}: {reading.reason}" for name, reading in readings)
+    return LabelReading(choice.mode, f"auto → {choice.mode} ({reasons}).")

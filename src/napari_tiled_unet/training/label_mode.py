@@ -303,12 +303,33 @@ def choose_label_mode(
             model_mode,
             f"{model_mode} (auto: the model to fine-tune was trained on {model_mode} labels)",
         )
+    return decide_label_mode(requested, read_label_modes(labels))
+
+
+def read_label_modes(
+    labels: Sequence[tuple[str, Any]],
+) -> list[tuple[str, LabelModeReading]]:
+    """:func:`detect_label_mode` of each named labels array; an error names the array."""
     readings = []
     for name, array in labels:
         try:
             readings.append((name, detect_label_mode(array)))
         except UserInputError as err:
             raise UserInputError(f"{name}: {err}") from None
+    return readings
+
+
+def decide_label_mode(
+    requested: str, readings: Sequence[tuple[str, LabelModeReading]]
+) -> LabelModeChoice:
+    """:func:`choose_label_mode`'s decision from the pairs' readings (for ``requested`` "auto"
+    or "semantic"; the one rule for the command line, the API and the Train widget).
+
+    Raises
+    ------
+    UserInputError
+        As :func:`choose_label_mode`.
+    """
     if requested == "semantic":
         warned = [(name, r) for name, r in readings if r.semantic_classes_warning]
         warning = "; ".join(f"{name}: {r.semantic_classes_warning}" for name, r in warned)
@@ -330,7 +351,8 @@ def choose_label_mode(
             raise UserInputError(
                 f"{name} read as {reading.mode} labels ({reading.reason}) but {first_name} as "
                 f"{first.mode} ({first.reason}); all pairs of one run need the same label "
-                f"mode: leave that pair out, or {SAY_THE_MODE[0].lower()}{SAY_THE_MODE[1:]}"
+                f"mode: leave that pair out, or {SAY_THE_MODE[0].lower()}{SAY_THE_MODE[1:]} "
+                f"(readings: {', '.join(f'{n}: {r.mode}' for n, r in painted)})"
             )
     reason = first.reason.rsplit(" → ", 1)[0]
     more = f", and {len(painted) - 1} more pair(s) alike" if len(painted) > 1 else ""
