@@ -81,3 +81,16 @@ def test_the_dialog_values_become_the_package_metadata(tiny_unet):
     assert arguments["license"] == "MIT"
     assert arguments["cite"][-1] == {"text": "A lab note", "url": "https://example.org/note"}
     assert any("U-Net" in c["text"] for c in arguments["cite"])  # the defaults stay
+
+
+def test_an_export_never_replaces_the_package_it_is_made_from(
+    predict_widget, errors, model_file, tmp_path
+):
+    from napari_tiled_unet.bioimageio import export_bioimageio
+
+    package = export_bioimageio(model_file, tmp_path / "mine.zip")
+    before = package.read_bytes()
+    predict_widget.model_file.value = package
+    assert predict_widget.export_model(package, values=VALUES) is None
+    assert package.read_bytes() == before
+    assert "model file" in errors[-1], errors

@@ -5,7 +5,7 @@ seconds)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +103,7 @@ def export_model(
     path: str | os.PathLike | None = None,
     values: dict[str, Any] | None = None,
     done: Callable[[Path], None] | None = None,
+    inputs: Sequence[tuple[str, str | os.PathLike]] = (),
 ) -> Any:
     """Ask for metadata (unless ``values``) and a file (unless ``path``), then export in a
     worker; return the worker, or None if nothing was started.
@@ -119,10 +120,14 @@ def export_model(
         Pixels for the test tensors and cover (see :func:`sample_of`).
     done : callable, optional
         Called on the GUI thread with the written package.
+    inputs : sequence of (str, path-like)
+        The user's files the package must not replace (e.g. the model file it is made from),
+        named as messages name them.
     """
     from napari.qt.threading import create_worker
 
     from napari_tiled_unet.bioimageio.export import export_bioimageio, require_bioimageio
+    from napari_tiled_unet.jobs.paths import check_job_paths
 
     if model is None:
         show_error("There is no model to export yet; train or choose one first.")
@@ -150,6 +155,11 @@ def export_model(
     path = Path(path)
     if path.suffix.lower() != ".zip":
         path = path.with_name(path.name + ".zip")
+    try:
+        check_job_paths(inputs, [("bioimage.io package", path)])
+    except UserInputError as err:
+        show_error(str(err))
+        return None
 
     def finished(written: Path) -> None:
         show_info(f"Exported {written}; check it with: bioimageio test {written}")

@@ -337,9 +337,11 @@ class PredictWidget(Container):
         from napari_tiled_unet.jobs import load_job_model
 
         try:
-            model = load_job_model(self._chosen_model())
+            chosen = self._chosen_model()
+            model = load_job_model(chosen)
         except (UserInputError, OSError) as err:
             return self._refuse(str(err))
+        files = [("model file", chosen)] if isinstance(chosen, str | os.PathLike) else []
         layer = self.image.value
         source = getattr(getattr(layer, "source", None), "path", None)
         start = Path(source).parent if source else Path()
@@ -351,6 +353,7 @@ class PredictWidget(Container):
             sample=sample_of(layer, model),
             path=path,
             values=values,
+            inputs=files,
         )
 
     def run(self) -> GeneratorWorker | None:
