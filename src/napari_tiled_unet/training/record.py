@@ -8,6 +8,7 @@ from typing import Any
 from napari_tiled_unet.model.info import ModelInfo
 from napari_tiled_unet.normalization import Normalization
 from napari_tiled_unet.training.config import TrainConfig
+from napari_tiled_unet.training.targets import model_label_mode
 
 
 def run_info(
@@ -54,7 +55,7 @@ def run_info(
     axes = "ZYX"[-config.ndim :]
     return info.replace(
         normalization=normalization,
-        label_mode=config.label_mode,
+        label_mode=model_label_mode(config.label_mode),
         class_names=tuple(class_names),
         axes=("C" + axes) if in_channels > 1 else axes,
         channels=channels,
