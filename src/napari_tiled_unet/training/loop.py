@@ -428,6 +428,7 @@ class Trainer:
                 p.channels if p.source_channels is None else p.source_channels
                 for p in self.pairs + self.validation_pairs
             ],
+            pairs=self.pairs,
             training={
                 "config": config.to_dict(),
                 "seed": self.seed,
