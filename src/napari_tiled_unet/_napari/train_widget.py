@@ -112,6 +112,7 @@ class TrainWidget(SavesTrainedModel, Container):
         self._source_layer: Image | None = None
         self._kept = False
         self._engine = None
+        self._closed = False
         self._new_rate = defaults.learning_rate
         self.live = LiveSession(napari_viewer, self.shutdown)
         self.start_from.choices = lambda _w: start_choices(self._trained)
@@ -393,7 +394,10 @@ class TrainWidget(SavesTrainedModel, Container):
         return self._worker
 
     def shutdown(self) -> None:
-        """Stop training and the preview and wait for their threads (the viewer closes)."""
+        """Stop training and the preview and wait for their threads (the viewer closes); the
+        widget shows nothing more (its Qt widgets are going away)."""
+        self._closed = True
+        self._trained.changed.disconnect(self.start_from.reset_choices)
         self.live.shutdown(lambda: self._worker is not None and self._worker.quit())
         if self._engine is not None:
             try:
@@ -418,6 +422,8 @@ class TrainWidget(SavesTrainedModel, Container):
         self.export_button.enabled = self.save_button.enabled
 
     def _show_progress(self, event: Progress) -> None:
+        if self._closed:
+            return
         self.plot.add(event)
         if event.done > 0 and not self.save_button.enabled:
             self.save_button.enabled = self.export_button.enabled = True
@@ -425,9 +431,13 @@ class TrainWidget(SavesTrainedModel, Container):
             self.status.value = event.message
 
     def _show_failure(self, error: Exception) -> None:
+        if self._closed:
+            return
         self.status.value = f"Failed: {error}"
 
     def _keep(self, model: UNet) -> None:
+        if self._closed:
+            return
         self._kept = True
         self.model = model
         if self._kept_name is None:  # a Continue replaces the model its run offered
@@ -452,6 +462,8 @@ class TrainWidget(SavesTrainedModel, Container):
     def _finished(self) -> None:
         self._worker = None
         self.live.end()
+        if self._closed:
+            return
         trainer = self.trainer
         # A Stop never delivers a result: keep the best model so far. (So does a Stop that
         # came just after the last step.) A Stop before the first step leaves an untrained
