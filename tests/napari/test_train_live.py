@@ -119,7 +119,7 @@ def test_strokes_painted_while_training_reach_the_sampler(shown_viewer, widget, 
 
     # A nucleus of the lower half painted with data_setitem (a fill), a brush dab of
     # background with paint (a stroke).
-    nucleus = [i for i in np.unique(instances[120:, 120:]) if i][0]
+    nucleus = next(i for i in np.unique(instances[120:, 120:]) if i)
     where = np.nonzero(instances == nucleus)  # (the crop is tiled: some copies are painted)
     new = int(np.count_nonzero(labels.data[where] != 2))
     labels.data_setitem(where, 2)

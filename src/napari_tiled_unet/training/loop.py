@@ -438,15 +438,28 @@ class Trainer:
 
         "Best" is the highest ``config.best_metric`` on the validation tiles. Before the first
         validation, or without validation, it is the current model. None before the first
-        optimizer step: a run stopped then has trained nothing to offer.
+        optimizer step: a run stopped then has trained nothing to offer. While the run steps
+        in another thread, use :meth:`best_snapshot`.
         """
+        return self.model_of(self._best_state)
+
+    def best_snapshot(self, timeout: float = 60.0) -> UNet | None:
+        """:attr:`best_model`, safe to call from another thread while the run steps: the kept
+        best, else the weights copied between two steps (:attr:`snapshots`)."""
+        state = self._best_state
+        if state is None and self.step > 0:
+            state = self.snapshots.take(timeout)
+        return self.model_of(state) if state is not None else None
+
+    def model_of(self, state: dict[str, torch.Tensor] | None = None) -> UNet | None:
+        """A new network (CPU, eval mode, with :meth:`info`) holding ``state`` (e.g. from
+        :meth:`WeightSnapshots.take`); None: the current weights. None before the first step."""
         if self._model is None or self.step == 0:
             return None
         net = UNet.from_config(self._model.config)
-        if self._best_state is not None:
-            net.load_state_dict(self._best_state)
-        else:
-            net.load_state_dict({k: v.detach().cpu() for k, v in self._model.state_dict().items()})
+        if state is None:
+            state = {k: v.detach().cpu() for k, v in self._model.state_dict().items()}
+        net.load_state_dict(state)
         net.info = self.info()
         return net.eval()
 
