@@ -1,6 +1,7 @@
 """Live preview while training: the current weights predict the part of the image the canvas shows.
 
-Every :data:`PREVIEW_INTERVAL` seconds (and shortly after the view was panned or zoomed) the GUI
+Every :data:`PREVIEW_INTERVAL` seconds (and shortly after the view was panned or zoomed; always
+resting :data:`REST_FACTOR` times a preview's compute time after it) the GUI
 thread reads the visible box of the training labels layer (napari's ``corner_pixels``, in the
 layer's data coordinates) and the current slice of the other axes, and starts a worker that
 takes a copy of the weights between two training steps
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,11 +37,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Default seconds between two previews. A preview of a 512 x 512 view with the Train
-#: widget's default network (base 32, depth 4) took 1.1 s on a shared 2-core CPU
-#: (benchmarks/results/train_while_painting.md); every 3 s keeps the preview's share of the
-#: CPU, which it takes from training, near a third.
-PREVIEW_INTERVAL = 3.0
+#: Default seconds between the starts of two previews. Measured on a shared 2-core CPU
+#: (benchmarks/results/train_while_painting.md): a preview of a 512 x 512 view plus context
+#: took 2.3 s with a base-16 depth-3 network and 6.5 s with the widget's default base-32
+#: depth-4 one, one training step (tile 256, batch 4) 5 s and 12 s. Whatever the setting, a
+#: preview starts no sooner than :data:`REST_FACTOR` times its predecessor's compute time after
+#: it ended, so previews take at most about a third of the time training runs.
+PREVIEW_INTERVAL = 5.0
+#: Rest after a preview, in units of its compute time.
+REST_FACTOR = 2.0
 #: Milliseconds after the last pan or zoom before the preview follows the view.
 FOLLOW_DELAY_MS = 300
 
@@ -133,7 +139,7 @@ def preview_region(
 
 def compute_preview(
     trainer: Trainer, image: Any, layout: Layout, view: View, timeout: float = 60.0
-) -> Generator[Any, None, tuple[PreviewRegion, np.ndarray] | None]:
+) -> Generator[Any, None, tuple[PreviewRegion, np.ndarray, float] | None]:
     """Predict the ``view`` of ``image`` with the run's current weights (in a worker thread).
 
     The visible box is read with the network's context (its halo) on each side, so the
@@ -146,12 +152,14 @@ def compute_preview(
 
     Returns
     -------
-    (PreviewRegion, ndarray) or None
-        The region and the labels to write at its ``index``; None without weights yet.
+    (PreviewRegion, ndarray, float) or None
+        The region, the labels to write at its ``index`` and the seconds spent after the
+        weights came; None without weights yet.
     """
     from napari_tiled_unet.inference import iter_predict
 
     state = trainer.snapshots.take(timeout)
+    started = time.monotonic()
     model = None if state is None else trainer.model_of(state)
     if model is None:
         return None
@@ -178,7 +186,7 @@ def compute_preview(
     labels = np.asarray(result)[region.inner]
     if mode == "sparse":
         labels = labels.astype(np.uint16) + 1
-    return region, labels
+    return region, labels, time.monotonic() - started
 
 
 class LivePreview:
@@ -214,6 +222,9 @@ class LivePreview:
         self._follow.setSingleShot(True)
         self._follow.timeout.connect(self.update)
         self._following = False
+        self._ready_at = 0.0
+        #: Seconds the last preview took (reading and prediction, not the wait for weights).
+        self.last_compute = 0.0
 
     @property
     def running(self) -> bool:
@@ -248,7 +259,8 @@ class LivePreview:
 
     def _view_moved(self, _event=None) -> None:
         if self._trainer is not None:
-            self._follow.start(FOLLOW_DELAY_MS)
+            wait = max(FOLLOW_DELAY_MS, int(1000 * (self._ready_at - time.monotonic())))
+            self._follow.start(wait)
 
     def _preview_layer(self, image: Image, labels: Labels, mode: str) -> Labels:
         name = f"{image.name} preview"
@@ -279,6 +291,8 @@ class LivePreview:
         """Start a preview of the current view unless one is running (GUI thread)."""
         if self._trainer is None or self._worker is not None or self.layer is None:
             return
+        if time.monotonic() < self._ready_at:  # resting after the last preview
+            return
         worker = create_worker(
             compute_preview,
             self._trainer,
@@ -296,7 +310,7 @@ class LivePreview:
     def _show(self, result) -> None:
         if result is None or self.layer is None or self.layer not in self._viewer.layers:
             return
-        region, labels = result
+        region, labels, self.last_compute = result
         self.layer.data[region.index] = labels
         self.layer.refresh()
         self.shown.append(region)
@@ -307,3 +321,4 @@ class LivePreview:
 
     def _done(self) -> None:
         self._worker = None
+        self._ready_at = time.monotonic() + REST_FACTOR * self.last_compute

@@ -177,7 +177,7 @@ class TrainPlan:
             [p.labels for p in self.pairs],
             self.config,
             model=model,
-            names=[p.name for p in self.pairs],
+            names=[p.image_name if p.name is None else p.name for p in self.pairs],
             validation=[(p.image, p.labels, p.name) for p in self.validation] or None,
             axes=list(self.layouts),
             validation_axes=list(self.validation_layouts) or None,
