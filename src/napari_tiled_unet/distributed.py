@@ -45,7 +45,7 @@ from napari_tiled_unet.inference import (
     layout_output_spec,
     resolve_model,
 )
-from napari_tiled_unet.instances import iter_instances
+from napari_tiled_unet.instances import iter_model_instances
 from napari_tiled_unet.io.mapped import release_mapped_pages
 from napari_tiled_unet.planning import check_tiling_options, plan_with_warning
 from napari_tiled_unet.tiling.grid import BlockGrid
@@ -198,7 +198,7 @@ def iter_predict_dask(
     if output == "instances":
         classes = functools.partial(run, image, net, layout, output="labels", **options)
         scratch = dict(scratch_dir=scratch_dir, scratch_name=scratch_name)
-        return (yield from iter_instances(layout, net.config.num_classes, classes, out, **scratch))
+        return (yield from iter_model_instances(layout, net, classes, out, **scratch))
     return (yield from run(image, net, layout, out, output=output, **options))
 
 

@@ -29,7 +29,7 @@ from napari_tiled_unet.forward import (
     predict_batch,
     predict_written,
 )
-from napari_tiled_unet.instances import iter_instances
+from napari_tiled_unet.instances import iter_model_instances
 from napari_tiled_unet.model.memory import format_bytes, tile_memory
 from napari_tiled_unet.normalization import Normalization
 from napari_tiled_unet.planning import (
@@ -312,7 +312,7 @@ def _iter_local_instances(
     """``output="instances"`` on this machine: the class map by the local tile loop."""
     classes = functools.partial(_iter_layout, image, net, layout, output="labels", **options)
     scratch = dict(scratch_dir=scratch_dir, scratch_name=scratch_name)
-    return (yield from iter_instances(layout, net.config.num_classes, classes, out, **scratch))
+    return (yield from iter_model_instances(layout, net, classes, out, **scratch))
 
 
 def _iter_layout(

@@ -21,6 +21,8 @@ from napari_tiled_unet.forward import labels_dtype
 
 if TYPE_CHECKING:
     from napari_tiled_unet.axes import Layout
+    from napari_tiled_unet.model.unet import UNet
+    from napari_tiled_unet.separation import InstanceOptions
 
 #: ``predict_classes(target)``: a generator that writes the class map of the whole image
 #: (``layout.output_shape``) into ``target`` (None: a new numpy array), yields Progress and
@@ -36,6 +38,7 @@ def iter_instances(
     *,
     scratch_dir: str | os.PathLike | None = None,
     scratch_name: str = "classes",
+    options: InstanceOptions | None = None,
 ) -> Generator[Progress, None, Any]:
     """Object ids of an image from its class map, frame by frame; yields Progress, returns them.
 
@@ -61,6 +64,12 @@ def iter_instances(
         Receives the int32 object ids, shaped ``layout.output_shape``.
     scratch_dir, scratch_name
         Where the scratch class map goes (``.SCRATCH_NAME.XXXXXXXX.tmp``).
+    options : InstanceOptions, optional
+        Separation settings (the model's:
+        :meth:`~napari_tiled_unet.separation.InstanceOptions.for_model`); the class map is
+        refined window by window (:class:`~napari_tiled_unet.separation.RefinedClasses`),
+        exactly as ``labels_from_probabilities(..., options=options)`` does in memory.
+        None: the plain rule.
 
     Yields
     ------
@@ -73,7 +82,7 @@ def iter_instances(
     if out is None:
         classes = yield from predict_classes(None)
         result = np.zeros(layout.output_shape, np.int32)
-        return (yield from _iter_label_frames(layout, classes, result))
+        return (yield from _iter_label_frames(layout, classes, result, options))
     from napari_tiled_unet.io.store import temporary_array
 
     shape = layout.output_shape
@@ -84,24 +93,49 @@ def iter_instances(
     dtype = labels_dtype(num_classes)
     with temporary_array(scratch_dir, shape, dtype, prefix=scratch_name) as classes:
         yield from predict_classes(classes)
-        return (yield from _iter_label_frames(layout, classes, out))
+        return (yield from _iter_label_frames(layout, classes, out, options))
 
 
-def _iter_label_frames(layout: Layout, classes, out) -> Generator[Progress, None, Any]:
+def iter_model_instances(
+    layout: Layout, net: UNet, predict_classes: ClassMapFunction, out: Any = None, **scratch: Any
+) -> Generator[Progress, None, Any]:
+    """:func:`iter_instances` with the network's classes and separation settings
+    (:meth:`~napari_tiled_unet.separation.InstanceOptions.for_model` of ``net.info``)."""
+    from napari_tiled_unet.separation import InstanceOptions
+
+    options = InstanceOptions.for_model(net.info)
+    num_classes = net.config.num_classes
+    return (
+        yield from iter_instances(
+            layout, num_classes, predict_classes, out, **scratch, options=options
+        )
+    )
+
+
+def _iter_label_frames(
+    layout: Layout, classes, out, options: InstanceOptions | None = None
+) -> Generator[Progress, None, Any]:
     """Object ids of each frame of the class map ``classes`` into ``out``, block by block:
     one ``stage="instances"`` Progress stream over all frames, cancelled at any block."""
     from napari_tiled_unet.instances_blockwise import iter_instances_blockwise
+    from napari_tiled_unet.separation import InstanceOptions, RefinedClasses
+
+    options = InstanceOptions() if options is None else options
+
+    def label_frame(index):
+        frame = layout.frame_out(classes, index)
+        if options.refines:
+            frame = RefinedClasses(frame, options)
+        sizes = dict(min_size=options.min_seed_size, min_object_size=options.min_object_size)
+        return iter_instances_blockwise(frame, layout.frame_out(out, index), **sizes)
 
     frames = list(layout.frames())
     if len(frames) == 1:
-        frame_classes = layout.frame_out(classes, frames[0])
-        yield from iter_instances_blockwise(frame_classes, layout.frame_out(out, frames[0]))
+        yield from label_frame(frames[0])
         return out
     steps = None
     for k, index in enumerate(frames):
-        blockwise = iter_instances_blockwise(
-            layout.frame_out(classes, index), layout.frame_out(out, index)
-        )
+        blockwise = label_frame(index)
         where = layout.frame_name(index)
         for event in blockwise:
             steps = event.total if steps is None else steps

@@ -26,7 +26,8 @@ Four passes over the blocks:
    memory after the pass, so the result stays exact. Class maps of a network rarely have
    any: seeds are object interiors and the boundary class a ring a few pixels wide (on the
    bundled model's class map of the nuclei sample the farthest pixel is 11 px from its seed).
-4. **Numbering.** Provisional ids become 1..N in order of first appearance (C order).
+4. **Numbering.** Objects below ``min_object_size`` pixels (sizes summed in pass 3) become
+   background; the others' provisional ids become 1..N in order of first appearance (C order).
 
 Memory: a few arrays the size of one block with its halo (measured peaks: about 40 MB for
 the default 1024 x 1024 block, 190 MB for the default 64 x 256 x 256 one), plus a few numbers
@@ -118,11 +119,13 @@ def iter_instances_blockwise(
     block: int | Sequence[int] | None = None,
     min_size: int = 4,
     halo: int = DEFAULT_HALO,
+    min_object_size: int = 0,
 ) -> Generator[Progress, None, Any]:
     """Object ids from a class map, block by block; yields progress, returns ``out``.
 
     The result equals :func:`~napari_tiled_unet.postprocess.instances_from_classes`
-    ``(classes[...], min_size)`` exactly, ties included, for class maps of any size.
+    ``(classes[...], min_size, min_object_size)`` exactly, ties included, for class maps
+    of any size.
 
     Parameters
     ----------
@@ -144,6 +147,8 @@ def iter_instances_blockwise(
         Pixels read around each block for the growth step. Pixels farther than this from
         their nearest seed are finished in memory after the pass (still exact); a larger
         halo avoids that at the cost of reading more.
+    min_object_size : int
+        Objects smaller than this many pixels after growth are removed; 0: none.
 
     Yields
     ------
@@ -276,6 +281,7 @@ def iter_instances_blockwise(
     # negative (so later blocks still see the seeds in their halo), far pixels 0 for now.
     fg_counts = np.diff([*fg_offsets, n_fg])
     first_seen = np.full(n_provisional + 1, np.iinfo(np.int64).max, np.int64)
+    object_size = np.zeros(n_provisional + 1, np.int64)
     far, rim, rim_labels = [], [], []
     for b, (index, core) in enumerate(zip(indices, grid, strict=True)):
         window, inner = grid.window(index, halo)
@@ -311,6 +317,7 @@ def iter_instances_blockwise(
                 rim_labels.append(labels[local].astype(np.int64))
         core_seeds = seeds[inner]
         out[core] = np.where(core_seeds > 0, core_seeds, -labels).astype(out_dtype)
+        object_size += np.bincount(labels.ravel(), minlength=n_provisional + 1)
         ids, first = first_pixels(labels)
         if ids.size:
             _min_at(first_seen, ids, _global_flat(first, labels.shape, origin, shape))
@@ -328,6 +335,7 @@ def iter_instances_blockwise(
             shape,
         )
         _min_at(first_seen, far_labels, far)
+        object_size += np.bincount(far_labels, minlength=n_provisional + 1)
         block_of = np.ravel_multi_index(
             tuple(c // b for c, b in zip(np.unravel_index(far, shape), grid.block, strict=True)),
             grid.counts,
@@ -343,7 +351,8 @@ def iter_instances_blockwise(
     del far, rim, rim_labels
 
     # Pass 4: ids 1..N in order of first appearance.
-    present = np.flatnonzero(first_seen[1:] < np.iinfo(np.int64).max) + 1
+    kept_ids = (first_seen[1:] < np.iinfo(np.int64).max) & (object_size[1:] >= min_object_size)
+    present = np.flatnonzero(kept_ids) + 1
     present = present[np.argsort(first_seen[present], kind="stable")]
     final = np.zeros(n_provisional + 1, out_dtype)
     final[present] = np.arange(1, present.size + 1)

@@ -260,3 +260,40 @@ def object_f1(
 ) -> float:
     """Object-level F1 ``2 TP / (n_true + n_pred)`` at IoU >= ``iou_threshold``; 1.0 if both are empty."""
     return match_objects(true_labels, pred_labels, iou_threshold).f1
+
+
+DSB_THRESHOLDS = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
+"""IoU thresholds of the Data Science Bowl 2018 score: 0.5, 0.55, ..., 0.95."""
+
+
+def average_precision(
+    true_labels: np.ndarray,
+    pred_labels: np.ndarray,
+    thresholds: tuple[float, ...] = DSB_THRESHOLDS,
+) -> float:
+    """DSB-2018-style average precision of one image: the mean over IoU thresholds ``t`` of
+    ``TP(t) / (TP(t) + FP(t) + FN(t))``.
+
+    Matches are found by :func:`match_objects` at each threshold (one-to-one). An image with
+    no true and no predicted objects scores 1.0.
+
+    Parameters
+    ----------
+    true_labels, pred_labels : ndarray of int, same shape
+        Object ids, 0 = background.
+    thresholds : tuple of float
+        IoU thresholds in (0, 1]; default :data:`DSB_THRESHOLDS` (0.5 to 0.95 by 0.05).
+
+    Returns
+    -------
+    float
+        In [0, 1].
+    """
+    if not thresholds:
+        raise UserInputError("average_precision needs at least one IoU threshold")
+    scores = []
+    for threshold in thresholds:
+        match = match_objects(true_labels, pred_labels, threshold)
+        n = match.true_positives + match.false_positives + match.false_negatives
+        scores.append(match.true_positives / n if n else 1.0)
+    return float(np.mean(scores))

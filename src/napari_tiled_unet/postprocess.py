@@ -7,6 +7,7 @@ No torch: numpy, scipy and scikit-image only. For class maps larger than memory 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -14,6 +15,9 @@ from skimage.segmentation import watershed
 
 from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.forward import labels_dtype
+
+if TYPE_CHECKING:
+    from napari_tiled_unet.separation import InstanceOptions
 
 LABEL_MODES = ("semantic", "instance", "sparse")
 INSTANCE_METHODS = ("components", "watershed")
@@ -25,6 +29,7 @@ def labels_from_probabilities(
     *,
     method: str = "components",
     min_size: int = 4,
+    options: InstanceOptions | None = None,
 ) -> np.ndarray:
     """Turn per-class probabilities into a label image.
 
@@ -50,6 +55,11 @@ def labels_from_probabilities(
     min_size : int
         Instance mode only: seeds and leftover regions smaller than this many pixels are
         dropped (noise).
+    options : InstanceOptions, optional
+        Instance mode, "components" only: the separation settings of the model
+        (:meth:`~napari_tiled_unet.separation.InstanceOptions.for_model`); the class map is
+        refined (:func:`~napari_tiled_unet.separation.refine_classes`) and objects below
+        ``options.min_object_size`` removed. They replace ``min_size``. None: the plain rule.
 
     Returns
     -------
@@ -74,7 +84,15 @@ def labels_from_probabilities(
         raise UserInputError(f"method must be one of {INSTANCE_METHODS}, got {method!r}")
     classes = np.argmax(probabilities, axis=0).astype(np.uint8)
     if method == "components":
-        return instances_from_classes(classes, min_size=min_size)
+        if options is None:
+            return instances_from_classes(classes, min_size=min_size)
+        from napari_tiled_unet.separation import refine_classes
+
+        return instances_from_classes(
+            refine_classes(classes, options),
+            min_size=options.min_seed_size,
+            min_object_size=options.min_object_size,
+        )
     foreground = classes != 0
     structure = ndi.generate_binary_structure(classes.ndim, 1)
     seeds, _ = ndi.label(classes == 1, structure=structure)
@@ -95,7 +113,9 @@ def check_instance_classes(num_classes: int, shape: tuple[int, ...] | None = Non
         )
 
 
-def instances_from_classes(classes: np.ndarray, min_size: int = 4) -> np.ndarray:
+def instances_from_classes(
+    classes: np.ndarray, min_size: int = 4, min_object_size: int = 0
+) -> np.ndarray:
     """Object ids from a class map of an instance-trained model ("components" method).
 
     This is the definition that the blockwise labeller
@@ -112,7 +132,8 @@ def instances_from_classes(classes: np.ndarray, min_size: int = 4) -> np.ndarray
        number.)
     3. Leftovers: foreground regions that hold no seed (objects that are all boundary)
        become objects of their own, unless smaller than ``min_size`` pixels.
-    4. Ids 1..N in order of first appearance in C order; 0 is background.
+    4. Objects smaller than ``min_object_size`` pixels are removed (background).
+    5. Ids 1..N in order of first appearance in C order; 0 is background.
 
     Parameters
     ----------
@@ -121,6 +142,8 @@ def instances_from_classes(classes: np.ndarray, min_size: int = 4) -> np.ndarray
         the arg-max class per pixel.
     min_size : int
         Seeds and leftover regions smaller than this many pixels are dropped.
+    min_object_size : int
+        Objects (after growth) smaller than this many pixels are removed; 0: none.
 
     Returns
     -------
@@ -136,17 +159,22 @@ def instances_from_classes(classes: np.ndarray, min_size: int = 4) -> np.ndarray
         seeds
     )  # seed numbers in raster order of their first pixel: the tie rule
     labels, _ = grow_seeds(seeds, foreground)
-    return _add_leftover(labels, foreground, min_size)
+    return _add_leftover(labels, foreground, min_size, min_object_size)
 
 
-def _add_leftover(labels: np.ndarray, foreground: np.ndarray, min_size: int) -> np.ndarray:
-    """Foreground regions without a seed become objects; then ids 1..N, first seen first."""
+def _add_leftover(
+    labels: np.ndarray, foreground: np.ndarray, min_size: int, min_object_size: int = 0
+) -> np.ndarray:
+    """Foreground regions without a seed become objects, objects below ``min_object_size``
+    go; then ids 1..N, first seen first."""
     structure = ndi.generate_binary_structure(labels.ndim, 1)
     leftover, n_left = ndi.label(foreground & (labels == 0), structure=structure)
     if n_left:
         if min_size > 1:
             leftover = remove_small(leftover, min_size)
         labels = np.where(leftover > 0, leftover + labels.max(initial=0), labels)
+    if min_object_size > 1:
+        labels = remove_small(labels, min_object_size)
     return relabel_in_raster_order(labels).astype(np.int32, copy=False)
 
 

@@ -37,6 +37,11 @@ class TrainedModels:
         self.changed.emit()
         return unique
 
+    def put(self, name: str, model: UNet) -> None:
+        """Store ``model`` under ``name``, replacing the model stored there (a run continued)."""
+        self._models[name] = model
+        self.changed.emit()
+
     def get(self, name: str) -> UNet:
         """The model stored under ``name``; KeyError if there is none."""
         return self._models[name]

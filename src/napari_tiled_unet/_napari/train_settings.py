@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, PushButton, SpinBox
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    PushButton,
+    SpinBox,
+)
 
 from napari_tiled_unet._napari._label_reading import LABEL_MODE_CHOICES
+from napari_tiled_unet._napari._preview import PREVIEW_INTERVAL
+from napari_tiled_unet._napari._start_from import NEW_NETWORK, START_HELP
 from napari_tiled_unet.device import DEVICES
 
 if TYPE_CHECKING:
@@ -32,9 +44,10 @@ def settings_form(defaults: TrainConfig) -> tuple[Container, Container]:
     """The Train widget's settings form and its (hidden) advanced section, set to ``defaults``.
 
     The form holds the training pairs, the label mode and what the layers read as, the
-    number of iterations, the model name and a ``show_advanced`` check box; the advanced
+    number of iterations, the model name, what to start from (a new network or a model to
+    fine-tune), the live preview switch and a ``show_advanced`` check box; the advanced
     section (inside the form, hidden until that box is ticked) holds axes, channels, 2D/3D,
-    network size, tile, batch, learning rate, augmentation and device.
+    network size, tile, batch, learning rate, augmentation, device and the preview interval.
     """
     advanced = Container(
         name="advanced",
@@ -110,6 +123,15 @@ def settings_form(defaults: TrainConfig) -> tuple[Container, Container]:
                 tooltip="Random flips, 90° rotations, elastic deformation, intensity jitter",
             ),
             ComboBox(name="device", choices=DEVICES, value="auto"),
+            FloatSpinBox(
+                name="preview_every",
+                label="preview every (s)",
+                value=PREVIEW_INTERVAL,
+                min=0.5,
+                max=600,
+                step=0.5,
+                tooltip="Seconds between two live previews while training",
+            ),
         ],
     )
     settings = Container(
@@ -140,6 +162,32 @@ def settings_form(defaults: TrainConfig) -> tuple[Container, Container]:
                 value="",
                 tooltip="Name under which Predict offers the model; empty: the first "
                 "image layer's name",
+            ),
+            ComboBox(
+                name="start_from",
+                label="start from",
+                choices=[NEW_NETWORK],
+                value=NEW_NETWORK,
+                tooltip=START_HELP,
+            ),
+            FileEdit(
+                name="start_file",
+                label="model file",
+                mode="r",
+                filter="*.pt *.zip *.yaml",
+                nullable=True,
+                visible=False,
+                tooltip="A model file saved by napari-tiled-unet (*.pt) or a bioimage.io "
+                "package exported by it (*.zip or its rdf.yaml), to fine-tune",
+            ),
+            Label(name="start_note", label="", value="", visible=False),
+            CheckBox(
+                name="live_preview",
+                text="live preview",
+                value=True,
+                tooltip="While training, predict the part of the first image the canvas "
+                "shows every few seconds into a '<image> preview' layer; painting into the "
+                "labels layer meanwhile is picked up by the running training",
             ),
             CheckBox(
                 name="show_advanced",

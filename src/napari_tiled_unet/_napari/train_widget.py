@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from magicgui.widgets import (
@@ -24,9 +23,11 @@ from napari_tiled_unet._napari._label_reading import (
 )
 from napari_tiled_unet._napari._layers import engine_name, layer_data
 from napari_tiled_unet._napari._layout import expose, scroll_rows
+from napari_tiled_unet._napari._live_session import LiveSession
 from napari_tiled_unet._napari._models import trained_models
+from napari_tiled_unet._napari._start_from import apply_start_choice, start_choices, start_model
+from napari_tiled_unet._napari._train_saving import SavesTrainedModel
 from napari_tiled_unet._napari._worker import start_engine
-from napari_tiled_unet._napari.bioimageio_export import export_model, sample_of
 from napari_tiled_unet._napari.train_settings import settings_form
 from napari_tiled_unet._napari.training_plot import TrainingPlot
 from napari_tiled_unet.axes import parse_channels
@@ -48,11 +49,15 @@ if TYPE_CHECKING:
     from napari_tiled_unet.training import Trainer
 
 
-class TrainWidget(Container):
+class TrainWidget(SavesTrainedModel, Container):
     """Train a U-Net on pairs of image and labels layers, in a background thread.
 
     Each finished (or stopped) training offers its model in the Predict widgets of the same
-    viewer at once, as ``"trained: <name>"``; "Save model…" writes it to a file.
+    viewer at once, as ``"trained: <name>"``; "Continue" trains on from where it stopped
+    (same optimizer state), and replaces that model when it ends. "Save model…" and
+    "Export…" write the model to a file, also while training runs (the best model so far).
+    While training runs, a live preview predicts the part of the first image the canvas
+    shows, and labels painted into the training labels layers join the training.
 
     Parameters
     ----------
@@ -85,6 +90,7 @@ class TrainWidget(Container):
                     widgets=[
                         PushButton(name="train_button", text="Train"),
                         PushButton(name="stop_button", text="Stop", enabled=False),
+                        PushButton(name="continue_button", text="Continue", enabled=False),
                         PushButton(name="save_button", text="Save model…", enabled=False),
                         PushButton(
                             name="export_button", text="Export to bioimage.io…", enabled=False
@@ -105,6 +111,13 @@ class TrainWidget(Container):
         self._model_name = ""
         self._source_layer: Image | None = None
         self._kept = False
+        self._engine = None
+        self._closed = False
+        self._new_rate = defaults.learning_rate
+        self.live = LiveSession(napari_viewer, self.shutdown)
+        self.start_from.choices = lambda _w: start_choices(self._trained)
+        self._trained.changed.connect(self.start_from.reset_choices)
+        self.start_from.changed.connect(self._start_changed)
         self.pair_buttons.label = ""  # (an empty label given to __init__ means "use the name")
         advanced.label = ""
         self.status.native.setWordWrap(True)
@@ -121,6 +134,7 @@ class TrainWidget(Container):
             widget.changed.connect(self.show_layout)
         self.train_button.changed.connect(self.train)
         self.stop_button.changed.connect(self.stop)
+        self.continue_button.changed.connect(self.continue_training)
         self.save_button.changed.connect(self._save_clicked)
         self.export_button.changed.connect(self._export_clicked)
         for event in ("inserted", "removed", "moved", "reordered"):
@@ -128,6 +142,10 @@ class TrainWidget(Container):
 
     def _show_advanced(self, show: bool) -> None:
         self.advanced.visible = show
+
+    def _start_changed(self, choice: str) -> None:
+        apply_start_choice(self, choice, self._new_rate)
+        self.show_layout()
 
     # -- pairs -------------------------------------------------------------------------------
 
@@ -302,6 +320,7 @@ class TrainWidget(Container):
             config,
             ndim=self.ndim,
             tile=self.tile_size.value,
+            model=start_model(self.start_from.value, self.start_file.value, self._trained),
             axes=self.axes.value.strip() or None,
             channels=parse_channels(self.channels.value),
         )
@@ -333,20 +352,58 @@ class TrainWidget(Container):
 
         self.trainer = trainer
         self._kept = False
+        self._kept_name = None
         self._model_name = self.model_name.value.strip() or pairs[0].image_name
+        self._layout = plan.layouts[0]
         self._source_layer = self.layer_pairs()[0][0]
         self.plot.clear(plan.config.best_metric)
-        self._set_running(True)
         self.status.value = "Reading the training data…"
+        return self._run(trainer.iter_run())
+
+    def continue_training(self) -> GeneratorWorker | None:
+        """Train ``iterations`` more steps of the last run, with its optimizer state (after a
+        Stop or the end); the model offered in Predict is updated when it ends."""
+        trainer = self.trainer
+        if self.running or trainer is None or trainer.status not in ("stopped", "finished"):
+            return None
+        self._kept = False
+        self.status.value = f"Continuing from step {trainer.step}…"
+        return self._run(trainer.iter_continue(self.iterations.value))
+
+    def _run(self, engine) -> GeneratorWorker:
+        self._engine = engine
+        self._set_running(True)
         self._worker = start_engine(
-            trainer.iter_run,
+            lambda: engine,
             description=f"Training {self._model_name}",
             on_result=self._keep,
             on_progress=self._show_progress,
             on_error=self._show_failure,
             on_finished=self._finished,
         )
+        self.live.watch_close(self.native)
+        pairs = self.layer_pairs()
+        self.live.start(
+            self.trainer,
+            self._source_layer,
+            [labels for _image, labels in pairs],
+            self._layout,
+            self.live_preview.value,
+            self.preview_every.value,
+        )
         return self._worker
+
+    def shutdown(self) -> None:
+        """Stop training and the preview and wait for their threads (the viewer closes); the
+        widget shows nothing more (its Qt widgets are going away)."""
+        self._closed = True
+        self._trained.changed.disconnect(self.start_from.reset_choices)
+        self.live.shutdown(lambda: self._worker is not None and self._worker.quit())
+        if self._engine is not None:
+            try:
+                self._engine.close()  # its prefetch thread stops with it
+            except ValueError:  # still running in a worker that did not stop in time
+                pass
 
     def stop(self) -> None:
         """Stop training after the current step; the best model so far is kept."""
@@ -357,21 +414,37 @@ class TrainWidget(Container):
     def _set_running(self, running: bool) -> None:
         self.train_button.enabled = not running
         self.stop_button.enabled = running
-        self.save_button.enabled = not running and self.model is not None
+        trainer = self.trainer
+        self.continue_button.enabled = (
+            not running and trainer is not None and trainer.status in ("stopped", "finished")
+        )
+        self.save_button.enabled = self.model is not None or (running and trainer.step > 0)
         self.export_button.enabled = self.save_button.enabled
 
     def _show_progress(self, event: Progress) -> None:
+        if self._closed:
+            return
         self.plot.add(event)
+        if event.done > 0 and not self.save_button.enabled:
+            self.save_button.enabled = self.export_button.enabled = True
         if self._worker is not None and not self._worker.abort_requested:
             self.status.value = event.message
 
     def _show_failure(self, error: Exception) -> None:
+        if self._closed:
+            return
         self.status.value = f"Failed: {error}"
 
     def _keep(self, model: UNet) -> None:
+        if self._closed:
+            return
         self._kept = True
         self.model = model
-        name = self._trained.add(self._model_name, model)
+        if self._kept_name is None:  # a Continue replaces the model its run offered
+            self._kept_name = self._trained.add(self._model_name, model)
+        else:
+            self._trained.put(self._kept_name, model)
+        name = self._kept_name
         trainer = self.trainer
         best = ""
         if trainer.best_step is not None:
@@ -388,6 +461,9 @@ class TrainWidget(Container):
 
     def _finished(self) -> None:
         self._worker = None
+        self.live.end()
+        if self._closed:
+            return
         trainer = self.trainer
         # A Stop never delivers a result: keep the best model so far. (So does a Stop that
         # came just after the last step.) A Stop before the first step leaves an untrained
@@ -400,70 +476,3 @@ class TrainWidget(Container):
             elif trainer.status in ("stopped", "ready"):
                 self.status.value = "Stopped before the first training step; no model."
         self._set_running(False)
-
-    # -- saving ------------------------------------------------------------------------------
-
-    def _save_clicked(self) -> None:
-        self.save_model()  # the button's value must not become the path
-
-    def _export_clicked(self) -> None:
-        self.export_model()
-
-    def export_model(
-        self, path: str | Path | None = None, values: dict | None = None
-    ) -> GeneratorWorker | None:
-        """Export the last trained model as a bioimage.io package (``.zip``) in a worker,
-        asking for its metadata (unless ``values``) and file (unless ``path``); the first
-        training image gives the package's test tensors and cover. Returns the worker."""
-        layer = self._source_layer or self.pairs[0].image_layer.value
-        model = self.model
-        return export_model(
-            self.native,
-            model,
-            start=self.save_start_path().with_suffix(".zip"),
-            sample=None if model is None else sample_of(layer, model),
-            path=path,
-            values=values,
-            done=lambda written: setattr(self.status, "value", f"Exported {written}."),
-        )
-
-    def save_start_path(self) -> Path:
-        """Where "Save model…" starts: ``<model name>.pt`` beside the first training image's
-        file when the layer was opened from one, else in the working folder."""
-        layer = self._source_layer or self.pairs[0].image_layer.value
-        name = self._model_name or self.model_name.value.strip() or getattr(layer, "name", "")
-        source = getattr(getattr(layer, "source", None), "path", None)
-        file = f"{name or 'model'}.pt"
-        return Path(source).parent / file if source else Path(file)
-
-    def save_model(self, path: str | Path | None = None) -> Path | None:
-        """Write the last trained model to ``path`` (asked for with a file dialog if None).
-
-        Returns
-        -------
-        Path or None
-            The written file, or None if there was nothing to save or the dialog was cancelled.
-        """
-        from napari_tiled_unet.model.modelfile import save_model
-
-        if self.model is None:
-            show_error("There is no trained model to save yet; train one first.")
-            return None
-        if path is None:
-            from qtpy.QtWidgets import QFileDialog
-
-            path, _ = QFileDialog.getSaveFileName(
-                self.native, "Save model", str(self.save_start_path()), "Model files (*.pt)"
-            )
-            if not path:
-                return None
-        path = Path(path)
-        if path.suffix != ".pt":
-            path = path.with_name(path.name + ".pt")
-        try:
-            written = save_model(self.model, path)
-        except OSError as err:
-            show_error(f"Could not save the model to {path}: {err}. Choose another folder.")
-            return None
-        self.status.value = f"Saved the model to {written}."
-        return written

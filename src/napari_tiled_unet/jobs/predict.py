@@ -443,15 +443,17 @@ def _iter_labels_and_probabilities(image, model, layout, kind, options, client, 
     """Probabilities in memory, then labels or instances from them, frame by frame."""
     from napari_tiled_unet.io.store import write_arrays
     from napari_tiled_unet.postprocess import labels_from_probabilities
+    from napari_tiled_unet.separation import InstanceOptions
 
     probabilities = yield from _iter_in_memory(
         image, model, layout, "probabilities", options, client
     )
     mode = "instance" if kind == "instances" else "semantic"
+    instance_options = InstanceOptions.for_model(model.info)
     labels = None
     for index in layout.frames():  # objects never join across iterated axes
         frame = np.asarray(layout.frame_out(probabilities, index, lead=1))
-        found = labels_from_probabilities(frame, mode)
+        found = labels_from_probabilities(frame, mode, options=instance_options)
         if labels is None:
             labels = np.zeros(layout.output_shape, found.dtype)
         layout.frame_out(labels, index)[...] = found

@@ -165,12 +165,19 @@ class TrainPlan:
         """A :class:`~napari_tiled_unet.training.Trainer` for the plan (checks the data's shapes)."""
         from napari_tiled_unet.training import Trainer
 
+        model = self.request.model
+        if isinstance(model, str | os.PathLike):
+            from napari_tiled_unet.bioimageio.package import is_package
+            from napari_tiled_unet.jobs.predict import load_job_model
+
+            if is_package(model):  # a bioimage.io package: the network it holds
+                model = load_job_model(model)
         return Trainer(
             [p.image for p in self.pairs],
             [p.labels for p in self.pairs],
             self.config,
-            model=self.request.model,
-            names=[p.name for p in self.pairs],
+            model=model,
+            names=[p.image_name if p.name is None else p.name for p in self.pairs],
             validation=[(p.image, p.labels, p.name) for p in self.validation] or None,
             axes=list(self.layouts),
             validation_axes=list(self.validation_layouts) or None,

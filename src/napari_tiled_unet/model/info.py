@@ -47,6 +47,14 @@ class ModelInfo:
     training : mapping, optional
         The training record (config, seed, steps, best step and scores, validation, ...),
         plain data as written by :class:`~napari_tiled_unet.training.Trainer`.
+    object_diameter : float, optional
+        Median diameter (pixels; of a disk or ball of the same area or volume) of the
+        objects in the training labels. Predicting with ``diameter=`` rescales an image so
+        that its objects get this size; instance output derives its separation settings
+        from it (:class:`~napari_tiled_unet.separation.InstanceOptions`).
+    min_object_size : int, optional
+        Instance output removes objects smaller than this many pixels (set from the
+        training labels).
     package_version : str, optional
         Version of napari-tiled-unet that wrote the file (set when a file is loaded).
     extra : mapping
@@ -61,6 +69,8 @@ class ModelInfo:
     channels: tuple[int, ...] | None = None
     source_channels: int | None = None
     training: Mapping[str, Any] | None = None
+    object_diameter: float | None = None
+    min_object_size: int | None = None
     package_version: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -90,6 +100,11 @@ class ModelInfo:
         channels, source = check_selection(self.channels, self.source_channels)
         set_(self, "channels", channels)
         set_(self, "source_channels", source)
+        check_object_size(self.object_diameter, self.min_object_size)
+        if self.object_diameter is not None:
+            set_(self, "object_diameter", float(self.object_diameter))
+        if self.min_object_size is not None:
+            set_(self, "min_object_size", int(self.min_object_size))
         if self.training is not None and not isinstance(self.training, Mapping):
             raise ModelInfoError(f"training must be a dict, got {type(self.training).__name__}")
         if self.training is not None:
@@ -152,6 +167,20 @@ class ModelInfo:
         names = {f.name for f in dataclasses.fields(cls)} - {"extra", "package_version"}
         known = {k: data.pop(k) for k in list(data) if k in names}
         return cls(**known, package_version=package_version, extra=data)
+
+
+def check_object_size(diameter: Any, min_size: Any) -> None:
+    """Raise a :class:`ModelInfoError` unless the stored object sizes are positive numbers."""
+    if diameter is not None and (
+        isinstance(diameter, bool)
+        or not isinstance(diameter, int | float)
+        or not 0 < diameter < float("inf")
+    ):
+        raise ModelInfoError(f"object_diameter must be a positive number, got {diameter!r}")
+    if min_size is not None and (
+        isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0
+    ):
+        raise ModelInfoError(f"min_object_size must be a non-negative integer, got {min_size!r}")
 
 
 def check_selection(

@@ -10,8 +10,9 @@ ids or semantic classes), ``pairs`` (an image and its labels, reading windows),
 ``inputs`` (a run's arguments as pairs), ``scan`` (one pass over each pair), ``sampler``
 (random augmented samples), ``augment``, ``targets``, ``weights``, ``loss``, ``validation``
 (held-out windows and their scores), ``finetune`` (the model a run starts from), ``optim``
-(one optimisation step), ``record`` (the trained model's information) and ``loop`` (the
-:class:`Trainer`).
+(one optimisation step), ``record`` (the trained model's information) ``loop`` (the
+:class:`Trainer`), ``session`` (what *Continue* resumes with) and ``functional``
+(``iter_train``, ``train``).
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ from napari_tiled_unet.training.config import AugmentSpec, TrainConfig
 __all__ = ["AugmentSpec", "NetworkSpec", "TrainConfig", "Trainer", "iter_train", "train"]
 
 if TYPE_CHECKING:
-    from napari_tiled_unet.training.loop import Trainer, iter_train, train
+    from napari_tiled_unet.training.functional import iter_train, train
+    from napari_tiled_unet.training.loop import Trainer
 
 
 def __getattr__(name: str):
-    if name in ("Trainer", "iter_train", "train"):
+    if name == "Trainer":
         return getattr(importlib.import_module("napari_tiled_unet.training.loop"), name)
+    if name in ("iter_train", "train"):
+        return getattr(importlib.import_module("napari_tiled_unet.training.functional"), name)
     raise AttributeError(f"module 'napari_tiled_unet.training' has no attribute {name!r}")
 
 

@@ -31,6 +31,9 @@ FINETUNE_LR = 1e-4
 #: Largest learning rate accepted: far beyond any that trains (Adam: ~1e-4 to 1e-2; SGD with
 #: momentum: ~1e-3 to 1e-1); larger ones overflow the weights in a few steps.
 MAX_LEARNING_RATE = 1.0
+#: Default learning rate when fine-tuning a trained model (a tenth of a new network's 1e-3), so
+#: that the first steps on a few new labels do not undo what the model knows.
+FINETUNE_LR = 1e-4
 
 
 @dataclass(frozen=True)

@@ -18,17 +18,15 @@ file, if configured, is only ever written atomically, so neither Stop nor a cras
 from __future__ import annotations
 
 import logging
-import math
+from collections import deque
 from collections.abc import Generator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import torch
 
 from napari_tiled_unet.axes import ModelSpec
-from napari_tiled_unet.device import resolve_device
-from napari_tiled_unet.errors import TrainingDiverged, UserInputError
+from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.events import Progress, run_to_completion
 from napari_tiled_unet.model.geometry import UNetGeometry
 from napari_tiled_unet.model.info import ModelInfo
@@ -53,12 +51,12 @@ from napari_tiled_unet.training.inputs import (
     labelled_frames,
 )
 from napari_tiled_unet.training.label_mode import resolve_auto_mode, run_labels
-from napari_tiled_unet.training.loss import make_loss
-from napari_tiled_unet.training.optim import grad_scaler, make_optimizer, train_step
+from napari_tiled_unet.training.optim import train_step
 from napari_tiled_unet.training.pairs import check_pair_size
 from napari_tiled_unet.training.record import run_info
 from napari_tiled_unet.training.sampler import SampleSettings, TileLayout, TileSampler
 from napari_tiled_unet.training.scan import count_classes, scan_pair
+from napari_tiled_unet.training.session import RunState, WeightSnapshots
 from napari_tiled_unet.training.validation import (
     ValidationTiles,
     hold_out_validation,
@@ -67,9 +65,6 @@ from napari_tiled_unet.training.validation import (
 from napari_tiled_unet.training.weights import class_weights
 
 logger = logging.getLogger(__name__)
-
-#: Consecutive non-finite losses under mixed precision before training stops as diverged.
-MAX_SKIPPED_AMP_STEPS = 20
 
 
 class Trainer:
@@ -204,6 +199,10 @@ class Trainer:
         self._validation_source = "none"
         self._class_counts: np.ndarray | None = None
         self._class_weight: np.ndarray | None = None
+        self._state: RunState | None = None
+        self._label_changes: deque = deque()
+        #: Weights copied between steps for another thread (:meth:`WeightSnapshots.take`).
+        self.snapshots = WeightSnapshots()
 
     # ------------------------------------------------------------------------------------------
     # Setup
@@ -265,7 +264,10 @@ class Trainer:
                 )
         self._model = model
         self._sampler = TileSampler(
-            self.pairs, self.layout, SampleSettings.from_config(config, self._class_weight)
+            self.pairs,
+            self.layout,
+            SampleSettings.from_config(config, self._class_weight, num_classes),
+            changes=self._label_changes,
         )
 
     # ------------------------------------------------------------------------------------------
@@ -289,93 +291,127 @@ class Trainer:
         Notes
         -----
         ``close()`` at a yield stops at once (``status == "stopped"``); the best model so far
-        stays available as :attr:`best_model`. A Trainer runs once.
+        stays available as :attr:`best_model`. A Trainer runs once; :meth:`iter_continue`
+        trains on after a Stop or the end.
         """
         if self.status != "ready":
             raise RuntimeError(
                 f"this Trainer has already run (status {self.status!r}); make a new one"
             )
+        return (yield from self._iter_steps(self.config.iterations))
+
+    def iter_continue(self, iterations: int) -> Generator[Progress, None, UNet]:
+        """Train ``iterations`` more steps after a Stop or the end of :meth:`iter_run`.
+
+        The same optimizer (Adam's moments and step counts), sampler, random stream,
+        validation tiles and best model carry on; the step counter continues (``done`` goes
+        from :attr:`step` to ``step + iterations``, the ``total``).
+
+        Raises
+        ------
+        RuntimeError
+            If the Trainer has not run, is running, or failed.
+        """
+        if self.status not in ("stopped", "finished") or self._state is None:
+            raise RuntimeError(
+                f"only a stopped or finished run can continue (status {self.status!r})"
+            )
+        if int(iterations) < 1:
+            raise UserInputError(f"iterations must be at least 1, got {iterations!r}")
+        return (yield from self._iter_steps(self.step + int(iterations)))
+
+    def _iter_steps(self, total: int) -> Generator[Progress, None, UNet]:
+        """Steps ``self.step + 1`` to ``total`` (preparing the run first if it is new)."""
         self.status = "running"
         config = self.config
-        executor: ThreadPoolExecutor | None = None
         try:
-            self._prepare()
-            device = resolve_device(config.device)
-            amp = bool(config.mixed_precision and device.type == "cuda")
-            model = self._model.to(device).train()
-            optimizer = make_optimizer(model, config)
-            scaler = grad_scaler() if amp else None
-            loss_fn = make_loss(config.loss)
-            rng, batch_size, total = self._sample_rng, config.batch_size, config.iterations
+            if self._state is None:
+                self._prepare()
+                self._state = RunState(self._model, config)
+            state = self._state
+            model, device, amp = state.model, state.device, state.amp
+            self.snapshots.begin(model)
+            rng, batch_size, first = self._sample_rng, config.batch_size, self.step + 1
 
-            def next_batch():
+            def draw():
                 return self._sampler.batch(rng, batch_size)
 
-            executor = ThreadPoolExecutor(1, "tile-sampler") if config.prefetch else None
-            pending: Future | None = executor.submit(next_batch) if executor else None
             n_val = len(self._validation) if self._validation is not None else 0
             yield Progress(
                 "train",
-                0,
+                self.step,
                 total,
                 f"{len(self.pairs)} pair(s), {self.num_classes} classes, {n_val} validation "
-                f"tile{'' if n_val == 1 else 's'} ({self._validation_source}), training on {device}",
+                f"tile{'' if n_val == 1 else 's'} ({self._validation_source}), training on {device}"
+                + (f", continuing from step {self.step}" if first > 1 else ""),
             )
-            nonfinite = 0
-            for step in range(1, total + 1):
-                if pending is not None:
-                    images, targets, weights = pending.result()
-                    pending = executor.submit(next_batch) if step < total else None
-                else:
+            with state.batches(draw, total - self.step) as next_batch:
+                for step in range(first, total + 1):
                     images, targets, weights = next_batch()
-                loss = self._train_step(
-                    model, optimizer, scaler, loss_fn, device, amp, images, targets, weights
-                )
-                # With mixed precision a few overflowing steps are normal (the grad scaler
-                # skips them); a run of them means the network itself diverged.
-                nonfinite = 0 if math.isfinite(loss) else nonfinite + 1
-                if nonfinite > (0 if scaler is None else MAX_SKIPPED_AMP_STEPS):
-                    hint = "" if scaler is None else " or switch off TrainConfig.mixed_precision"
-                    raise TrainingDiverged(
-                        f"the training loss became {loss} at step {step}; lower "
-                        f"TrainConfig.learning_rate (now {config.learning_rate}){hint}"
+                    loss = self._train_step(
+                        model,
+                        state.optimizer,
+                        state.scaler,
+                        state.loss_fn,
+                        device,
+                        amp,
+                        images,
+                        targets,
+                        weights,
                     )
-                self.step = step
-                metrics = {"loss": loss}
-                message = f"step {step}/{total}  loss {loss:.4f}"
-                if step % config.validation_every == 0 or step == total:
-                    if self._validation is not None:
-                        scores = score_validation(
-                            model,
-                            self._validation,
-                            config.label_mode,
-                            self.num_classes,
-                            batch_size=config.batch_size,
-                            device=device,
-                            amp=amp,
-                        )
-                        metrics.update(scores)
-                        message += "  " + "  ".join(f"{k} {v:.3f}" for k, v in scores.items())
-                        self._keep_if_best(model, step, scores)
-                    elif config.checkpoint_path:
-                        save_model(self.best_model, config.checkpoint_path)
-                self.history.append({"step": step, **metrics})
-                yield Progress("train", step, total, message, metrics)
+                    self.snapshots.serve()
+                    state.check_loss(loss, step)
+                    self.step = step
+                    metrics = {"loss": loss}
+                    message = f"step {step}/{total}  loss {loss:.4f}"
+                    if step % config.validation_every == 0 or step == total:
+                        if self._validation is not None:
+                            scores = score_validation(
+                                model,
+                                self._validation,
+                                config.label_mode,
+                                self.num_classes,
+                                batch_size=config.batch_size,
+                                device=device,
+                                amp=amp,
+                            )
+                            metrics.update(scores)
+                            message += "  " + "  ".join(f"{k} {v:.3f}" for k, v in scores.items())
+                            self._keep_if_best(model, step, scores)
+                        elif config.checkpoint_path:
+                            save_model(self.best_model, config.checkpoint_path)
+                    self.history.append({"step": step, **metrics})
+                    yield Progress("train", step, total, message, metrics)
             self.status = "finished"
         except GeneratorExit:
             self.status = "stopped"
-            logger.info("training stopped at step %d of %d", self.step, config.iterations)
+            logger.info("training stopped at step %d of %d", self.step, total)
             raise
         except BaseException:
             self.status = "failed"
             raise
         finally:
-            if executor is not None:
-                executor.shutdown(wait=True, cancel_futures=True)
+            self.snapshots.release()
         best = self.best_model
         if config.checkpoint_path:
             save_model(best, config.checkpoint_path)
         return best
+
+    def labels_changed(self, labels: Any, start: Sequence[int], stop: Sequence[int]) -> int:
+        """Queue a box ``labels[start:stop]`` painted while the run trains (thread-safe, cheap).
+
+        The sampler re-counts the touched blocks before its next batch and favours the new
+        labels for a while (:class:`~napari_tiled_unet.training.sampler.TileSampler`); the
+        validation tiles, read at the start, and held-out windows stay as they were.
+        ``labels`` must be an array given to the Trainer and read as one image (frames of a
+        stack are not followed). Returns how many training pairs the box was queued for.
+        """
+        queued = 0
+        for index, pair in enumerate(self.pairs):
+            if pair.labels is labels and pair.frame_of is None:
+                self._label_changes.append((index, tuple(start), tuple(stop)))
+                queued += 1
+        return queued
 
     def run(self) -> UNet:
         """Train to the end without progress events; returns :attr:`best_model`."""
@@ -404,15 +440,28 @@ class Trainer:
 
         "Best" is the highest ``config.best_metric`` on the validation tiles. Before the first
         validation, or without validation, it is the current model. None before the first
-        optimizer step: a run stopped then has trained nothing to offer.
+        optimizer step: a run stopped then has trained nothing to offer. While the run steps
+        in another thread, use :meth:`best_snapshot`.
         """
+        return self.model_of(self._best_state)
+
+    def best_snapshot(self, timeout: float = 60.0) -> UNet | None:
+        """:attr:`best_model`, safe to call from another thread while the run steps: the kept
+        best, else the weights copied between two steps (:attr:`snapshots`)."""
+        state = self._best_state
+        if state is None and self.step > 0:
+            state = self.snapshots.take(timeout)
+        return self.model_of(state) if state is not None else None
+
+    def model_of(self, state: dict[str, torch.Tensor] | None = None) -> UNet | None:
+        """A new network (CPU, eval mode, with :meth:`info`) holding ``state`` (e.g. from
+        :meth:`WeightSnapshots.take`); None: the current weights. None before the first step."""
         if self._model is None or self.step == 0:
             return None
         net = UNet.from_config(self._model.config)
-        if self._best_state is not None:
-            net.load_state_dict(self._best_state)
-        else:
-            net.load_state_dict({k: v.detach().cpu() for k, v in self._model.state_dict().items()})
+        if state is None:
+            state = {k: v.detach().cpu() for k, v in self._model.state_dict().items()}
+        net.load_state_dict(state)
         net.info = self.info()
         return net.eval()
 
@@ -430,6 +479,7 @@ class Trainer:
                 p.channels if p.source_channels is None else p.source_channels
                 for p in self.pairs + self.validation_pairs
             ],
+            pairs=self.pairs,
             training={
                 "config": config.to_dict(),
                 "seed": self.seed,
@@ -448,53 +498,3 @@ class Trainer:
                 "fine_tuned_from": self._fine_tuned_from,
             },
         )
-
-
-def iter_train(
-    images: Any,
-    labels: Any,
-    config: TrainConfig | None = None,
-    *,
-    model: ModelSource = None,
-    names: Sequence[Any] | None = None,
-    **kwargs: Any,
-) -> Generator[Progress, None, UNet]:
-    """Train a U-Net, yielding progress; the generator returns the best model.
-
-    Equivalent to ``yield from Trainer(...).iter_run()``; see :class:`Trainer` for the
-    parameters (``validation``, ``axes``, ``validation_axes``, ``channels`` as keywords),
-    e.g. ``iter_train(rgb_images, labels, config, axes="YXC")``. To keep the best model
-    after stopping early (``close()``), create the :class:`Trainer` yourself and read
-    :attr:`Trainer.best_model`, or set ``config.checkpoint_path``.
-
-    Yields
-    ------
-    Progress
-        ``stage="train"``, ``done=step``, ``total=config.iterations``,
-        ``metrics={"loss": ..., and after a validation "val_iou", "val_f1", "val_loss"}``.
-
-    Returns
-    -------
-    UNet
-        The best model by validation score, on CPU, in eval mode, with its ``info``
-        (:class:`~napari_tiled_unet.model.info.ModelInfo`: normalization, label_mode,
-        class_names, axes, tile_shape, channels and source_channels, training).
-    """
-    trainer = Trainer(images, labels, config, model=model, names=names, **kwargs)
-    return (yield from trainer.iter_run())
-
-
-def train(
-    images: Any,
-    labels: Any,
-    config: TrainConfig | None = None,
-    *,
-    model: ModelSource = None,
-    names: Sequence[Any] | None = None,
-    **kwargs: Any,
-) -> UNet:
-    """Blocking form of :func:`iter_train`: same arguments, returns the best model.
-
-    E.g. ``train(movie, movie_labels, config, axes="TCYX", channels=[0, 2])``.
-    """
-    return run_to_completion(iter_train(images, labels, config, model=model, names=names, **kwargs))

@@ -21,6 +21,7 @@ def run_info(
     selection: Sequence[int] | None,
     source_channels: Collection[int],
     training: Mapping[str, Any],
+    pairs: Sequence[Any] = (),
 ) -> ModelInfo:
     """The information stored with a model trained with ``config``.
 
@@ -45,6 +46,10 @@ def run_info(
         are all the same, so prediction can apply the selection by itself.
     training : mapping
         The run's record (plain data).
+    pairs : sequence of TrainingPair
+        The training pairs; for an instance-trained model the median diameter and minimum
+        size of their objects are stored
+        (:func:`~napari_tiled_unet.object_size.training_object_stats`).
     """
     info = base if base is not None else ModelInfo()
     if selection is None:
@@ -53,6 +58,11 @@ def run_info(
         counts = set(source_channels)
         channels, source = tuple(selection), (counts.pop() if len(counts) == 1 else None)
     axes = "ZYX"[-config.ndim :]
+    if config.label_mode == "instance" and pairs:
+        from napari_tiled_unet.object_size import training_object_stats
+
+        stats = training_object_stats((p.labels for p in pairs), config.ndim)
+        info = info.replace(**stats)
     return info.replace(
         normalization=normalization,
         label_mode=model_label_mode(config.label_mode),

@@ -8,6 +8,7 @@ with mirror padding, augmentation, targets and the per-pixel loss weights.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -18,8 +19,16 @@ from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.tiling.stitch import mirror_indices
 from napari_tiled_unet.training.augment import Augmentation
 from napari_tiled_unet.training.pairs import TrainingPair, read_window
+from napari_tiled_unet.training.scan import rescan_box
 from napari_tiled_unet.training.targets import INSTANCE_MODES, make_targets
 from napari_tiled_unet.training.weights import border_weights, object_map
+
+#: Share of samples placed on recently painted labels while :attr:`TileSampler.recent_left`.
+RECENT_FRACTION = 0.5
+#: Samples after a paint that favour the new labels (16 steps of batch 4).
+RECENT_SAMPLES = 64
+#: Painted boxes remembered as recent.
+RECENT_BOXES = 16
 
 if TYPE_CHECKING:
     from napari_tiled_unet.model.geometry import UNetGeometry
@@ -132,11 +141,16 @@ class SampleSettings:
     w0: float
     sigma: float
     augmentation: Augmentation
+    #: Classes of the network: targets of labels painted later beyond them get weight 0.
+    num_classes: int | None = None
 
     @classmethod
-    def from_config(cls, config: TrainConfig, class_weight: np.ndarray | None) -> SampleSettings:
+    def from_config(
+        cls, config: TrainConfig, class_weight: np.ndarray | None, num_classes: int | None = None
+    ) -> SampleSettings:
         """The settings of ``config``, with the class weights of the training labels."""
         return cls(
+            num_classes=num_classes,
             label_mode=config.label_mode,
             foreground_fraction=config.effective_foreground_fraction,
             class_weight=class_weight,
@@ -155,16 +169,37 @@ class TileSampler:
     proportion to that class's pixels, then one of its pixels) and uniformly otherwise.
     Held-out validation windows (``pair.held_out``) get weight 0.
 
+    Labels painted while training runs arrive as boxes ``(pair index, start, stop)`` in
+    ``changes`` (appended by any thread): before each batch the sampler re-counts the blocks
+    they touch (:func:`~napari_tiled_unet.training.scan.rescan_box`) and, for the next
+    :data:`RECENT_SAMPLES` samples, places each with probability :data:`RECENT_FRACTION` on a
+    labelled pixel of a recent box.
+
     Parameters
     ----------
     pairs : list of TrainingPair
         Scanned pairs.
     layout : TileLayout
     settings : SampleSettings
+    changes : deque, optional
+        Boxes of labels painted since the start.
     """
 
-    def __init__(self, pairs: list[TrainingPair], layout: TileLayout, settings: SampleSettings):
+    def __init__(
+        self,
+        pairs: list[TrainingPair],
+        layout: TileLayout,
+        settings: SampleSettings,
+        changes: deque | None = None,
+    ):
         self.pairs, self.layout, self.settings = pairs, layout, settings
+        self.changes = deque() if changes is None else changes
+        #: Recently painted boxes, newest last: (pair index, start, stop).
+        self.recent: list[tuple[int, tuple[int, ...], tuple[int, ...]]] = []
+        #: Samples still to place preferably on recent boxes.
+        self.recent_left = 0
+        #: Painted boxes taken into the tables so far.
+        self.boxes_taken = 0
         self._areas = np.array(
             [
                 math.prod(n - o + 1 for n, o in zip(p.spatial, layout.out_shape, strict=True))
@@ -193,9 +228,60 @@ class TileSampler:
                 tables.append((column, np.array(keys), np.cumsum(weights)))
         return tables
 
+    def take_changes(self) -> int:
+        """Re-count the blocks of the painted boxes queued so far; returns how many boxes."""
+        taken = 0
+        while self.changes:
+            index, start, stop = self.changes.popleft()
+            pair = self.pairs[index]
+            start = tuple(max(0, int(s)) for s in start)
+            stop = tuple(min(int(e), n) for e, n in zip(stop, pair.spatial, strict=True))
+            if rescan_box(pair, self.settings.label_mode, start, stop):
+                self.recent = [*self.recent[-(RECENT_BOXES - 1) :], (index, start, stop)]
+                taken += 1
+        if taken:
+            self._tables = self._foreground_tables()
+            self.recent_left = RECENT_SAMPLES
+            self.boxes_taken += taken
+        return taken
+
+    def _recent_origin(self, rng: np.random.Generator) -> tuple[int, tuple[int, ...]] | None:
+        """A label window on a labelled pixel of a recently painted box (None if it has none)."""
+        index, start, stop = self.recent[int(rng.integers(len(self.recent)))]
+        pair = self.pairs[index]
+        labels = np.asarray(read_window(pair.labels, start, stop))
+        hit = labels > 0
+        for origin in pair.held_out:
+            local = tuple(
+                slice(max(o - s, 0), max(o + n - s, 0))
+                for o, n, s in zip(origin, self.layout.out_shape, start, strict=True)
+            )
+            hit[local] = False
+        return self._origin_on(pair, index, hit, start, rng)
+
+    def _origin_on(self, pair, index, hit, start, rng) -> tuple[int, tuple[int, ...]] | None:
+        """A label window whose central half holds a random pixel of ``hit`` (at ``start``)."""
+        candidates = np.flatnonzero(hit)
+        if not candidates.size:
+            return None
+        out = self.layout.out_shape
+        pixel = np.unravel_index(int(rng.choice(candidates)), hit.shape)
+        # The pixel lands in the central half of the window, so that augmentation
+        # (rotation, elastic warp) keeps it inside.
+        return index, tuple(
+            int(np.clip(s + int(q) - int(rng.integers(o // 4, o - o // 4)), 0, n - o))
+            for s, q, o, n in zip(start, pixel, out, pair.spatial, strict=True)
+        )
+
     def sample_origin(self, rng: np.random.Generator) -> tuple[int, tuple[int, ...]]:
         """A pair index and the origin of a label window inside it."""
         out = self.layout.out_shape
+        if self.recent_left > 0 and self.recent:
+            self.recent_left -= 1
+            if rng.random() < RECENT_FRACTION:
+                found = self._recent_origin(rng)
+                if found is not None:
+                    return found
         if self._tables and rng.random() < self.settings.foreground_fraction:
             column, keys, cumulative = self._tables[int(rng.integers(len(self._tables)))]
             pair_index, block = keys[
@@ -211,16 +297,9 @@ class TileSampler:
                     for o, n, s in zip(origin, out, start, strict=True)
                 )
                 hit[local] = False
-            candidates = np.flatnonzero(hit)
-            if candidates.size:
-                pixel = np.unravel_index(int(rng.choice(candidates)), hit.shape)
-                # The pixel lands in the central half of the window, so that augmentation
-                # (rotation, elastic warp) keeps it inside.
-                origin = tuple(
-                    int(np.clip(s + int(q) - int(rng.integers(o // 4, o - o // 4)), 0, n - o))
-                    for s, q, o, n in zip(start, pixel, out, pair.spatial, strict=True)
-                )
-                return pair_index, origin
+            found = self._origin_on(pair, pair_index, hit, start, rng)
+            if found is not None:
+                return found
         pair_index = int(rng.choice(len(self.pairs), p=self._areas / self._areas.sum()))
         spatial = self.pairs[pair_index].spatial
         return pair_index, tuple(
@@ -260,6 +339,14 @@ class TileSampler:
         image = layout.crop(image, layout.margin)
         labels = layout.crop(labels, layout.offsets)  # label window plus margin
         targets, annotated = make_targets(labels, settings.label_mode)
+        if (
+            settings.num_classes is not None
+            and targets.size
+            and targets.max() >= settings.num_classes
+        ):
+            # A label value painted after the start that the network has no class for.
+            annotated = annotated & (targets < settings.num_classes)
+            targets = np.where(targets < settings.num_classes, targets, 0)
         if settings.use_weights:
             weights = (
                 np.ones(targets.shape, np.float32)
@@ -284,7 +371,10 @@ class TileSampler:
     def batch(
         self, rng: np.random.Generator, size: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``size`` samples stacked: (B, C, *tile), (B, *out) int64, (B, *out) float32."""
+        """``size`` samples stacked: (B, C, *tile), (B, *out) int64, (B, *out) float32.
+
+        Labels painted since the last batch are taken in first (:meth:`take_changes`)."""
+        self.take_changes()
         samples = [self.sample(rng) for _ in range(size)]
         return tuple(np.stack(parts) for parts in zip(*samples, strict=True))  # type: ignore[return-value]
 

@@ -200,3 +200,54 @@ def count_classes(pairs: Sequence[TrainingPair], label_mode: str) -> np.ndarray:
             f"classes (e.g. 0 = background and 1 = object)"
         )
     return counts
+
+
+def rescan_box(
+    pair: TrainingPair, label_mode: str, start: Sequence[int], stop: Sequence[int]
+) -> list[int]:
+    """Count the label pixels again in the scan blocks a box of ``pair`` touches.
+
+    For labels painted while training runs: only those blocks are read, ``block_counts`` is
+    updated (widened when a new label value appears); ``class_counts`` (the class balance
+    chosen at the start) is left as it was.
+
+    Parameters
+    ----------
+    pair : TrainingPair
+        A scanned pair.
+    label_mode : str
+    start, stop : sequence of int
+        The changed box, pixels (clipped to the pair).
+
+    Returns
+    -------
+    list of int
+        The re-counted blocks (flat indices, C order); empty for a box outside the pair.
+    """
+    blocks = pair.blocks
+    lo = [max(0, int(s)) // b for s, b in zip(start, blocks.block, strict=True)]
+    hi = [
+        (min(int(e), n) - 1) // b for e, n, b in zip(stop, pair.spatial, blocks.block, strict=True)
+    ]
+    if any(h < low for low, h in zip(lo, hi, strict=True)):
+        return []
+    changed = []
+    for index in itertools.product(*(range(a, b + 1) for a, b in zip(lo, hi, strict=True))):
+        region = blocks.region(index)
+        labels = np.asarray(pair.labels[region])
+        values = labels.view(np.uint8) if labels.dtype == bool else labels
+        values = values.ravel()
+        if label_mode == "instance":
+            nonzero = int(np.count_nonzero(values))
+            counts = np.array([values.size - nonzero, nonzero], np.int64)
+        else:
+            counts = np.bincount(np.clip(values, 0, MAX_CLASSES - 1).astype(np.intp))
+        if len(counts) > pair.block_counts.shape[1]:
+            pair.block_counts = np.pad(
+                pair.block_counts, ((0, 0), (0, len(counts) - pair.block_counts.shape[1]))
+            )
+        flat = int(np.ravel_multi_index(index, blocks.counts))
+        pair.block_counts[flat] = 0
+        pair.block_counts[flat, : len(counts)] = counts
+        changed.append(flat)
+    return changed

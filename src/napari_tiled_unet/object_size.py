@@ -1,0 +1,68 @@
+"""Object sizes measured from instance labels: the median diameter and a minimum size.
+
+Training stores both in the model file (``object_diameter``, ``min_object_size`` of
+:class:`~napari_tiled_unet.model.info.ModelInfo`); prediction with ``diameter="auto"``
+measures the objects of a first pass the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from napari_tiled_unet.separation import MIN_SIZE_FRACTION
+
+
+def object_sizes(labels: np.ndarray) -> np.ndarray:
+    """Pixel (voxel) count of every object of an instance label image (0 = background)."""
+    counts = np.bincount(np.asarray(labels).ravel().astype(np.int64, copy=False))[1:]
+    return counts[counts > 0]
+
+
+def equivalent_diameter(sizes: np.ndarray, ndim: int) -> np.ndarray:
+    """Diameter in pixels of the disk (2D) or ball (3D) with each of ``sizes`` pixels."""
+    sizes = np.asarray(sizes, np.float64)
+    if ndim >= 3:
+        return np.cbrt(6 * sizes / np.pi)
+    return 2 * np.sqrt(sizes / np.pi)
+
+
+def median_diameter(labels: Iterable[np.ndarray], ndim: int | None = None) -> float | None:
+    """Median equivalent diameter of all objects of ``labels`` (None when there are none)."""
+    sizes, dims = [], ndim
+    for image in labels:
+        image = np.asarray(image)
+        dims = image.ndim if dims is None else dims
+        sizes.append(object_sizes(image))
+    sizes = np.concatenate(sizes) if sizes else np.zeros(0)
+    if not sizes.size:
+        return None
+    return float(np.median(equivalent_diameter(sizes, dims or 2)))
+
+
+def training_object_stats(labels: Iterable[np.ndarray], ndim: int) -> dict[str, float | int]:
+    """``object_diameter`` and ``min_object_size`` for a model file, from its training labels.
+
+    Parameters
+    ----------
+    labels : iterable of ndarray of int
+        Instance label images (0 = background, one id per object), each ``ndim``-D.
+    ndim : int
+        Spatial dimensions of the model (2 or 3).
+
+    Returns
+    -------
+    dict
+        ``object_diameter`` (median equivalent diameter, pixels) and ``min_object_size``
+        (:data:`~napari_tiled_unet.separation.MIN_SIZE_FRACTION` of the median object
+        size, pixels); empty when the labels hold no object.
+    """
+    sizes = [object_sizes(image) for image in labels]
+    sizes = np.concatenate(sizes) if sizes else np.zeros(0)
+    if not sizes.size:
+        return {}
+    return {
+        "object_diameter": round(float(np.median(equivalent_diameter(sizes, ndim))), 2),
+        "min_object_size": max(round(MIN_SIZE_FRACTION * float(np.median(sizes))), 1),
+    }

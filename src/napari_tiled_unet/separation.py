@@ -1,0 +1,184 @@
+"""Instance separation settings, and the class-map refinement that splits touching objects.
+
+An instance-trained network predicts background / interior / boundary. Touching nuclei from
+an image unlike the training data often get no boundary between them: their interiors join
+and one seed grows into one merged object. :func:`refine_classes` rewrites the class map
+before the objects are labelled (:func:`~napari_tiled_unet.postprocess.instances_from_classes`):
+
+1. **Holes.** Background regions with fewer than ``max_hole`` pixels that are enclosed by
+   foreground (touch neither the image border nor anything but foreground) become interior.
+2. **Cores.** Interior pixels farther than ``core_radius`` from any non-interior pixel
+   (erosion by a disk; the image border does not erode) stay interior, the others become
+   boundary. A neck narrower than the disk between two interiors cuts them into two seeds;
+   the seeds then grow back over the whole foreground.
+
+Both steps only look ``halo = max_hole + core_radius`` pixels around each pixel, so
+:class:`RefinedClasses` computes them window by window for the blockwise labeller with
+exactly the whole-image result.
+
+The settings come from the model (:meth:`InstanceOptions.for_model`): a model file that
+stores the median diameter of its training objects gets ``core_radius = 0.2 * diameter``,
+``max_hole`` the area of a disk of half the diameter, and the stored minimum object size;
+an older file keeps the plain behaviour (no refinement, objects down to 4 pixels).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from napari_tiled_unet.errors import UserInputError
+
+if TYPE_CHECKING:
+    from napari_tiled_unet.model.info import ModelInfo
+
+CORE_FRACTION = 0.2
+"""Core radius as a fraction of the training objects' median diameter."""
+MIN_SIZE_FRACTION = 0.15
+"""Default minimum object size as a fraction of the training objects' median size."""
+
+
+@dataclass(frozen=True)
+class InstanceOptions:
+    """How a class map becomes objects.
+
+    Parameters
+    ----------
+    core_radius : int
+        Pixels; interior pixels closer than this to a non-interior pixel do not seed objects
+        (0: every interior pixel seeds, the plain rule).
+    max_hole : int
+        Enclosed background regions smaller than this many pixels are filled (0: none).
+    min_seed_size : int
+        Seeds (and seedless foreground regions) smaller than this many pixels are dropped.
+    min_object_size : int
+        Objects smaller than this many pixels after growth are removed (0: none).
+    """
+
+    core_radius: int = 0
+    max_hole: int = 0
+    min_seed_size: int = 4
+    min_object_size: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("core_radius", "max_hole", "min_seed_size", "min_object_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int | np.integer) or value < 0:
+                raise UserInputError(f"{name} must be a non-negative integer, got {value!r}")
+            object.__setattr__(self, name, int(value))
+
+    @property
+    def halo(self) -> int:
+        """Pixels around a window that :func:`refine_classes` needs to be exact inside it."""
+        return self.max_hole + self.core_radius
+
+    @property
+    def refines(self) -> bool:
+        """Whether :func:`refine_classes` changes anything."""
+        return bool(self.max_hole or self.core_radius)
+
+    @classmethod
+    def for_model(cls, info: ModelInfo | None) -> InstanceOptions:
+        """The settings for a model, from the object size stored in its file.
+
+        A file without ``object_diameter`` (older versions, or a model trained before
+        labels were measured) gets the plain rule, with its ``min_object_size`` if stored.
+        """
+        diameter = None if info is None else info.object_diameter
+        stored_min = None if info is None else info.min_object_size
+        if not diameter:
+            return cls(min_object_size=int(stored_min or 0))
+        ndim = len(info.axes.replace("C", "")) if info.axes else 2
+        if stored_min is None:
+            stored_min = round(MIN_SIZE_FRACTION * ball_volume(diameter, ndim))
+        return cls(
+            core_radius=round(CORE_FRACTION * diameter),
+            max_hole=round(ball_volume(diameter / 2, ndim)),
+            min_object_size=int(stored_min),
+        )
+
+
+def ball_volume(diameter: float, ndim: int) -> float:
+    """Area (2D) or volume (3D) of a disk / ball of ``diameter`` pixels."""
+    radius = diameter / 2
+    return math.pi * radius**2 if ndim < 3 else 4 / 3 * math.pi * radius**3
+
+
+def _disk(radius: int, ndim: int) -> np.ndarray:
+    grid = np.indices((2 * radius + 1,) * ndim) - radius
+    return (grid**2).sum(axis=0) <= radius**2
+
+
+def refine_classes(classes: np.ndarray, options: InstanceOptions) -> np.ndarray:
+    """Fill small holes and keep only object cores as interior (see the module docstring).
+
+    Parameters
+    ----------
+    classes : ndarray of int, shape (*spatial)
+        0 background, 1 interior, 2 (or any other non-zero value) boundary.
+    options : InstanceOptions
+
+    Returns
+    -------
+    ndarray of uint8, shape (*spatial)
+        The refined class map (0, 1, 2; other non-zero values kept).
+    """
+    classes = np.asarray(classes)
+    out = classes.astype(np.uint8, copy=True)
+    structure = ndi.generate_binary_structure(classes.ndim, 1)
+    if options.max_hole and out.size:
+        regions, n = ndi.label(out == 0, structure=structure)
+        if n:
+            small = np.bincount(regions.ravel(), minlength=n + 1) < options.max_hole
+            for axis in range(regions.ndim):  # touching any edge of the window: not a hole
+                for end in (0, -1):
+                    small[np.take(regions, end, axis=axis)] = False
+            small[0] = False
+            out[small[regions]] = 1
+    if options.core_radius and out.size:
+        interior = out == 1
+        core = ndi.binary_erosion(
+            interior, structure=_disk(options.core_radius, classes.ndim), border_value=1
+        )
+        out[interior & ~core] = 2
+    return out
+
+
+class RefinedClasses:
+    """A read-only view of ``refine_classes(classes, options)`` computed per window.
+
+    ``view[region]`` reads ``region`` of ``classes`` widened by ``options.halo`` pixels (as
+    far as the image goes), refines it and returns the ``region`` part: exactly the
+    whole-image result, reading only a window. Regions are tuples of slices with step 1.
+    """
+
+    def __init__(self, classes: Any, options: InstanceOptions) -> None:
+        self.classes = classes
+        self.options = options
+        self.shape = tuple(int(n) for n in classes.shape)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, region: tuple[slice, ...]) -> np.ndarray:
+        if not isinstance(region, tuple):
+            region = (region,)
+        region = region + (slice(None),) * (self.ndim - len(region))
+        inner, window = [], []
+        for s, n in zip(region, self.shape, strict=True):
+            start, stop, step = s.indices(n)
+            if step != 1:
+                raise ValueError("RefinedClasses reads regions with step 1 only")
+            lo = max(start - self.options.halo, 0)
+            hi = min(stop + self.options.halo, n)
+            window.append(slice(lo, hi))
+            inner.append(slice(start - lo, stop - lo))
+        refined = refine_classes(np.asarray(self.classes[tuple(window)]), self.options)
+        return refined[tuple(inner)]
+
+    def __array__(self, dtype=None, copy=None):
+        whole = refine_classes(np.asarray(self.classes), self.options)
+        return whole if dtype is None else whole.astype(dtype)
