@@ -31,9 +31,6 @@ FINETUNE_LR = 1e-4
 #: Largest learning rate accepted: far beyond any that trains (Adam: ~1e-4 to 1e-2; SGD with
 #: momentum: ~1e-3 to 1e-1); larger ones overflow the weights in a few steps.
 MAX_LEARNING_RATE = 1.0
-#: Default learning rate when fine-tuning a trained model (a tenth of a new network's 1e-3), so
-#: that the first steps on a few new labels do not undo what the model knows.
-FINETUNE_LR = 1e-4
 
 
 @dataclass(frozen=True)
@@ -353,7 +350,7 @@ class TrainConfig:
         if not fine_tuning:
             return self.learning_rate, "as set"
         if self.fine_tune_learning_rate is not None:
-            return self.fine_tune_learning_rate, "fine_tune_learning_rate, as set"
+            return self.fine_tune_learning_rate, "as set"
         if self.learning_rate == LEARNING_RATE:
             return FINETUNE_LR, "lower default for fine-tuning"
         return self.learning_rate, "as set"

@@ -237,7 +237,7 @@ def rescan_box(
         labels = np.asarray(pair.labels[region])
         values = labels.view(np.uint8) if labels.dtype == bool else labels
         values = values.ravel()
-        if label_mode == "instance":
+        if label_mode in INSTANCE_MODES:
             nonzero = int(np.count_nonzero(values))
             counts = np.array([values.size - nonzero, nonzero], np.int64)
         else:
