@@ -103,3 +103,29 @@ def test_the_command_line_lowers_the_rate_for_resume_unless_given(base, tmp_path
     assert main([*args, "--lr", "0.001", "-o", str(tmp_path / "given.pt")]) == 0
     assert "napari-tiled-unet: fine-tuning: learning rate 0.001 (as set)" in capsys.readouterr().err
     assert load_model(tmp_path / "given.pt").info.training["config"]["learning_rate"] == 1e-3
+
+
+def test_the_command_line_fine_tunes_an_instance_model_on_partial_instances(base, tmp_path, capsys):
+    image, instances, _model, path = base
+    partial = np.zeros(instances.shape, np.uint16)
+    partial[instances == 1] = 2  # two whole objects and background strokes
+    partial[instances == 2] = 3
+    stroke = np.zeros(instances.shape, bool)
+    stroke[::8] = True
+    partial[stroke & (instances == 0)] = 1
+    tifffile.imwrite(tmp_path / "image.tif", image)
+    tifffile.imwrite(tmp_path / "partial.tif", partial)
+    args = [
+        "train",
+        "--image",
+        str(tmp_path / "image.tif"),
+        "--labels",
+        str(tmp_path / "partial.tif"),
+    ]
+    args += ["--iterations", "1", "--tile", "32", "--batch", "2", "--device", "cpu"]
+    args += ["--resume", str(path), "--mode", "sparse-instance", "-o", str(tmp_path / "m.pt")]
+    assert main(args) == 0, capsys.readouterr().err
+    assert "label mode sparse-instance (as asked)" in capsys.readouterr().err
+    tuned = load_model(tmp_path / "m.pt")
+    assert tuned.info.label_mode == "instance" and tuned.config.num_classes == 3
+    assert tuned.info.training["config"]["label_mode"] == "sparse-instance"
