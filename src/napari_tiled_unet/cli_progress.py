@@ -1,4 +1,5 @@
-"""The command line's progress bars: a tqdm bar per stage of an engine's Progress events."""
+"""The command line's shared pieces: a tqdm bar per stage of an engine's Progress events, its
+one-line errors and the ``--channels`` option."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.events import Progress
 
 _UNITS = {"predict": "tile", "instances": "block"}
@@ -46,3 +48,20 @@ def progress_bar(events: Iterator[Progress], desc: str, postfix_keys: Sequence[s
         events.close()
         if bar is not None:
             bar.close()
+
+
+class CommandError(UserInputError):
+    """A user error to report as one line on stderr."""
+
+
+def parse_channels_option(text: str | None) -> list[int] | None:
+    """``--channels "0,2"`` -> ``[0, 2]``."""
+    from napari_tiled_unet.axes import parse_channels
+
+    try:
+        channels = parse_channels(text)
+    except ValueError as err:
+        raise CommandError(f"--channels: {err}") from None
+    if text is not None and not channels:
+        raise CommandError("--channels needs at least one channel number, e.g. 0")
+    return channels

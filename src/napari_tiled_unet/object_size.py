@@ -59,7 +59,11 @@ def training_object_stats(labels: Iterable[np.ndarray], ndim: int) -> dict[str, 
         size, pixels); empty when the labels hold no object.
     """
     sizes = [object_sizes(image) for image in labels]
-    sizes = np.concatenate(sizes) if sizes else np.zeros(0)
+    return object_stats(np.concatenate(sizes) if sizes else np.zeros(0), ndim)
+
+
+def object_stats(sizes: np.ndarray, ndim: int) -> dict[str, float | int]:
+    """:func:`training_object_stats` from the objects' pixel counts ``sizes``."""
     if not sizes.size:
         return {}
     return {

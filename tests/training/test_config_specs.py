@@ -84,7 +84,9 @@ def test_old_flat_configs_load_as_the_nested_config():
     assert Normalization.from_dict(flat.pop("normalization")) == Normalization.from_dict(
         OLD_FLAT["normalization"]
     )
-    assert flat == {k: v for k, v in OLD_FLAT.items() if k != "normalization"}
+    # Fields added since, at their defaults: fine_tune_learning_rate (issue 13).
+    added = {"fine_tune_learning_rate": None}
+    assert flat == {**{k: v for k, v in OLD_FLAT.items() if k != "normalization"}, **added}
 
 
 def test_specs_are_validated_and_not_mixed_with_flat_fields():

@@ -172,6 +172,8 @@ def compute_preview(
         return None
     pair = trainer.pairs[0]
     model.info = dataclasses.replace(model.info, normalization=pair.normalization)
+    from napari_tiled_unet.training.targets import INSTANCE_MODES
+
     mode = trainer.config.label_mode
     crop = np.asarray(image[region.crop])
     result = yield from iter_predict(
@@ -180,7 +182,7 @@ def compute_preview(
         axes=region.crop_axes,
         channels=layout.channels,
         device=trainer.config.device,
-        output="instances" if mode == "instance" else "labels",
+        output="instances" if mode in INSTANCE_MODES else "labels",
         name=f"preview of {pair.image_name}",
     )
     labels = np.asarray(result)[region.inner]
@@ -263,9 +265,11 @@ class LivePreview:
             self._follow.start(wait)
 
     def _preview_layer(self, image: Image, labels: Labels, mode: str) -> Labels:
+        from napari_tiled_unet.training.targets import INSTANCE_MODES
+
         name = f"{image.name} preview"
         shape = tuple(layer_data(labels).shape)
-        dtype = np.int32 if mode == "instance" else np.uint16
+        dtype = np.int32 if mode in INSTANCE_MODES else np.uint16
         existing = self._viewer.layers[name] if name in self._viewer.layers else None
         if existing is not None and existing.data.shape == shape and existing.data.dtype == dtype:
             return existing

@@ -29,7 +29,9 @@ LABEL_MODE_HELP = (
     "auto: read from the labels (many ids, each one blob: instance; a few values: semantic). "
     "semantic: every pixel holds a class (0 = background). instance: each value > 0 is one "
     "object; the model learns background / interior / boundary so touching objects separate. "
-    "sparse: scribbles; 0 = not annotated, value k = class k-1."
+    "sparse: scribbles; 0 = not annotated, value k = class k-1. sparse-instance: a few whole "
+    "objects to fine-tune an instance model; 0 = not annotated, 1 = background, 2, 3, ... = "
+    "one object each (press M for a new label before each)."
 )
 DIMENSIONS = ("2D", "3D")
 DIMENSIONS_HELP = (

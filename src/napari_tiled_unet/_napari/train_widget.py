@@ -304,6 +304,7 @@ class TrainWidget(SavesTrainedModel, Container):
             tile_shape=requested_tile_shape(self.ndim, self.tile_size.value),
             batch_size=self.batch_size.value,
             learning_rate=learning_rate,
+            fine_tune_learning_rate=learning_rate,  # the field's value, also when fine-tuning
             network=NetworkSpec(
                 base_channels=self.base_channels.value,
                 depth=self.depth.value,

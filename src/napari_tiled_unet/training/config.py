@@ -13,7 +13,7 @@ from napari_tiled_unet.config import NetworkSpec, dataclass_from_dict
 from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.normalization import Normalization
 
-LABEL_MODES = ("semantic", "instance", "sparse")
+LABEL_MODES = ("semantic", "instance", "sparse", "sparse-instance")
 #: What :attr:`TrainConfig.label_mode` accepts: a mode, or "auto" (decided from the labels).
 TRAIN_LABEL_MODES = ("auto", *LABEL_MODES)
 OPTIMIZERS = ("adam", "sgd")
@@ -21,12 +21,16 @@ LOSSES = ("weighted_ce", "ce", "dice", "weighted_ce+dice")
 BEST_METRICS = ("val_iou", "val_f1", "val_object_f1")
 #: Largest number of classes accepted in semantic mode; more usually means instance ids.
 MAX_CLASSES = 256
+#: Default learning rate of a new network (Adam).
+LEARNING_RATE = 1e-3
+#: Default learning rate when a run starts from a trained model (fine-tuning), lower than
+#: :data:`LEARNING_RATE`: Adam moves every weight by about the learning rate per step whatever
+#: the gradient, and at 1e-3 the first steps on a new image undo what the model learned before
+#: the new data can teach anything (benchmarks/results/finetune_crossdomain.md).
+FINETUNE_LR = 1e-4
 #: Largest learning rate accepted: far beyond any that trains (Adam: ~1e-4 to 1e-2; SGD with
 #: momentum: ~1e-3 to 1e-1); larger ones overflow the weights in a few steps.
 MAX_LEARNING_RATE = 1.0
-#: Default learning rate when fine-tuning a trained model (a tenth of a new network's 1e-3), so
-#: that the first steps on a few new labels do not undo what the model knows.
-FINETUNE_LR = 1e-4
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,12 @@ class TrainConfig:
         object boundary, so touching objects come apart
         (:func:`napari_tiled_unet.postprocess.labels_from_probabilities` turns predictions back
         into object ids). "sparse": ilastik-style scribbles; 0 means "not annotated" and is
-        ignored by the loss, value ``k >= 1`` is class ``k - 1``.
+        ignored by the loss, value ``k >= 1`` is class ``k - 1``. "sparse-instance": partial
+        instance annotation, for painting a few whole objects and some background; 0 = not
+        annotated, 1 = background, every other value = one object; the network learns
+        background / interior / boundary as in "instance" mode (and the model records
+        "instance"), boundaries only where an object meets annotated pixels of another value
+        (:func:`~napari_tiled_unet.training.targets.sparse_instance_targets`).
     iterations : int
         Optimizer steps.
     tile_shape : tuple of int
@@ -112,7 +121,12 @@ class TrainConfig:
     batch_size : int
         Tiles per optimizer step.
     learning_rate : float
-        Step size of the optimizer.
+        Step size of the optimizer (:data:`LEARNING_RATE` by default).
+    fine_tune_learning_rate : float or None
+        Step size when the run starts from a trained model (``model=``; the command line's
+        ``--resume``). None: :data:`FINETUNE_LR` (lower, for fine-tuning) while
+        ``learning_rate`` is left at its default, else ``learning_rate``. See
+        :meth:`run_learning_rate`.
     optimizer : {"adam", "sgd"}
         Adam, or SGD with ``momentum`` (0.99 as in the paper).
     momentum : float
@@ -132,7 +146,8 @@ class TrainConfig:
     foreground_fraction : float or None
         Share of tiles placed on an annotated non-background pixel (a class chosen uniformly
         among those present, so rare classes and sparse strokes are hit); the rest are placed
-        uniformly. None: 0.5 for "semantic" and "instance", 1.0 for "sparse".
+        uniformly. None: 0.5 for "semantic" and "instance", 1.0 for "sparse" and
+        "sparse-instance" (every tile on an annotation).
     augment : AugmentSpec
         Augmentation of the training tiles (flips, rotations, elastic deformation, intensity
         jitter); see :class:`AugmentSpec`.
@@ -179,7 +194,8 @@ class TrainConfig:
     iterations: int = 1000
     tile_shape: tuple[int, ...] = (256, 256)
     batch_size: int = 4
-    learning_rate: float = 1e-3
+    learning_rate: float = LEARNING_RATE
+    fine_tune_learning_rate: float | None = None
     optimizer: str = "adam"
     momentum: float = 0.99
     weight_decay: float = 0.0
@@ -265,12 +281,16 @@ class TrainConfig:
         for name in floats:  # plain floats: a numpy scalar would end up in the model file
             minimum = 0 if name in ("weight_decay", "w0") else None
             set_(self, name, _finite("TrainConfig", name, getattr(self, name), minimum))
-        lr = self.learning_rate
-        if not 0 < lr <= MAX_LEARNING_RATE:
-            raise UserInputError(
-                f"TrainConfig.learning_rate must be in (0, {MAX_LEARNING_RATE:g}], got {lr!r}; "
-                f"typical: 1e-4 to 1e-2 with Adam, 1e-3 to 1e-1 with SGD"
-            )
+        if self.fine_tune_learning_rate is not None:
+            rate = _finite("TrainConfig", "fine_tune_learning_rate", self.fine_tune_learning_rate)
+            set_(self, "fine_tune_learning_rate", rate)
+        for name in ("learning_rate", "fine_tune_learning_rate"):
+            lr = getattr(self, name)
+            if lr is not None and not 0 < lr <= MAX_LEARNING_RATE:
+                raise UserInputError(
+                    f"TrainConfig.{name} must be in (0, {MAX_LEARNING_RATE:g}], got {lr!r}; "
+                    f"typical: 1e-4 to 1e-2 with Adam, 1e-3 to 1e-1 with SGD"
+                )
         if not 0 <= self.momentum < 1:
             raise UserInputError(f"TrainConfig.momentum must be in [0, 1), got {self.momentum}")
         if not self.sigma > 0:
@@ -313,12 +333,34 @@ class TrainConfig:
         """Whether the loss uses the per-pixel weight map (class balance, border term)."""
         return self.loss in ("weighted_ce", "weighted_ce+dice")
 
+    def run_learning_rate(self, fine_tuning: bool) -> tuple[float, str]:
+        """The learning rate a run uses, and why.
+
+        Parameters
+        ----------
+        fine_tuning : bool
+            Whether the run starts from a trained model.
+
+        Returns
+        -------
+        rate : float
+        reason : str
+            E.g. "lower default for fine-tuning", "as set", for messages.
+        """
+        if not fine_tuning:
+            return self.learning_rate, "as set"
+        if self.fine_tune_learning_rate is not None:
+            return self.fine_tune_learning_rate, "as set"
+        if self.learning_rate == LEARNING_RATE:
+            return FINETUNE_LR, "lower default for fine-tuning"
+        return self.learning_rate, "as set"
+
     @property
     def effective_foreground_fraction(self) -> float:
         """``foreground_fraction`` with the mode-dependent default filled in."""
         if self.foreground_fraction is not None:
             return float(self.foreground_fraction)
-        return 1.0 if self.label_mode == "sparse" else 0.5
+        return 1.0 if self.label_mode in ("sparse", "sparse-instance") else 0.5
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, str, numbers, None) suitable for JSON and model files.

@@ -8,6 +8,8 @@ labels' classes, and its stored normalisation and class names are kept.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +19,13 @@ from napari_tiled_unet.model.modelfile import load_model
 from napari_tiled_unet.model.unet import UNet
 from napari_tiled_unet.normalization import Normalization
 from napari_tiled_unet.training.config import TrainConfig
-from napari_tiled_unet.training.targets import default_class_names
+from napari_tiled_unet.training.targets import (
+    INSTANCE_MODES,
+    default_class_names,
+    model_label_mode,
+)
+
+logger = logging.getLogger(__name__)
 
 #: What a run can start from: nothing (a new network), a network, or a model file.
 ModelSource = UNet | str | os.PathLike | None
@@ -78,12 +86,15 @@ def check_base_model(model: UNet, config: TrainConfig, channels: int, image_name
             f"{model.config.in_channels} channel(s) or train a new model"
         )
     stored_mode = model.info.label_mode
-    if stored_mode is not None and stored_mode != config.label_mode:
+    if stored_mode is not None and stored_mode != model_label_mode(config.label_mode):
+        also = (
+            " (or 'sparse-instance' for partial annotations)" if stored_mode == "instance" else ""
+        )
         raise UserInputError(
             f"the model to fine-tune was trained with label_mode={stored_mode!r} but "
-            f"TrainConfig.label_mode is {config.label_mode!r}; use the same mode"
+            f"TrainConfig.label_mode is {config.label_mode!r}; use the same mode{also}"
         )
-    if config.label_mode == "instance" and model.config.num_classes != 3:
+    if config.label_mode in INSTANCE_MODES and model.config.num_classes != 3:
         raise UserInputError(
             f"instance training needs a 3-class model (background, interior, boundary); "
             f"the model to fine-tune has {model.config.num_classes} classes"
@@ -95,6 +106,30 @@ def check_base_model(model: UNet, config: TrainConfig, channels: int, image_name
             f"TrainConfig.normalization is {config.normalization}; leave "
             f"normalization=None to use the model's, or set it to the model's"
         )
+
+
+def fine_tune_config(config: TrainConfig, base: UNet | None) -> tuple[TrainConfig, str]:
+    """``config`` with the learning rate of the run, and a line saying so when fine-tuning.
+
+    A run that starts from a model uses :meth:`TrainConfig.run_learning_rate`: unless set,
+    :data:`~napari_tiled_unet.training.config.FINETUNE_LR`, lower than a new network's.
+
+    Returns
+    -------
+    config : TrainConfig
+        With ``learning_rate`` the rate the run uses.
+    message : str
+        E.g. "fine-tuning: learning rate 0.0001 (lower default for fine-tuning)"; "" for a
+        new network.
+    """
+    if base is None:
+        return config, ""
+    rate, why = config.run_learning_rate(fine_tuning=True)
+    if rate != config.learning_rate:
+        config = dataclasses.replace(config, learning_rate=rate)
+    message = f"fine-tuning: learning rate {rate:g} ({why})"
+    logger.info(message)
+    return config, message
 
 
 def run_normalization(base: UNet | None, config: TrainConfig) -> Normalization:

@@ -20,6 +20,7 @@ from napari_tiled_unet.training.pairs import (
     make_pairs,
 )
 from napari_tiled_unet.training.scan import EMPTY_LABELS_HINTS
+from napari_tiled_unet.training.targets import SPARSE_MODES
 
 #: The axis layouts of a run's images: None, one string for all, or one entry per image.
 AxesArgument = str | Sequence[str | None] | None
@@ -133,7 +134,7 @@ def labelled_frames(
     """The pairs to train on, given which hold non-zero labels.
 
     The frames (planes, time points) of one image may be unlabelled as long as one of them is
-    labelled: in "sparse" mode an unlabelled frame carries no annotation and is left out; in
+    labelled: in the sparse modes an unlabelled frame carries no annotation and is left out; in
     "semantic" and "instance" mode all-0 labels say "only background here" and are kept.
 
     Raises
@@ -151,7 +152,7 @@ def labelled_frames(
             raise UserInputError(
                 f"{labels_name} are empty (all 0) in every plane; {hint}, or leave this pair out"
             )
-    if label_mode != "sparse":
+    if label_mode not in SPARSE_MODES:
         return pairs
     return [pair for pair, has_labels in zip(pairs, labelled, strict=True) if has_labels]
 

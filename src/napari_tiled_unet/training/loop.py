@@ -37,6 +37,7 @@ from napari_tiled_unet.training.config import TrainConfig
 from napari_tiled_unet.training.finetune import (
     ModelSource,
     check_base_model,
+    fine_tune_config,
     load_base_model,
     run_class_names,
     run_normalization,
@@ -122,7 +123,7 @@ class Trainer:
     Attributes
     ----------
     config : TrainConfig
-        The configuration, with an "auto" label mode decided (:attr:`label_mode` says why).
+        Resolved: label mode (:attr:`label_mode` says why), fine-tuning rate (``fine_tuning``).
     label_mode : LabelModeChoice
     status : str
         "ready", "running", "finished", "stopped" (closed early) or "failed".
@@ -171,6 +172,7 @@ class Trainer:
         base_mode = None if self._base_model is None else self._base_model.info.label_mode
         named = run_labels(labels, names, validation) if config.label_mode == "auto" else []
         self.config, self.label_mode = resolve_auto_mode(config, named, base_mode)
+        self.config, self.fine_tuning = fine_tune_config(self.config, self._base_model)
         config = self.config
         if self._base_model is not None:
             check_base_model(self._base_model, config, channels, self.pairs[0].image_name)

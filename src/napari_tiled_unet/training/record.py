@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from napari_tiled_unet.model.info import ModelInfo
 from napari_tiled_unet.normalization import Normalization
 from napari_tiled_unet.training.config import TrainConfig
+from napari_tiled_unet.training.targets import INSTANCE_MODES, model_label_mode
 
 
 def run_info(
@@ -57,14 +60,15 @@ def run_info(
         counts = set(source_channels)
         channels, source = tuple(selection), (counts.pop() if len(counts) == 1 else None)
     axes = "ZYX"[-config.ndim :]
-    if config.label_mode == "instance" and pairs:
-        from napari_tiled_unet.object_size import training_object_stats
+    if config.label_mode in INSTANCE_MODES and pairs:
+        from napari_tiled_unet.object_size import object_stats
 
-        stats = training_object_stats((p.labels for p in pairs), config.ndim)
+        sizes = [object_sizes(p, config.label_mode) for p in pairs]
+        stats = object_stats(np.concatenate(sizes), config.ndim)
         info = info.replace(**stats)
     return info.replace(
         normalization=normalization,
-        label_mode=config.label_mode,
+        label_mode=model_label_mode(config.label_mode),
         class_names=tuple(class_names),
         axes=("C" + axes) if in_channels > 1 else axes,
         channels=channels,
@@ -73,3 +77,19 @@ def run_info(
         training=dict(training),
         package_version=None,
     )
+
+
+def object_sizes(pair: Any, label_mode: str) -> np.ndarray:
+    """Pixel counts of the objects of a scanned pair's labels, read chunk by chunk as the scan
+    reads them (never the whole array; an object may span chunks)."""
+    from napari_tiled_unet.training.scan import SCAN_PIXELS, chunk_window, scan_chunks
+    from napari_tiled_unet.training.weights import object_map
+
+    counts = np.zeros(1, np.int64)
+    for chunk in scan_chunks(pair.blocks, SCAN_PIXELS):
+        labels = np.asarray(pair.labels[chunk_window(pair.blocks, chunk)])
+        found = np.bincount(object_map(labels, label_mode).ravel().astype(np.int64))
+        if len(found) > len(counts):
+            counts = np.pad(counts, (0, len(found) - len(counts)))
+        counts[: len(found)] += found
+    return counts[1:][counts[1:] > 0]

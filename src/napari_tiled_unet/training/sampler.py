@@ -20,7 +20,7 @@ from napari_tiled_unet.tiling.stitch import mirror_indices
 from napari_tiled_unet.training.augment import Augmentation
 from napari_tiled_unet.training.pairs import TrainingPair, read_window
 from napari_tiled_unet.training.scan import rescan_box
-from napari_tiled_unet.training.targets import make_targets
+from napari_tiled_unet.training.targets import INSTANCE_MODES, make_targets
 from napari_tiled_unet.training.weights import border_weights, object_map
 
 #: Share of samples placed on recently painted labels while :attr:`TileSampler.recent_left`.
@@ -97,7 +97,7 @@ class TileLayout:
         if config.weighted_loss and config.w0 > 0 and config.label_mode != "sparse":
             margin = math.ceil(2 * config.sigma)
         else:
-            margin = 1 if config.label_mode == "instance" else 0
+            margin = 1 if config.label_mode in INSTANCE_MODES else 0
         offsets = tuple(axis.output_offset for axis in geometry.axes)
         return cls(config.tile_shape, out_shape, offsets, margin)
 
@@ -290,7 +290,7 @@ class TileSampler:
             pair = self.pairs[pair_index]
             start, stop = pair.block_window(block)
             labels = read_window(pair.labels, start, stop)
-            hit = labels > 0 if self.settings.label_mode == "instance" else labels == column
+            hit = labels > 0 if self.settings.label_mode in INSTANCE_MODES else labels == column
             for origin in pair.held_out:
                 local = tuple(
                     slice(max(o - s, 0), max(o + n - s, 0))

@@ -20,7 +20,7 @@ from napari_tiled_unet.normalization import Normalization
 from napari_tiled_unet.tiling.grid import BlockGrid
 from napari_tiled_unet.training.config import MAX_CLASSES
 from napari_tiled_unet.training.pairs import TrainingPair
-from napari_tiled_unet.training.targets import instance_targets
+from napari_tiled_unet.training.targets import INSTANCE_MODES, make_targets
 
 #: Largest number of pixels read at once while scanning a pair.
 SCAN_PIXELS = 2**22
@@ -29,6 +29,8 @@ EMPTY_LABELS_HINTS = {
     "semantic": "paint at least one non-background (>0) class",
     "instance": "paint at least one object (id > 0)",
     "sparse": "paint a few strokes of each class (0 means not annotated)",
+    "sparse-instance": "paint a few whole objects (2, 3, ...) and some background (1); 0 "
+    "means not annotated",
 }
 
 
@@ -127,16 +129,17 @@ def scan_pair(
                 f"{pair.labels_name} hold negative values (e.g. {labels.min()} at pixel "
                 f"{position}); labels must be >= 0"
             )
-        if label_mode != "instance" and labels.size and labels.max() >= MAX_CLASSES:
+        instance = label_mode in INSTANCE_MODES
+        if not instance and labels.size and labels.max() >= MAX_CLASSES:
             meaning = "classes" if label_mode == "semantic" else "painted labels"
             raise UserInputError(
                 f"{pair.labels_name} hold values up to {labels.max()}, too many {meaning} for "
                 f"label_mode={label_mode!r} (at most {MAX_CLASSES - 1}). If each value is one "
                 f"object, use label_mode='instance'"
             )
-        if label_mode == "instance":
-            hist = np.bincount(instance_targets(labels).ravel(), minlength=3)
-            class_counts[:3] += hist
+        if instance:
+            targets, annotated = make_targets(labels, label_mode)
+            class_counts[:3] += np.bincount(targets[annotated].ravel(), minlength=3)
         for index in itertools.product(*(range(s.start, s.stop) for s in chunk)):
             local = tuple(
                 slice(r.start - a, r.stop - a)
@@ -144,7 +147,7 @@ def scan_pair(
             )
             values = labels[local].ravel()
             flat = int(np.ravel_multi_index(index, blocks.counts))
-            if label_mode == "instance":
+            if instance:
                 nonzero = int(np.count_nonzero(values))
                 per_block[flat] = np.array([values.size - nonzero, nonzero], np.int64)
             else:
@@ -185,7 +188,7 @@ def count_classes(pairs: Sequence[TrainingPair], label_mode: str) -> np.ndarray:
     for p in pairs:
         counts[: len(p.class_counts)] += p.class_counts
     present = np.flatnonzero(counts)
-    if label_mode != "instance" and len(present) < 2:
+    if label_mode not in INSTANCE_MODES and len(present) < 2:
         which = ", ".join(p.labels_name for p in pairs)
         if label_mode == "sparse":
             raise UserInputError(
@@ -234,7 +237,7 @@ def rescan_box(
         labels = np.asarray(pair.labels[region])
         values = labels.view(np.uint8) if labels.dtype == bool else labels
         values = values.ravel()
-        if label_mode == "instance":
+        if label_mode in INSTANCE_MODES:
             nonzero = int(np.count_nonzero(values))
             counts = np.array([values.size - nonzero, nonzero], np.int64)
         else:

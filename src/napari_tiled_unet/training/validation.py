@@ -28,7 +28,7 @@ from napari_tiled_unet.training.config import TrainConfig
 from napari_tiled_unet.training.loss import weighted_cross_entropy
 from napari_tiled_unet.training.pairs import TrainingPair, read_window
 from napari_tiled_unet.training.sampler import TileLayout
-from napari_tiled_unet.training.targets import make_targets
+from napari_tiled_unet.training.targets import INSTANCE_MODES, make_targets
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def score_validation(
     finally:
         model.train()
     scores = {}
-    if label_mode == "instance":
+    if label_mode in INSTANCE_MODES:
         # Object (interior or boundary) versus background.
         binary = np.array(
             [
@@ -247,7 +247,8 @@ def score_validation(
         )
         scores["val_iou"] = mean_score(iou_per_class(binary), [1])
         scores["val_f1"] = mean_score(f1_per_class(binary), [1])
-        scores["val_object_f1"] = float(objects.f1)
+        if label_mode == "instance":  # partial annotations have no complete object list
+            scores["val_object_f1"] = float(objects.f1)
     else:
         classes = slice(1, None) if label_mode == "semantic" else None
         scores["val_iou"] = mean_score(iou_per_class(confusion), classes)

@@ -19,6 +19,7 @@ from scipy import ndimage as ndi
 from skimage.measure import label as connected_components
 
 from napari_tiled_unet.errors import UserInputError
+from napari_tiled_unet.training.targets import SPARSE_BACKGROUND, SPARSE_INSTANCE
 
 #: Class weights are capped at this value so a class seen on a handful of pixels cannot dominate.
 MAX_CLASS_WEIGHT = 100.0
@@ -52,11 +53,15 @@ def object_map(labels: np.ndarray, label_mode: str) -> np.ndarray:
     """The objects the border term separates, as ids (0 = background).
 
     Instance labels are used as they are; for semantic labels the connected components of the
-    non-background pixels are the objects. Sparse scribbles have no objects (all 0).
+    non-background pixels are the objects. Sparse scribbles have no objects (all 0). Partial
+    instance labels ("sparse-instance") keep their objects; background (1) and not annotated
+    (0) become 0.
     """
     labels = np.asarray(labels)
     if label_mode == "instance":
         return labels
+    if label_mode == SPARSE_INSTANCE:
+        return np.where(labels == SPARSE_BACKGROUND, 0, labels)
     if label_mode == "semantic":
         return connected_components(labels > 0, connectivity=1)
     return np.zeros(labels.shape, np.int32)
