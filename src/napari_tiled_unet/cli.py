@@ -20,6 +20,7 @@ from napari_tiled_unet.device import DEVICES, PRECISIONS
 from napari_tiled_unet.errors import TiledUNetError, UserInputError
 from napari_tiled_unet.jobs.train import TILE_2D, TILE_3D
 from napari_tiled_unet.training.config import TRAIN_LABEL_MODES, TrainConfig
+from napari_tiled_unet.training.presets import PRESET_NAMES, PRESET_PURPOSES
 
 logger = logging.getLogger("napari_tiled_unet")
 #: Ends the help of an option whose default argparse should show (train --help lists them all).
@@ -142,10 +143,11 @@ def _train(args: argparse.Namespace) -> None:
         name = Path(image).name if i is None else f"pair {i + 1} ({Path(image).name})"
         return open_training_pair(image, labels, name)
 
+    config = _train_config(args)
     request = TrainRequest(
-        config=_train_config(args),
+        config=config,
         ndim=args.ndim,
-        tile=args.tile,
+        tile=args.tile if args.tile is not None or args.ndim != 2 else config.tile_shape[-1],
         model=args.resume,
         axes=args.axes,
         channels=_parse_channels(args.channels),
@@ -182,24 +184,30 @@ def _train_config(args: argparse.Namespace):
     from napari_tiled_unet.jobs.train import requested_tile_shape
     from napari_tiled_unet.training import AugmentSpec, NetworkSpec, TrainConfig
 
+    preset = TrainConfig.preset(args.preset)  # --tile, --batch, --base-channels, --depth win
+    tile = args.tile if args.tile is not None or args.ndim != 2 else preset.tile_shape[-1]
     return TrainConfig(
         label_mode=args.mode,
         iterations=args.iterations,
-        tile_shape=requested_tile_shape(args.ndim, args.tile),
-        batch_size=args.batch,
+        tile_shape=requested_tile_shape(args.ndim, tile),
+        batch_size=_given(args.batch, preset.batch_size),
         learning_rate=args.lr,
         optimizer=args.optimizer,
         seed=args.seed,
         device=args.device,
         network=NetworkSpec(
-            base_channels=args.base_channels,
-            depth=args.depth,
+            base_channels=_given(args.base_channels, preset.network.base_channels),
+            depth=_given(args.depth, preset.network.depth),
             padding=args.padding,
             anisotropic_levels=args.anisotropic_levels,
         ),
         augment=AugmentSpec(elastic=not args.no_elastic),
         validation_every=args.validate_every,
     )
+
+
+def _given(value: int | None, preset: int) -> int:
+    return preset if value is None else value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -335,12 +343,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--tile",
         type=int,
-        help=f"training tile edge in pixels (default {TILE_2D}; 3D: {TILE_3D} in Y and X, in Z as "
-        "deep as the thinnest volume allows)",
+        help=f"training tile edge in pixels (default: the preset's, {TILE_2D} for 'default'; 3D: "
+        f"{TILE_3D} in Y and X, in Z as deep as the thinnest volume allows)",
     )
     t.add_argument(
-        "--batch", type=int, default=defaults.batch_size, help="tiles per step" + DEFAULT
+        "--preset",
+        choices=PRESET_NAMES,
+        default="default",
+        help="; ".join(f"{n}: {PRESET_PURPOSES[n]}" for n in PRESET_NAMES)
+        + ". Sets --base-channels, --depth, --tile (2D) and --batch unless given"
+        + DEFAULT,
     )
+    t.add_argument("--batch", type=int, help="tiles per step (default: the preset's)")
     t.add_argument(
         "--lr", type=float, default=defaults.learning_rate, help="learning rate" + DEFAULT
     )
@@ -361,12 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--base-channels",
         type=int,
-        default=network.base_channels,
-        help="feature channels of the first level (doubled at each level down)" + DEFAULT,
+        help="feature channels of the first level (doubled at each level down; default: the "
+        "preset's)",
     )
-    t.add_argument(
-        "--depth", type=int, default=network.depth, help="pooling levels of the U-Net" + DEFAULT
-    )
+    t.add_argument("--depth", type=int, help="pooling levels of the U-Net (default: the preset's)")
     t.add_argument(
         "--padding",
         choices=("same", "valid"),

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Generator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -55,9 +54,11 @@ from napari_tiled_unet.training.label_mode import resolve_auto_mode, run_labels
 from napari_tiled_unet.training.loss import make_loss
 from napari_tiled_unet.training.optim import grad_scaler, make_optimizer, train_step
 from napari_tiled_unet.training.pairs import check_pair_size
+from napari_tiled_unet.training.prefetch import BatchSource, prefetch_ahead
 from napari_tiled_unet.training.record import run_info
 from napari_tiled_unet.training.sampler import SampleSettings, TileLayout, TileSampler
 from napari_tiled_unet.training.scan import count_classes, scan_pair
+from napari_tiled_unet.training.step import StepPlan
 from napari_tiled_unet.training.validation import (
     ValidationTiles,
     hold_out_validation,
@@ -295,22 +296,23 @@ class Trainer:
             )
         self.status = "running"
         config = self.config
-        executor: ThreadPoolExecutor | None = None
+        batches: BatchSource | None = None
         try:
             self._prepare()
             device = resolve_device(config.device)
-            amp = bool(config.mixed_precision and device.type == "cuda")
-            model = self._model.to(device).train()
+            plan = StepPlan.for_run(config, device)
+            amp = plan.amp
+            model = plan.prepare_model(self._model).train()
             optimizer = make_optimizer(model, config)
             scaler = grad_scaler() if amp else None
             loss_fn = make_loss(config.loss)
             rng, batch_size, total = self._sample_rng, config.batch_size, config.iterations
 
-            def next_batch():
-                return self._sampler.batch(rng, batch_size)
-
-            executor = ThreadPoolExecutor(1, "tile-sampler") if config.prefetch else None
-            pending: Future | None = executor.submit(next_batch) if executor else None
+            batches = BatchSource(
+                lambda: plan.host_batch(self._sampler.batch(rng, batch_size)),
+                ahead=prefetch_ahead(config.prefetch, device),
+                limit=total,
+            )
             n_val = len(self._validation) if self._validation is not None else 0
             yield Progress(
                 "train",
@@ -321,11 +323,7 @@ class Trainer:
             )
             nonfinite = 0
             for step in range(1, total + 1):
-                if pending is not None:
-                    images, targets, weights = pending.result()
-                    pending = executor.submit(next_batch) if step < total else None
-                else:
-                    images, targets, weights = next_batch()
+                images, targets, weights = batches.next()
                 loss = self._train_step(
                     model, optimizer, scaler, loss_fn, device, amp, images, targets, weights
                 )
@@ -368,8 +366,8 @@ class Trainer:
             self.status = "failed"
             raise
         finally:
-            if executor is not None:
-                executor.shutdown(wait=True, cancel_futures=True)
+            if batches is not None:
+                batches.close()
         best = self.best_model
         if config.checkpoint_path:
             save_model(best, config.checkpoint_path)
