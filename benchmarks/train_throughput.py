@@ -159,14 +159,24 @@ def measure(
 
 
 def summarise(times: dict[str, list[float]], reference: str) -> list[tuple[str, float, str]]:
-    """(variant, median s/step, 'ratio median [min-max]' of throughput vs ``reference``)."""
+    """(variant, median s/step, 'ratio median [min-max] (vs what)').
+
+    The ratio is the variant's throughput over ``reference``'s in the same round; a variant run
+    with ``@N`` threads is compared with ``reference@N`` when that was measured too.
+    """
     rows = []
     for name, t in times.items():
-        if name == reference or name.startswith("data"):
+        threads = name.partition("@")[2]
+        versus = (
+            f"{reference}@{threads}" if threads and f"{reference}@{threads}" in times else reference
+        )
+        if name == versus or name.startswith("data"):
             ratio = "-"
         else:
-            ratios = [b / v for b, v in zip(times[reference], t, strict=True)]
-            ratio = f"{statistics.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}]"
+            ratios = [b / v for b, v in zip(times[versus], t, strict=True)]
+            ratio = (
+                f"{statistics.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}] vs {versus}"
+            )
         rows.append((name, statistics.median(t), ratio))
     return rows
 
@@ -272,11 +282,11 @@ def main(argv: list[str] | None = None) -> None:
                 gen.close()
         for name, median, ratio in summarise(times, args.reference):
             unit = "batches/s" if name.startswith("data") else "steps/s"
-            print(f"  {name:18s} {1 / median:7.2f} {unit:9s} ratio to {args.reference}: {ratio}")
+            print(f"  {name:18s} {1 / median:7.2f} {unit:9s} ratio: {ratio}")
             table.append((title, name, 1 / median, unit, ratio))
     if args.markdown:
         print(
-            f"\n| preset | variant | rate (median) | ratio to {args.reference}, median [min-max] |"
+            "\n| preset | variant | rate (median) | throughput ratio, median [min-max] over rounds |"
         )
         print("|---|---|---|---|")
         for title, name, rate, unit, ratio in table:
