@@ -181,6 +181,43 @@ def summarise(times: dict[str, list[float]], reference: str) -> list[tuple[str, 
     return rows
 
 
+def _measured(preset: TrainConfig, device: str) -> TrainConfig:
+    """``preset`` as the benchmark runs it: instance labels, no validation, seed 0."""
+    return dataclasses.replace(
+        preset,
+        label_mode="instance",
+        iterations=10**6,
+        validation_fraction=0.0,
+        device=device,
+        seed=0,
+    )
+
+
+def build_variants(
+    config: TrainConfig, specs: list[str], images, labels, generators: list
+) -> dict[str, tuple[Callable[[], object], int]]:
+    """The step callables of ``specs`` (e.g. ``"bare"``, ``"run@1"``) for ``config``, each with
+    its torch thread count (0: default); the generators made are appended to ``generators``."""
+    variants = {}
+    probe_events, probe = trainer_steps(images, labels, config)
+    generators.append(probe_events)
+    next(probe_events)  # one step, so that best_model exists
+    for spec in specs:
+        kind, _, threads = spec.partition("@")
+        if kind in ("run", "serial", "thread"):
+            prefetch = {"run": config.prefetch, "serial": False, "thread": True}[kind]
+            gen, _ = trainer_steps(images, labels, dataclasses.replace(config, prefetch=prefetch))
+        elif kind in ("bare", "bare-contiguous"):
+            gen = bare_steps(probe, config, contiguous=kind == "bare-contiguous")
+        elif kind == "data":
+            gen = data_steps(probe, config)
+        else:
+            raise SystemExit(f"unknown variant {kind!r}")
+        generators.append(gen)
+        variants[spec] = (gen.__next__, int(threads) if threads else 0)
+    return variants
+
+
 def parse_net(text: str) -> tuple[int, int, int, int]:
     base, depth, tile, batch = (int(v) for v in text.split(","))
     return base, depth, tile, batch
@@ -211,6 +248,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", default="sample", choices=["sample", "synthetic"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--markdown", action="store_true", help="also print a markdown table")
+    parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="interleave all presets' variants in the same rounds (and compare their step rates)",
+    )
     args = parser.parse_args(argv)
 
     if args.data == "sample":
@@ -240,50 +282,48 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"device: {device} ({where}); data: {args.data}; load average {os.getloadavg()}")
     table = []
-    for title, preset in configs:
-        config = dataclasses.replace(
-            preset,
-            label_mode="instance",
-            iterations=10**6,
-            validation_fraction=0.0,
-            device=args.device,
-            seed=0,
-        )
+    runs = [(title, _measured(preset, args.device)) for title, preset in configs]
+    for title, config in runs:
         net = config.network
         print(
             f"{title}: base {net.base_channels} depth {net.depth} tile {config.tile_shape} "
             f"batch {config.batch_size}",
             flush=True,
         )
+    groups = [runs] if args.side_by_side else [[run] for run in runs]
+    for group in groups:
         variants: dict[str, tuple[Callable[[], object], int]] = {}
-        generators = []
-        probe_events, probe = trainer_steps(images, labels, config)
-        next(probe_events)  # one step, so that best_model exists
-        generators.append(probe_events)
-        for spec in args.variants.split(","):
-            kind, _, threads = spec.partition("@")
-            if kind in ("run", "serial", "thread"):
-                prefetch = {"run": config.prefetch, "serial": False, "thread": True}[kind]
-                gen, _ = trainer_steps(
-                    images, labels, dataclasses.replace(config, prefetch=prefetch)
-                )
-            elif kind in ("bare", "bare-contiguous"):
-                gen = bare_steps(probe, config, contiguous=kind == "bare-contiguous")
-            elif kind == "data":
-                gen = data_steps(probe, config)
-            else:
-                parser.error(f"unknown variant {kind!r}")
-            generators.append(gen)
-            variants[spec] = (gen.__next__, int(threads) if threads else 0)
+        generators: list = []
         try:
+            for title, config in group:
+                built = build_variants(config, args.variants.split(","), images, labels, generators)
+                prefix = f"{title}: " if args.side_by_side else ""
+                variants.update({prefix + name: v for name, v in built.items()})
             times = measure(variants, args.rounds, args.segment, args.device)
         finally:
             for gen in generators:
                 gen.close()
-        for name, median, ratio in summarise(times, args.reference):
-            unit = "batches/s" if name.startswith("data") else "steps/s"
-            print(f"  {name:18s} {1 / median:7.2f} {unit:9s} ratio: {ratio}")
-            table.append((title, name, 1 / median, unit, ratio))
+        for title, _ in group:
+            prefix = f"{title}: " if args.side_by_side else ""
+            own = {k[len(prefix) :]: t for k, t in times.items() if k.startswith(prefix)}
+            for name, median, ratio in summarise(own, args.reference):
+                unit = "batches/s" if name.startswith("data") else "steps/s"
+                print(f"  {title}: {name:18s} {1 / median:7.2f} {unit:9s} ratio: {ratio}")
+                table.append((title, name, 1 / median, unit, ratio))
+        if args.side_by_side and len(group) > 1:
+            first = group[0][0]
+            for title, _ in group[1:]:
+                for name in args.variants.split(","):
+                    ratios = [
+                        b / a
+                        for a, b in zip(
+                            times[f"{first}: {name}"], times[f"{title}: {name}"], strict=True
+                        )
+                    ]
+                    print(
+                        f"  {name}: {first} steps/s over {title} steps/s, same rounds: "
+                        f"{statistics.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}]"
+                    )
     if args.markdown:
         print(
             "\n| preset | variant | rate (median) | throughput ratio, median [min-max] over rounds |"
