@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from napari_tiled_unet.cli_export import add_export_parser
+from napari_tiled_unet.cli_preset import GivenAction, add_preset_option, preset_values
 from napari_tiled_unet.cli_progress import progress_bar
 from napari_tiled_unet.device import DEVICES, PRECISIONS
 from napari_tiled_unet.errors import TiledUNetError, UserInputError
 from napari_tiled_unet.jobs.train import TILE_2D, TILE_3D
 from napari_tiled_unet.training.config import TRAIN_LABEL_MODES, TrainConfig
-from napari_tiled_unet.training.presets import PRESET_NAMES, PRESET_PURPOSES
 
 logger = logging.getLogger("napari_tiled_unet")
 #: Ends the help of an option whose default argparse should show (train --help lists them all).
@@ -143,11 +143,10 @@ def _train(args: argparse.Namespace) -> None:
         name = Path(image).name if i is None else f"pair {i + 1} ({Path(image).name})"
         return open_training_pair(image, labels, name)
 
-    config = _train_config(args)
     request = TrainRequest(
-        config=config,
+        config=_train_config(args),
         ndim=args.ndim,
-        tile=args.tile if args.tile is not None or args.ndim != 2 else config.tile_shape[-1],
+        tile=preset_values(args)["tile"],
         model=args.resume,
         axes=args.axes,
         channels=_parse_channels(args.channels),
@@ -184,30 +183,25 @@ def _train_config(args: argparse.Namespace):
     from napari_tiled_unet.jobs.train import requested_tile_shape
     from napari_tiled_unet.training import AugmentSpec, NetworkSpec, TrainConfig
 
-    preset = TrainConfig.preset(args.preset)  # --tile, --batch, --base-channels, --depth win
-    tile = args.tile if args.tile is not None or args.ndim != 2 else preset.tile_shape[-1]
+    chosen = preset_values(args)
     return TrainConfig(
         label_mode=args.mode,
         iterations=args.iterations,
-        tile_shape=requested_tile_shape(args.ndim, tile),
-        batch_size=_given(args.batch, preset.batch_size),
+        tile_shape=requested_tile_shape(args.ndim, chosen["tile"]),
+        batch_size=chosen["batch"],
         learning_rate=args.lr,
         optimizer=args.optimizer,
         seed=args.seed,
         device=args.device,
         network=NetworkSpec(
-            base_channels=_given(args.base_channels, preset.network.base_channels),
-            depth=_given(args.depth, preset.network.depth),
+            base_channels=chosen["base_channels"],
+            depth=chosen["depth"],
             padding=args.padding,
             anisotropic_levels=args.anisotropic_levels,
         ),
         augment=AugmentSpec(elastic=not args.no_elastic),
         validation_every=args.validate_every,
     )
-
-
-def _given(value: int | None, preset: int) -> int:
-    return preset if value is None else value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -343,18 +337,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--tile",
         type=int,
-        help=f"training tile edge in pixels (default: the preset's, {TILE_2D} for 'default'; 3D: "
-        f"{TILE_3D} in Y and X, in Z as deep as the thinnest volume allows)",
+        action=GivenAction,
+        help=f"training tile edge in pixels (default {TILE_2D}; 3D: {TILE_3D} in Y and X, in Z as "
+        "deep as the thinnest volume allows)",
     )
+    add_preset_option(t)
     t.add_argument(
-        "--preset",
-        choices=PRESET_NAMES,
-        default="default",
-        help="; ".join(f"{n}: {PRESET_PURPOSES[n]}" for n in PRESET_NAMES)
-        + ". Sets --base-channels, --depth, --tile (2D) and --batch unless given"
-        + DEFAULT,
+        "--batch",
+        type=int,
+        action=GivenAction,
+        default=defaults.batch_size,
+        help="tiles per step" + DEFAULT,
     )
-    t.add_argument("--batch", type=int, help="tiles per step (default: the preset's)")
     t.add_argument(
         "--lr", type=float, default=defaults.learning_rate, help="learning rate" + DEFAULT
     )
@@ -375,10 +369,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--base-channels",
         type=int,
-        help="feature channels of the first level (doubled at each level down; default: the "
-        "preset's)",
+        action=GivenAction,
+        default=network.base_channels,
+        help="feature channels of the first level (doubled at each level down)" + DEFAULT,
     )
-    t.add_argument("--depth", type=int, help="pooling levels of the U-Net (default: the preset's)")
+    t.add_argument(
+        "--depth",
+        type=int,
+        action=GivenAction,
+        default=network.depth,
+        help="pooling levels of the U-Net" + DEFAULT,
+    )
     t.add_argument(
         "--padding",
         choices=("same", "valid"),
