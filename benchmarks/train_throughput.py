@@ -1,25 +1,46 @@
-"""Training throughput of the full pipeline versus a bare forward + backward loop.
+"""Training throughput of the full pipeline versus a bare forward + backward loop, interleaved.
 
 The full pipeline is :class:`napari_tiled_unet.training.Trainer`: lazy tile sampling
 (foreground-aware), augmentation (flips, rotations, elastic deformation, intensity jitter),
 instance targets, the paper's weight map, the loss and the optimizer step. The bare loop runs
-the same network, batch shape, loss and optimizer on tensors made once in advance. Their ratio
-is what the data pipeline costs: 1.0 means it is free (hidden behind the step by prefetching).
+the engine's own step (:func:`~napari_tiled_unet.training.optim.train_step`) on the same
+network, loss and optimizer, cycling through a few batches the same sampler drew in advance:
+the data pipeline is all it leaves out. Their ratio is what the data pipeline costs: 1.0 means
+it is free.
 
-Both run on the same device in the same process; validation is off so only training steps are
-timed, and the first steps (warm-up) are not timed. Not a test: it prints numbers.
+Every variant is a running step generator; the benchmark runs them in short segments, round
+after round, in alternating order (A B C, C B A, ...), so a change of machine load between
+rounds hits every variant alike. The first step of each segment is not timed (it absorbs
+whatever the previous variant left running, e.g. a prefetch thread finishing its batch).
+Ratios are taken within a round and reported as median [min - max] over rounds. Validation
+is off. Not a test: it prints numbers (and a markdown table with ``--markdown``).
+
+Variants (``--variants``, comma-separated; ``@N`` runs it with ``torch.set_num_threads(N)``):
+
+- ``bare``: the engine's step on pre-drawn batches, as the run would prepare its model.
+- ``bare-contiguous``: the same with the model kept in the default (NCHW) memory format.
+- ``run``: ``Trainer`` as configured (``TrainConfig.prefetch`` "auto").
+- ``serial``: ``Trainer`` with ``prefetch=False`` (batches drawn between steps).
+- ``thread``: ``Trainer`` with ``prefetch=True`` (next batch drawn in a background thread).
+- ``data``: the sampler alone (reported as batches/s, no ratio).
 
 Usage::
 
-    python benchmarks/train_throughput.py                       # defaults: 128 px tiles, batch 4
-    python benchmarks/train_throughput.py --device cuda --tile 256 --base-channels 32 --depth 4
-    python benchmarks/train_throughput.py --no-prefetch --threads 1
+    python benchmarks/train_throughput.py                                  # presets, sample crops
+    python benchmarks/train_throughput.py --preset interactive --variants bare,run,thread@1
+    python benchmarks/train_throughput.py --net 16,3,192,4 --rounds 8 --data synthetic
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import glob
+import os
+import statistics
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,7 +49,9 @@ from napari_tiled_unet.device import resolve_device
 from napari_tiled_unet.model.unet import UNet
 from napari_tiled_unet.training import NetworkSpec, TrainConfig, Trainer
 from napari_tiled_unet.training.loss import make_loss
-from napari_tiled_unet.training.optim import train_step
+from napari_tiled_unet.training.optim import grad_scaler, make_optimizer, train_step
+
+SAMPLE_TRAIN = Path(__file__).resolve().parents[1] / "src/napari_tiled_unet/sample_data/train"
 
 
 def synthetic_pair(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -53,50 +76,51 @@ def synthetic_pair(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return image, labels
 
 
-def pipeline_rate(image, labels, config: TrainConfig, warmup: int) -> tuple[float, Trainer]:
-    """Tiles per second of Trainer steps ``warmup+1 .. iterations``."""
-    trainer = Trainer(image, labels, config)
-    start = None
-    for event in trainer.iter_run():
-        if event.done == warmup:
-            _sync(config.device)
-            start = time.perf_counter()
-    _sync(config.device)
-    elapsed = time.perf_counter() - start
-    return (config.iterations - warmup) * config.batch_size / elapsed, trainer
+def sample_pairs() -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The bundled training crops and their instance masks."""
+    import tifffile
+
+    labels = sorted(glob.glob(str(SAMPLE_TRAIN / "*_labels.tif")))
+    return (
+        [tifffile.imread(p.replace("_labels.tif", ".tif")) for p in labels],
+        [tifffile.imread(p) for p in labels],
+    )
 
 
-def bare_rate(trainer: Trainer, config: TrainConfig, warmup: int) -> float:
-    """Tiles per second of the engine's own step (:func:`train_step`: forward + loss + backward
-    + optimizer step) on one pre-made batch: the data pipeline is all that is left out."""
+def trainer_steps(images, labels, config: TrainConfig) -> tuple[Iterator, Trainer]:
+    """A started Trainer's event generator (data scanned, no step taken) and the Trainer."""
+    trainer = Trainer(images, labels, config)
+    events = trainer.iter_run()
+    next(events)
+    return events, trainer
+
+
+def bare_steps(trainer: Trainer, config: TrainConfig, contiguous: bool = False) -> Iterator:
+    """The engine's step, forever, on 4 batches the trainer's sampler drew in advance."""
+    from napari_tiled_unet.training import step as fast
+
     device = resolve_device(config.device)
-    amp = bool(config.mixed_precision and device.type == "cuda")
-    model = UNet.from_config(trainer.best_model.config).to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    scaler = torch.amp.GradScaler("cuda") if amp else None
+    plan = fast.StepPlan.for_run(config, device)
+    if contiguous:
+        plan = dataclasses.replace(plan, channels_last=False)
+    model = plan.prepare_model(UNet.from_config(trainer.best_model.config)).train()
+    optimizer = make_optimizer(model, config)
+    scaler = grad_scaler() if plan.amp else None
     loss_fn = make_loss(config.loss)
-    b, out = config.batch_size, trainer.layout.out_shape
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((b, trainer.channels, *config.tile_shape), dtype=np.float32)
-    t = rng.integers(0, trainer.num_classes, (b, *out))
-    w = rng.random((b, *out), dtype=np.float32) + 0.5
-    start = None
-    for step in range(config.iterations):
-        if step == warmup:
-            _sync(config.device)
-            start = time.perf_counter()
-        train_step(model, optimizer, scaler, loss_fn, device, amp, x, t, w)
-    _sync(config.device)
-    return (config.iterations - warmup) * b / (time.perf_counter() - start)
+    rng = np.random.default_rng(1)
+    batches = [trainer._sampler.batch(rng, config.batch_size) for _ in range(4)]
+    k = 0
+    while True:
+        train_step(model, optimizer, scaler, loss_fn, device, plan.amp, *batches[k % 4])
+        k += 1
+        yield k
 
 
-def sampler_rate(trainer: Trainer, config: TrainConfig, batches: int) -> float:
-    """Tiles per second of the data pipeline alone (sampling, augmentation, targets, weights)."""
-    rng = np.random.default_rng(0)
-    start = time.perf_counter()
-    for _ in range(batches):
-        trainer._sampler.batch(rng, config.batch_size)
-    return batches * config.batch_size / (time.perf_counter() - start)
+def data_steps(trainer: Trainer, config: TrainConfig) -> Iterator:
+    """The data pipeline alone: one batch per step."""
+    rng = np.random.default_rng(2)
+    while True:
+        yield trainer._sampler.batch(rng, config.batch_size)
 
 
 def _sync(device: str) -> None:
@@ -104,54 +128,209 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image-size", type=int, default=1024, help="synthetic image edge, px")
-    parser.add_argument("--tile", type=int, default=128, help="network input tile edge, px")
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--base-channels", type=int, default=16)
-    parser.add_argument("--depth", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=30, help="timed steps (after warm-up)")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--label-mode", default="instance", choices=["semantic", "instance"])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-prefetch", action="store_true")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def measure(
+    variants: dict[str, tuple[Callable[[], object], int]],
+    rounds: int,
+    segment: int,
+    device: str,
+) -> dict[str, list[float]]:
+    """Seconds per step of each variant, one entry per round (mean over a segment)."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    default_threads = torch.get_num_threads()
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            step, threads = variants[name]
+            torch.set_num_threads(threads or default_threads)
+            step()  # untimed: absorbs what the previous variant left running
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(segment):
+                step()
+            _sync(device)
+            times[name].append((time.perf_counter() - start) / segment)
+        print(
+            f"  round {r + 1}/{rounds}: "
+            + ", ".join(f"{n} {t[-1]:.3f}s" for n, t in times.items()),
+            flush=True,
+        )
+    torch.set_num_threads(default_threads)
+    return times
 
-    image, instances = synthetic_pair(args.image_size)
-    labels = instances if args.label_mode == "instance" else (instances > 0).astype(np.uint8)
-    config = TrainConfig(
-        label_mode=args.label_mode,
-        iterations=args.steps + args.warmup,
-        tile_shape=(args.tile, args.tile),
-        batch_size=args.batch,
-        network=NetworkSpec(base_channels=args.base_channels, depth=args.depth),
+
+def summarise(times: dict[str, list[float]], reference: str) -> list[tuple[str, float, str]]:
+    """(variant, median s/step, 'ratio median [min-max] (vs what)').
+
+    The ratio is the variant's throughput over ``reference``'s in the same round; a variant run
+    with ``@N`` threads is compared with ``reference@N`` when that was measured too.
+    """
+    rows = []
+    for name, t in times.items():
+        threads = name.partition("@")[2]
+        versus = (
+            f"{reference}@{threads}" if threads and f"{reference}@{threads}" in times else reference
+        )
+        if name == versus or name.startswith("data"):
+            ratio = "-"
+        else:
+            ratios = [b / v for b, v in zip(times[versus], t, strict=True)]
+            ratio = (
+                f"{statistics.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}] vs {versus}"
+            )
+        rows.append((name, statistics.median(t), ratio))
+    return rows
+
+
+def _measured(preset: TrainConfig, device: str) -> TrainConfig:
+    """``preset`` as the benchmark runs it: instance labels, no validation, seed 0."""
+    return dataclasses.replace(
+        preset,
+        label_mode="instance",
+        iterations=10**6,
         validation_fraction=0.0,
-        device=args.device,
-        prefetch=not args.no_prefetch,
+        device=device,
+        seed=0,
     )
-    full, trainer = pipeline_rate(image, labels, config, args.warmup)
-    bare = bare_rate(trainer, config, args.warmup)
-    data = sampler_rate(trainer, config, max(3, args.steps // 3))
+
+
+def build_variants(
+    config: TrainConfig, specs: list[str], images, labels, generators: list
+) -> dict[str, tuple[Callable[[], object], int]]:
+    """The step callables of ``specs`` (e.g. ``"bare"``, ``"run@1"``) for ``config``, each with
+    its torch thread count (0: default); the generators made are appended to ``generators``."""
+    variants = {}
+    probe_events, probe = trainer_steps(images, labels, config)
+    generators.append(probe_events)
+    next(probe_events)  # one step, so that best_model exists
+    for spec in specs:
+        kind, _, threads = spec.partition("@")
+        if kind in ("run", "serial", "thread"):
+            prefetch = {"run": config.prefetch, "serial": False, "thread": True}[kind]
+            gen, _ = trainer_steps(images, labels, dataclasses.replace(config, prefetch=prefetch))
+        elif kind in ("bare", "bare-contiguous"):
+            gen = bare_steps(probe, config, contiguous=kind == "bare-contiguous")
+        elif kind == "data":
+            gen = data_steps(probe, config)
+        else:
+            raise SystemExit(f"unknown variant {kind!r}")
+        generators.append(gen)
+        variants[spec] = (gen.__next__, int(threads) if threads else 0)
+    return variants
+
+
+def parse_net(text: str) -> tuple[int, int, int, int]:
+    base, depth, tile, batch = (int(v) for v in text.split(","))
+    return base, depth, tile, batch
+
+
+def main(argv: list[str] | None = None) -> None:
+    from napari_tiled_unet.training.presets import PRESETS
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--preset",
+        action="append",
+        choices=sorted(PRESETS),
+        help="a training preset to measure (repeat; default: all presets unless --net is given)",
+    )
+    parser.add_argument(
+        "--net",
+        action="append",
+        type=parse_net,
+        default=[],
+        metavar="BASE,DEPTH,TILE,BATCH",
+        help="another network to measure, e.g. 16,3,192,4 (repeat)",
+    )
+    parser.add_argument("--variants", default="bare,run,serial,thread,data")
+    parser.add_argument("--reference", default="bare", help="variant the ratios divide by")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--segment", type=int, default=3, help="timed steps per segment")
+    parser.add_argument("--data", default="sample", choices=["sample", "synthetic"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--markdown", action="store_true", help="also print a markdown table")
+    parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="interleave all presets' variants in the same rounds (and compare their step rates)",
+    )
+    args = parser.parse_args(argv)
+
+    if args.data == "sample":
+        images, labels = sample_pairs()
+    else:
+        image, instances = synthetic_pair(1024)
+        images, labels = [image], [instances]
+    configs: list[tuple[str, TrainConfig]] = []
+    for name in args.preset or ([] if args.net else sorted(PRESETS)):
+        configs.append((name, TrainConfig.preset(name)))
+    for base, depth, tile, batch in args.net:
+        configs.append(
+            (
+                f"base {base} depth {depth} tile {tile} batch {batch}",
+                TrainConfig(
+                    tile_shape=(tile, tile),
+                    batch_size=batch,
+                    network=NetworkSpec(base_channels=base, depth=depth),
+                ),
+            )
+        )
     device = resolve_device(args.device)
-    name = (
+    where = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
-        else f"CPU, {torch.get_num_threads()} threads"
+        else f"CPU, {os.cpu_count()} cores, torch {torch.get_num_threads()} threads"
     )
-    print(f"device: {device} ({name})")
-    print(
-        f"tiles {args.tile}x{args.tile}, batch {args.batch}, U-Net depth {args.depth} base "
-        f"{args.base_channels}, {args.label_mode} labels, prefetch {'off' if args.no_prefetch else 'on'}, "
-        f"{args.steps} timed steps"
-    )
-    print(f"full pipeline      : {full:8.1f} tiles/s")
-    print(f"bare fwd+bwd loop  : {bare:8.1f} tiles/s")
-    print(f"data pipeline alone: {data:8.1f} tiles/s (sampling, augmentation, targets, weights)")
-    print(f"ratio full / bare  : {full / bare:8.2f}")
+    print(f"device: {device} ({where}); data: {args.data}; load average {os.getloadavg()}")
+    table = []
+    runs = [(title, _measured(preset, args.device)) for title, preset in configs]
+    for title, config in runs:
+        net = config.network
+        print(
+            f"{title}: base {net.base_channels} depth {net.depth} tile {config.tile_shape} "
+            f"batch {config.batch_size}",
+            flush=True,
+        )
+    groups = [runs] if args.side_by_side else [[run] for run in runs]
+    for group in groups:
+        variants: dict[str, tuple[Callable[[], object], int]] = {}
+        generators: list = []
+        try:
+            for title, config in group:
+                built = build_variants(config, args.variants.split(","), images, labels, generators)
+                prefix = f"{title}: " if args.side_by_side else ""
+                variants.update({prefix + name: v for name, v in built.items()})
+            times = measure(variants, args.rounds, args.segment, args.device)
+        finally:
+            for gen in generators:
+                gen.close()
+        for title, _ in group:
+            prefix = f"{title}: " if args.side_by_side else ""
+            own = {k[len(prefix) :]: t for k, t in times.items() if k.startswith(prefix)}
+            for name, median, ratio in summarise(own, args.reference):
+                unit = "batches/s" if name.startswith("data") else "steps/s"
+                print(f"  {title}: {name:18s} {1 / median:7.2f} {unit:9s} ratio: {ratio}")
+                table.append((title, name, 1 / median, unit, ratio))
+        if args.side_by_side and len(group) > 1:
+            first = group[0][0]
+            for title, _ in group[1:]:
+                for name in args.variants.split(","):
+                    ratios = [
+                        b / a
+                        for a, b in zip(
+                            times[f"{first}: {name}"], times[f"{title}: {name}"], strict=True
+                        )
+                    ]
+                    print(
+                        f"  {name}: {first} steps/s over {title} steps/s, same rounds: "
+                        f"{statistics.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}]"
+                    )
+    if args.markdown:
+        print(
+            "\n| preset | variant | rate (median) | throughput ratio, median [min-max] over rounds |"
+        )
+        print("|---|---|---|---|")
+        for title, name, rate, unit, ratio in table:
+            print(f"| {title} | {name} | {rate:.2f} {unit} | {ratio} |")
 
 
 if __name__ == "__main__":

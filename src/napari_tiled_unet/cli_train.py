@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from napari_tiled_unet.cli_preset import GivenAction, add_preset_option, preset_values
 from napari_tiled_unet.cli_progress import CommandError, parse_channels_option, progress_bar
 from napari_tiled_unet.device import DEVICES
 from napari_tiled_unet.jobs.train import TILE_2D, TILE_3D
@@ -46,7 +47,7 @@ def run_train(args: argparse.Namespace) -> None:
     request = TrainRequest(
         config=_train_config(args),
         ndim=args.ndim,
-        tile=args.tile,
+        tile=preset_values(args)["tile"],
         model=args.resume,
         axes=args.axes,
         channels=parse_channels_option(args.channels),
@@ -85,33 +86,26 @@ def _train_config(args: argparse.Namespace):
     from napari_tiled_unet.jobs.train import requested_tile_shape
     from napari_tiled_unet.training import AugmentSpec, NetworkSpec, TrainConfig
 
+    chosen = preset_values(args)
     return TrainConfig(
         label_mode=args.mode,
         iterations=args.iterations,
-        tile_shape=requested_tile_shape(args.ndim, args.tile),
-        batch_size=args.batch,
+        tile_shape=requested_tile_shape(args.ndim, chosen["tile"]),
+        batch_size=chosen["batch"],
         learning_rate=args.lr,
-        fine_tune_learning_rate=args.lr if args.lr_given else None,
+        fine_tune_learning_rate=args.lr if "lr" in getattr(args, "given", ()) else None,
         optimizer=args.optimizer,
         seed=args.seed,
         device=args.device,
         network=NetworkSpec(
-            base_channels=args.base_channels,
-            depth=args.depth,
+            base_channels=chosen["base_channels"],
+            depth=chosen["depth"],
             padding=args.padding,
             anisotropic_levels=args.anisotropic_levels,
         ),
         augment=AugmentSpec(elastic=not args.no_elastic),
         validation_every=args.validate_every,
     )
-
-
-class _GivenLearningRate(argparse.Action):
-    """``--lr`` that records it was given: fine-tuning lowers only the default."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, values)
-        namespace.lr_given = True
 
 
 def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -162,19 +156,24 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         help=f"training tile edge in pixels (default {TILE_2D}; 3D: {TILE_3D} in Y and X, in Z as "
         "deep as the thinnest volume allows)",
+        action=GivenAction,
     )
+    add_preset_option(t)
     t.add_argument(
-        "--batch", type=int, default=defaults.batch_size, help="tiles per step" + DEFAULT
+        "--batch",
+        type=int,
+        action=GivenAction,
+        default=defaults.batch_size,
+        help="tiles per step" + DEFAULT,
     )
     t.add_argument(
         "--lr",
         type=float,
-        action=_GivenLearningRate,
+        action=GivenAction,
         default=defaults.learning_rate,
         help=f"learning rate; with --resume {FINETUNE_LR:g} (lower, for fine-tuning) unless "
         "given" + DEFAULT,
     )
-    t.set_defaults(lr_given=False)
     t.add_argument(
         "--optimizer",
         choices=("adam", "sgd"),
@@ -192,11 +191,16 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--base-channels",
         type=int,
+        action=GivenAction,
         default=network.base_channels,
         help="feature channels of the first level (doubled at each level down)" + DEFAULT,
     )
     t.add_argument(
-        "--depth", type=int, default=network.depth, help="pooling levels of the U-Net" + DEFAULT
+        "--depth",
+        type=int,
+        action=GivenAction,
+        default=network.depth,
+        help="pooling levels of the U-Net" + DEFAULT,
     )
     t.add_argument(
         "--padding",

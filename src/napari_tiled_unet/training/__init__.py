@@ -10,9 +10,11 @@ ids or semantic classes), ``pairs`` (an image and its labels, reading windows),
 ``inputs`` (a run's arguments as pairs), ``scan`` (one pass over each pair), ``sampler``
 (random augmented samples), ``augment``, ``targets``, ``weights``, ``loss``, ``validation``
 (held-out windows and their scores), ``finetune`` (the model a run starts from), ``optim``
-(one optimisation step), ``record`` (the trained model's information) ``loop`` (the
-:class:`Trainer`), ``session`` (what *Continue* resumes with) and ``functional``
-(``iter_train``, ``train``).
+(one optimisation step), ``step`` (how the step is fed: memory format, pinned batches, mixed
+precision), ``prefetch`` (batches drawn between steps or ahead in a thread), ``presets`` (named
+starting configurations, ``TrainConfig.preset("interactive")``), ``record`` (the trained
+model's information), ``loop`` (the :class:`Trainer`), ``session`` (what *Continue* resumes
+with) and ``functional`` (``iter_train``, ``train``).
 """
 
 from __future__ import annotations

@@ -186,8 +186,11 @@ class TrainConfig:
         If set, the best model so far is written there (atomically, with
         :func:`~napari_tiled_unet.model.modelfile.save_model`) after each improvement, so a crash
         or Stop leaves a complete model file.
-    prefetch : bool
-        Prepare the next batch in a background thread while the current step runs.
+    prefetch : {"auto", True, False}
+        Prepare the next batch in a background thread while the current step runs. "auto":
+        on an accelerator, or on a CPU with more cores than torch's threads; otherwise the
+        thread would fight torch's own threads for the cores, and batches are drawn between
+        steps (see :mod:`~napari_tiled_unet.training.prefetch`).
     """
 
     label_mode: str = "auto"
@@ -216,7 +219,7 @@ class TrainConfig:
     normalization: Normalization | None = None
     class_names: tuple[str, ...] | None = None
     checkpoint_path: str | None = None
-    prefetch: bool = True
+    prefetch: bool | str = "auto"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise list inputs (from JSON / dicts) to tuples
@@ -311,6 +314,10 @@ class TrainConfig:
             raise UserInputError(
                 f"TrainConfig.seed must be a non-negative integer or None, got {self.seed!r}"
             )
+        if not (isinstance(self.prefetch, bool) or self.prefetch == "auto"):
+            raise UserInputError(
+                f"TrainConfig.prefetch must be 'auto', True or False, got {self.prefetch!r}"
+            )
         if self.normalization is not None and not isinstance(self.normalization, Normalization):
             raise UserInputError(
                 f"TrainConfig.normalization must be a Normalization, a dict or None, "
@@ -322,6 +329,17 @@ class TrainConfig:
             raise UserInputError(
                 f"TrainConfig.device must be one of {DEVICES} (or 'cuda:N'), got {self.device!r}"
             )
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> TrainConfig:
+        """The configuration of a named preset (see
+        :data:`~napari_tiled_unet.training.presets.PRESETS`), with ``overrides`` on top.
+
+        E.g. ``TrainConfig.preset("interactive", iterations=300)``.
+        """
+        from napari_tiled_unet.training.presets import preset_fields
+
+        return cls(**{**preset_fields(name), **overrides})
 
     @property
     def ndim(self) -> int:

@@ -60,13 +60,14 @@ def train_step(
     device : torch.device
     amp : bool
         Run the forward pass under float16 autocast.
-    images : ndarray of float32, shape (B, C, *tile_shape)
-    targets : ndarray of int64, shape (B, *out_shape)
-    weights : ndarray of float32, shape (B, *out_shape)
+    images : ndarray or Tensor of float32, shape (B, C, *tile_shape)
+    targets : ndarray or Tensor of int64, shape (B, *out_shape)
+    weights : ndarray or Tensor of float32, shape (B, *out_shape)
+        Host arrays, or tensors (e.g. pinned, see :mod:`~napari_tiled_unet.training.step`).
     """
-    x = torch.from_numpy(images).to(device, non_blocking=True)
-    t = torch.from_numpy(targets).to(device, non_blocking=True)
-    w = torch.from_numpy(weights).to(device, non_blocking=True)
+    x = torch.as_tensor(images).to(device, non_blocking=True)
+    t = torch.as_tensor(targets).to(device, non_blocking=True)
+    w = torch.as_tensor(weights).to(device, non_blocking=True)
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
         logits = model(x)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
@@ -24,6 +23,8 @@ from napari_tiled_unet.model.unet import UNet
 from napari_tiled_unet.training.config import TrainConfig
 from napari_tiled_unet.training.loss import make_loss
 from napari_tiled_unet.training.optim import grad_scaler, make_optimizer
+from napari_tiled_unet.training.prefetch import BatchSource, prefetch_ahead
+from napari_tiled_unet.training.step import StepPlan
 
 #: Consecutive non-finite losses under mixed precision before training stops as diverged.
 MAX_SKIPPED_AMP_STEPS = 20
@@ -46,12 +47,13 @@ class RunState:
 
     def __init__(self, model: UNet, config: TrainConfig):
         self.device = resolve_device(config.device)
-        self.amp = bool(config.mixed_precision and self.device.type == "cuda")
-        self.model = model.to(self.device).train()
+        self.plan = StepPlan.for_run(config, self.device)
+        self.amp = self.plan.amp
+        self.model = self.plan.prepare_model(model).train()
         self.optimizer = make_optimizer(self.model, config)
         self.scaler = grad_scaler() if self.amp else None
         self.loss_fn = make_loss(config.loss)
-        self.prefetch = config.prefetch
+        self.prefetch = prefetch_ahead(config.prefetch, self.device)
         self.learning_rate = config.learning_rate
         self._nonfinite = 0
 
@@ -69,26 +71,15 @@ class RunState:
 
     @contextmanager
     def batches(self, draw: Callable[[], Batch], count: int) -> Iterator[Callable[[], Batch]]:
-        """``next_batch()`` for ``count`` steps; with prefetch the next batch is drawn in a
-        thread while the current step runs. The thread is shut down on leaving, however."""
-        if not self.prefetch:
-            yield draw
-            return
-        executor = ThreadPoolExecutor(1, "tile-sampler")
-        left = count
-        pending: Future | None = executor.submit(draw) if left > 0 else None
-
-        def next_batch() -> Batch:
-            nonlocal pending, left
-            batch = pending.result() if pending is not None else draw()
-            left -= 1
-            pending = executor.submit(draw) if left > 0 else None
-            return batch
-
+        """``next_batch()`` for ``count`` steps, each batch made ready to send by the step plan
+        (:class:`~napari_tiled_unet.training.prefetch.BatchSource`: drawn between steps, or
+        ahead in a thread where that does not fight torch's threads). The thread is shut down
+        on leaving, however."""
+        source = BatchSource(lambda: self.plan.host_batch(draw()), ahead=self.prefetch, limit=count)
         try:
-            yield next_batch
+            yield source.next
         finally:
-            executor.shutdown(wait=True, cancel_futures=True)
+            source.close()
 
 
 class WeightSnapshots:
