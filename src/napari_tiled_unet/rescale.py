@@ -6,8 +6,8 @@ diameter of an image (pixels), :func:`iter_predict_rescaled` resamples the image
 model's spatial axes by ``object_diameter / diameter`` (linear, smoothed first when
 shrinking), predicts, and maps the result back onto the image's grid: labels and object ids
 by nearest neighbour, probabilities linearly. ``diameter="auto"`` predicts objects once and
-measures their median diameter; when it differs from the training diameter by more than
-:data:`AUTO_TOLERANCE`, it predicts again at half and double size (:data:`PROBE_SCALES`)
+measures their median diameter; when it finds none, or differs from the training diameter
+by more than :data:`AUTO_TOLERANCE`, it predicts again at half and double size (:data:`PROBE_SCALES`)
 and takes the measurement of the scale at which the objects come closest to the training
 size (a network shown objects twice its training size may fragment them), then rescales.
 
@@ -193,19 +193,20 @@ def iter_predict_rescaled(
             )
         first = yield from iter_predict(image, net, output="instances", **axes, **options)
         found = measured_diameter(first, layout)
-        if found is not None and abs(found / trained - 1) > AUTO_TOLERANCE:
-            # A network shown objects far from its training size may fragment or merge
-            # them, so one measurement can mislead: measure at half and double size too
-            # and trust the scale at which the objects look most like the training ones.
-            candidates = [(1.0, found)]
+        if found is None or abs(found / trained - 1) > AUTO_TOLERANCE:
+            # A network shown objects far from its training size may miss, fragment or
+            # merge them, so one measurement can mislead: measure at half and double size
+            # too and trust the scale at which the objects look most like the training ones.
+            candidates = [] if found is None else [(1.0, found)]
             for scale in PROBE_SCALES:
                 resized = resample_linear(image, rescaled_shape(layout, scale))
                 probe = yield from iter_predict(resized, net, output="instances", **axes, **options)
                 measured = measured_diameter(probe, layout)
                 if measured is not None:
                     candidates.append((scale, measured))
-            scale, measured = min(candidates, key=lambda c: abs(math.log(c[1] / trained)))
-            found = measured / scale
+            if candidates:
+                scale, measured = min(candidates, key=lambda c: abs(math.log(c[1] / trained)))
+                found = measured / scale
         keep = found is None or abs(found / trained - 1) <= AUTO_TOLERANCE
         message = _auto_message(found, trained, rescaled=not keep)
         logger.info(message)
