@@ -193,3 +193,18 @@ def test_prediction_streamed_equals_in_memory_with_separation(tmp_path, rng, mon
         iter_predict_to_file(image, tmp_path / "o.zarr", model, output="instances", **options)
     )
     np.testing.assert_array_equal(result[...], expected)
+
+
+def test_bundled_model_stores_the_sizes_of_its_training_objects():
+    import tifffile
+
+    from napari_tiled_unet.model.modelfile import default_model_path
+
+    folder = default_model_path().parent / "train"
+    labels = [tifffile.imread(p) for p in sorted(folder.glob("*_labels.tif"))]
+    info = load_model(default_model_path()).info
+    expected = training_object_stats(labels, 2)
+    assert (info.object_diameter, info.min_object_size) == (
+        expected["object_diameter"],
+        expected["min_object_size"],
+    )
