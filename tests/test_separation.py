@@ -91,6 +91,15 @@ def test_holes_filled_unless_large_or_open_to_the_border():
     found = in_memory(classes, options)
     assert found[14, 14] == found[6, 6] > 0
     np.testing.assert_array_equal(blockwise(classes, options, block=12), found)
+    classes[8, 8:17] = 0  # a 9-px slit: small, but 9 px long
+    long_holes = InstanceOptions(max_hole=10, hole_extent=9)
+    assert (refine_classes(classes, long_holes)[8, 8:17] == 0).all()
+    assert (refine_classes(classes, long_holes)[13:16, 13:16] == 1).all()
+    assert (refine_classes(classes, InstanceOptions(max_hole=10))[8, 8:17] == 1).all()
+    assert long_holes.halo == 9 and InstanceOptions(max_hole=10, core_radius=2).halo == 12
+    np.testing.assert_array_equal(
+        blockwise(classes, long_holes, block=12), in_memory(classes, long_holes)
+    )
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
@@ -99,7 +108,7 @@ def test_refined_view_equals_whole_image_refinement(rng, ndim):
     smooth = ndi.gaussian_filter(rng.random(shape), 2)
     classes = np.digitize(smooth, np.quantile(smooth, [0.4, 0.55])).astype(np.uint8)
     classes = np.where(classes == 2, 1, np.where(classes == 1, 2, 0)).astype(np.uint8)
-    options = InstanceOptions(core_radius=2, max_hole=12, min_object_size=10)
+    options = InstanceOptions(core_radius=2, max_hole=12, hole_extent=5, min_object_size=10)
     whole = refine_classes(classes, options)
     view = RefinedClasses(classes, options)
     windows = [(slice(3, 17),) * ndim, (slice(0, 9), slice(5, 30)) + (slice(None),) * (ndim - 2)]
@@ -119,6 +128,7 @@ def test_settings_come_from_the_model_file(tmp_path):
     assert InstanceOptions.for_model(ModelInfo(min_object_size=30)).min_object_size == 30
     options = InstanceOptions.for_model(ModelInfo(axes="YX", object_diameter=27.43))
     assert (options.core_radius, options.max_hole, options.min_object_size) == (5, 148, 89)
+    assert options.hole_extent == 15 and options.halo == 20
     path = save_model(
         tiny_unet(),
         tmp_path / "m.pt",
@@ -183,3 +193,18 @@ def test_prediction_streamed_equals_in_memory_with_separation(tmp_path, rng, mon
         iter_predict_to_file(image, tmp_path / "o.zarr", model, output="instances", **options)
     )
     np.testing.assert_array_equal(result[...], expected)
+
+
+def test_bundled_model_stores_the_sizes_of_its_training_objects():
+    import tifffile
+
+    from napari_tiled_unet.model.modelfile import default_model_path
+
+    folder = default_model_path().parent / "train"
+    labels = [tifffile.imread(p) for p in sorted(folder.glob("*_labels.tif"))]
+    info = load_model(default_model_path()).info
+    expected = training_object_stats(labels, 2)
+    assert (info.object_diameter, info.min_object_size) == (
+        expected["object_diameter"],
+        expected["min_object_size"],
+    )

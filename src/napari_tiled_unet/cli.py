@@ -36,6 +36,7 @@ def _predict_request(args: argparse.Namespace, model):
         axes=args.axes,
         channels=parse_channels_option(args.channels),
         trust_package_code=args.trust_package_code,
+        diameter=args.diameter,
     )
 
 
@@ -177,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "labels", "instances"),
         default="auto",
         help="labels: class ids; instances: object ids; auto: instances for models trained on instance labels",
+    )
+    p.add_argument(
+        "--diameter",
+        metavar="PX|auto",
+        help="typical object diameter in pixels: the image is rescaled so objects get the size the model was trained on (held in memory); auto: measured from a first prediction; 0: off (default)",
     )
     p.add_argument(
         "--dask-scheduler",

@@ -25,13 +25,13 @@ from napari_tiled_unet.forward import (
     check_precision,
     forward_whole_image,
     inference_setup,
-    labels_dtype,
     predict_batch,
     predict_written,
 )
 from napari_tiled_unet.instances import iter_model_instances
 from napari_tiled_unet.model.memory import format_bytes, tile_memory
 from napari_tiled_unet.normalization import Normalization
+from napari_tiled_unet.output_spec import OUTPUTS, layout_output_spec, output_spec
 from napari_tiled_unet.planning import (
     SUGGESTED_KEPT_SHARE,
     check_tiling_options,
@@ -39,6 +39,7 @@ from napari_tiled_unet.planning import (
     plan_with_warning,
     suggest_halo,
 )
+from napari_tiled_unet.rescale import check_diameter, iter_predict_rescaled
 from napari_tiled_unet.tiling.stitch import iter_run_plan
 
 if TYPE_CHECKING:
@@ -65,8 +66,6 @@ __all__ = [
     "resolve_model",
     "suggest_halo",
 ]
-
-OUTPUTS = ("labels", "probabilities", "instances")
 
 
 def resolve_model(model: UNet | str | os.PathLike | None) -> UNet:
@@ -193,6 +192,7 @@ def iter_predict(
     out: Any = None,
     name: str = "image",
     precision: str = "float32",
+    diameter: float | str | None = None,
 ) -> Generator[Progress, None, Any]:
     """Predict ``image`` tile by tile, yielding progress; the generator returns the result.
 
@@ -266,6 +266,12 @@ def iter_predict(
         Arithmetic of the network's forward pass. "bfloat16" (CPU or GPU) and "float16" (GPU)
         run it under ``torch.autocast``: faster where the hardware supports it, results no
         longer exact (see the README for the measured label agreement).
+    diameter : float or "auto", optional
+        The image's typical object diameter in pixels: the image is rescaled so its objects
+        get the size the model was trained on (``model.info.object_diameter``), predicted,
+        and the result mapped back onto its grid; "auto" measures it from a first
+        prediction and rescales only if it differs by more than 20 %. None or 0: off. The
+        image is then held in memory (:mod:`napari_tiled_unet.rescale`).
 
     Yields
     ------
@@ -294,9 +300,21 @@ def iter_predict(
     check_tiling_options(net, tile_shape, batch_size)
     options = dict(tile_shape=tile_shape, halo=halo, batch_size=batch_size, device=device)
     options.update(name=name, precision=precision)
+    if check_diameter(diameter) is not None:
+        scaled = iter_predict_rescaled(image, net, layout, diameter, output=output, **options)
+        return (yield from scaled if out is None else _write_into(scaled, out))
     if output == "instances":
         return (yield from _iter_local_instances(image, net, layout, out, **options))
     return (yield from _iter_layout(image, net, layout, out, output=output, **options))
+
+
+def _write_into(job: Generator[Progress, None, Any], out: Any) -> Generator[Progress, None, Any]:
+    """Run ``job`` and copy its in-memory result into ``out`` (same shape), returning ``out``."""
+    result = yield from job
+    if tuple(out.shape) != tuple(result.shape):
+        raise UserInputError(f"out has shape {tuple(out.shape)}; expected {result.shape}")
+    out[...] = result
+    return out
 
 
 def _iter_local_instances(
@@ -370,35 +388,6 @@ def _iter_layout(
                 detail = f" ({where})" if where else ""
                 yield Progress("predict", done, total, f"tile {done}/{total}{detail}")
     return target
-
-
-def output_spec(
-    model: UNet, spatial: Sequence[int], output: str = "labels"
-) -> tuple[tuple[int, ...], np.dtype, str]:
-    """Shape, dtype and axis letters of :func:`iter_predict`'s result for a spatial shape."""
-    spatial = tuple(int(n) for n in spatial)
-    letters = "ZYX"[-len(spatial) :]
-    if output == "labels":
-        return spatial, labels_dtype(model.config.num_classes), letters
-    if output == "instances":
-        return spatial, np.dtype(np.int32), letters
-    if output == "probabilities":
-        return (model.config.num_classes, *spatial), np.dtype(np.float32), "C" + letters
-    raise UserInputError(f"output must be one of {OUTPUTS}, got {output!r}")
-
-
-def layout_output_spec(
-    model: UNet, layout: Layout, output: str = "labels"
-) -> tuple[tuple[int, ...], np.dtype, str]:
-    """Shape, dtype and axis letters of :func:`iter_predict`'s result for an image layout.
-
-    The image's shape and axes without C (``"TZYX"`` for a ``"TZCYX"`` image); probabilities
-    add a leading class axis, lettered ``C``.
-    """
-    _shape, dtype, _letters = output_spec(model, layout.spatial_shape, output)
-    if output == "probabilities":
-        return (model.config.num_classes, *layout.output_shape), dtype, "C" + layout.output_axes
-    return layout.output_shape, dtype, layout.output_axes
 
 
 def predicted_spec(

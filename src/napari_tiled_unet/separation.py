@@ -5,20 +5,22 @@ an image unlike the training data often get no boundary between them: their inte
 and one seed grows into one merged object. :func:`refine_classes` rewrites the class map
 before the objects are labelled (:func:`~napari_tiled_unet.postprocess.instances_from_classes`):
 
-1. **Holes.** Background regions with fewer than ``max_hole`` pixels that are enclosed by
-   foreground (touch neither the image border nor anything but foreground) become interior.
+1. **Holes.** Background regions with fewer than ``max_hole`` pixels, less than
+   ``hole_extent`` pixels long along every axis, that are enclosed by foreground (touch
+   neither the image border nor anything but foreground) become interior.
 2. **Cores.** Interior pixels farther than ``core_radius`` from any non-interior pixel
    (erosion by a disk; the image border does not erode) stay interior, the others become
    boundary. A neck narrower than the disk between two interiors cuts them into two seeds;
    the seeds then grow back over the whole foreground.
 
-Both steps only look ``halo = max_hole + core_radius`` pixels around each pixel, so
+Both steps only look ``halo = hole_extent + core_radius`` pixels around each pixel, so
 :class:`RefinedClasses` computes them window by window for the blockwise labeller with
 exactly the whole-image result.
 
 The settings come from the model (:meth:`InstanceOptions.for_model`): a model file that
 stores the median diameter of its training objects gets ``core_radius = 0.2 * diameter``,
-``max_hole`` the area of a disk of half the diameter, and the stored minimum object size;
+``max_hole`` the area of a disk of half the diameter (``hole_extent`` its width), and the
+stored minimum object size;
 an older file keeps the plain behaviour (no refinement, objects down to 4 pixels).
 """
 
@@ -53,6 +55,9 @@ class InstanceOptions:
         (0: every interior pixel seeds, the plain rule).
     max_hole : int
         Enclosed background regions smaller than this many pixels are filled (0: none).
+    hole_extent : int
+        ... and shorter than this many pixels along every axis (0: ``max_hole``, which
+        bounds it anyway). It sets how far :class:`RefinedClasses` reads around a window.
     min_seed_size : int
         Seeds (and seedless foreground regions) smaller than this many pixels are dropped.
     min_object_size : int
@@ -61,11 +66,12 @@ class InstanceOptions:
 
     core_radius: int = 0
     max_hole: int = 0
+    hole_extent: int = 0
     min_seed_size: int = 4
     min_object_size: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("core_radius", "max_hole", "min_seed_size", "min_object_size"):
+        for name in ("core_radius", "max_hole", "hole_extent", "min_seed_size", "min_object_size"):
             value = getattr(self, name)
             if not isinstance(value, int | np.integer) or value < 0:
                 raise UserInputError(f"{name} must be a non-negative integer, got {value!r}")
@@ -74,7 +80,9 @@ class InstanceOptions:
     @property
     def halo(self) -> int:
         """Pixels around a window that :func:`refine_classes` needs to be exact inside it."""
-        return self.max_hole + self.core_radius
+        if not self.max_hole:
+            return self.core_radius
+        return (self.hole_extent or self.max_hole) + self.core_radius
 
     @property
     def refines(self) -> bool:
@@ -98,6 +106,7 @@ class InstanceOptions:
         return cls(
             core_radius=round(CORE_FRACTION * diameter),
             max_hole=round(ball_volume(diameter / 2, ndim)),
+            hole_extent=math.ceil(diameter / 2) + 1,
             min_object_size=int(stored_min),
         )
 
@@ -134,6 +143,10 @@ def refine_classes(classes: np.ndarray, options: InstanceOptions) -> np.ndarray:
         regions, n = ndi.label(out == 0, structure=structure)
         if n:
             small = np.bincount(regions.ravel(), minlength=n + 1) < options.max_hole
+            if options.hole_extent:
+                for k, box in enumerate(ndi.find_objects(regions), 1):
+                    if box is not None and small[k]:
+                        small[k] = all(b.stop - b.start < options.hole_extent for b in box)
             for axis in range(regions.ndim):  # touching any edge of the window: not a hole
                 for end in (0, -1):
                     small[np.take(regions, end, axis=axis)] = False

@@ -167,6 +167,13 @@ class PredictWidget(Container):
                 tooltip="Tiles per forward pass; on a GPU with memory to spare, more can be faster",
             ),
             ComboBox(name="device", choices=DEVICES, value="auto"),
+            LineEdit(
+                name="diameter",
+                value="",
+                tooltip="Typical object diameter in pixels: the image is rescaled so its "
+                "objects get the size the model was trained on (held in memory); 'auto': "
+                "measured from a first prediction; blank or 0: off",
+            ),
             ComboBox(
                 name="output",
                 choices=OUTPUT_KINDS,
@@ -379,7 +386,8 @@ class PredictWidget(Container):
         self._throttle = Throttle()
         self._set_running(True)
         self.status.value = f"Predicting {layer.name!r}…"
-        store = self._result_store(layer)
+        # A rescaled prediction is computed in memory (napari_tiled_unet.rescale).
+        store = self._result_store(layer) if request.diameter is None else None
         job = iter_predict_job(
             layer_data(layer), request, output_path=store, pyramid=store is not None
         )
@@ -418,6 +426,7 @@ class PredictWidget(Container):
             ),
             name=engine_name(layer),
             trust_package_code=self.trust_package_code.value,
+            diameter=self.diameter.value.strip() or None,
         )
 
     def _result_store(self, layer: Image) -> Path | None:

@@ -89,6 +89,10 @@ class PredictRequest:
     trust_package_code : bool
         Allow a bioimage.io package whose network is built by Python source it ships (that
         code is run); default False: such packages are refused.
+    diameter : float or "auto", optional
+        The image's typical object diameter in pixels: predict with the image rescaled to
+        the model's training object size (:mod:`napari_tiled_unet.rescale`; the image is
+        then held in memory); "auto": measured from a first prediction. None or 0: off.
     """
 
     model: ModelSource = None
@@ -103,9 +107,13 @@ class PredictRequest:
     hints: LayoutHints = field(default_factory=LayoutHints)
     name: str = "image"
     trust_package_code: bool = False
+    diameter: float | str | None = None
 
     def __post_init__(self) -> None:
         from napari_tiled_unet.device import PRECISIONS
+        from napari_tiled_unet.rescale import check_diameter
+
+        object.__setattr__(self, "diameter", check_diameter(self.diameter))
 
         if self.output not in OUTPUT_KINDS:
             raise UserInputError(f"output must be one of {OUTPUT_KINDS}, got {self.output!r}")
@@ -354,12 +362,21 @@ def iter_predict_job(
     if probabilities_path is not None and output_path is None:
         raise UserInputError("probabilities_path needs an output_path for the labels")
     package = foreign_package(request.model, trust_package_code=request.trust_package_code)
+    if package is not None and request.diameter is not None:
+        raise UserInputError(
+            "a diameter needs a model file of this plugin (it stores the "
+            "training object size); this bioimage.io package has none"
+        )
     if package is not None:  # another architecture's bioimage.io package
         paths = dict(output_path=targets[0], probabilities_path=targets[1])
         job = iter_foreign_job(image, request, package, **paths, pyramid=pyramid, client=client)
         return (yield from job)
     model = load_job_model(request.model)
     kind = request.output_kind(model.info)
+    if request.diameter is not None:
+        from napari_tiled_unet.jobs.diameter import check_diameter_job
+
+        check_diameter_job(model, client, probabilities_path, pyramid)
     if probabilities_path is not None and kind == "probabilities":
         raise UserInputError("probabilities_path goes with labels or instances output")
     layout = image_layout(image, model, axes=read_layout(image.shape, model, request))
@@ -377,6 +394,8 @@ def iter_predict_job(
             warning,
         )
         return PredictResult(kind, labels, layout, path, probabilities)
+    if request.diameter is not None:
+        options["diameter"] = request.diameter
     if path is None:
         data = yield from iter_with_warning(
             _iter_in_memory(image, model, layout, kind, options, client), warning
@@ -412,7 +431,13 @@ def _iter_in_memory(image, model, layout, kind, options, client):
 def _iter_to_file(image, model, layout, kind, options, client, path, pyramid):
     from napari_tiled_unet.io.store import create_output, open_output
 
-    if client is None:
+    if options.get("diameter") is not None:  # rescaled in memory, then written whole
+        from napari_tiled_unet.inference import iter_predict, layout_output_spec
+        from napari_tiled_unet.io.store import write_arrays
+
+        data = yield from iter_predict(image, model, axes=layout, output=kind, **options)
+        write_arrays([(path, data, layout_output_spec(model, layout, kind)[2])])
+    elif client is None:
         from napari_tiled_unet.inference import iter_predict_to_file
 
         yield from iter_predict_to_file(image, path, model, output=kind, axes=layout, **options)
