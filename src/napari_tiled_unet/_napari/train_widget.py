@@ -355,7 +355,8 @@ class TrainWidget(SavesTrainedModel, Container):
         self._kept_name = None
         self._model_name = self.model_name.value.strip() or pairs[0].image_name
         self._layout = plan.layouts[0]
-        self._source_layer = self.layer_pairs()[0][0]
+        self._pair_layers = self.layer_pairs()  # a Continue follows the same layers
+        self._source_layer = self._pair_layers[0][0]
         self.plot.clear(plan.config.best_metric)
         self.status.value = "Reading the training data…"
         return self._run(trainer.iter_run())
@@ -382,11 +383,10 @@ class TrainWidget(SavesTrainedModel, Container):
             on_finished=self._finished,
         )
         self.live.watch_close(self.native)
-        pairs = self.layer_pairs()
         self.live.start(
             self.trainer,
             self._source_layer,
-            [labels for _image, labels in pairs],
+            [labels for _image, labels in self._pair_layers],
             self._layout,
             self.live_preview.value,
             self.preview_every.value,
@@ -396,6 +396,8 @@ class TrainWidget(SavesTrainedModel, Container):
     def shutdown(self) -> None:
         """Stop training and the preview and wait for their threads (the viewer closes); the
         widget shows nothing more (its Qt widgets are going away)."""
+        if self._closed:
+            return
         self._closed = True
         self._trained.changed.disconnect(self.start_from.reset_choices)
         self.live.shutdown(lambda: self._worker is not None and self._worker.quit())
