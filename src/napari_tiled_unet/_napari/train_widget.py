@@ -68,6 +68,9 @@ class TrainWidget(SavesTrainedModel, Container):
     ----------
     model : UNet or None
         The last model trained (the best one so far after a Stop).
+    last_model : UNet or None
+        The last run's final weights, when they are not its best (offered as
+        ``"trained: <name> (last)"``).
     trainer : Trainer or None
         The current or last training run.
     plot : TrainingPlot
@@ -108,6 +111,7 @@ class TrainWidget(SavesTrainedModel, Container):
         self._worker: GeneratorWorker | None = None
         self.trainer: Trainer | None = None
         self.model: UNet | None = None
+        self.last_model: UNet | None = None
         self._model_name = ""
         self._source_layer: Image | None = None
         self._kept = False
@@ -452,6 +456,10 @@ class TrainWidget(SavesTrainedModel, Container):
         if trainer.best_step is not None:
             metric = trainer.config.best_metric
             best = f" (best {metric} {trainer.best_scores[metric]:.3f} at step {trainer.best_step})"
+        if trainer.best_step not in (None, trainer.step):  # Stop keeps the last weights too
+            self.last_model = trainer.model_of()
+            self._trained.put(f"{name} (last)", self.last_model)
+            best += f"; its last weights (step {trainer.step}) as 'trained: {name} (last)'"
         if trainer.status == "stopped":
             done = f"Stopped at step {trainer.step}"
         else:
