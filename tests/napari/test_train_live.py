@@ -63,7 +63,7 @@ def tiny(widget, iterations=100_000, preview_every=0.5):
 def add_pair(viewer, widget, scribbles):
     image, labels, _ = scribbles
     viewer.add_image(image, name="cells")
-    layer = viewer.add_labels(labels, name="scribbles")
+    layer = viewer.add_labels(labels, name="scribbles")  # the active layer: painted in
     widget.reset_choices()
     return layer
 
@@ -88,6 +88,9 @@ def test_preview_appears_and_follows_the_view(shown_viewer, widget, qtbot, scrib
     qtbot.waitUntil(lambda: len(preview.shown) >= 1, timeout=60_000)
     layer = viewer.layers["cells preview"]
     assert layer.data.shape == labels.data.shape
+    # painting goes on in the labels layer, drawn above the preview
+    assert viewer.layers.selection.active is labels
+    assert viewer.layers.index(labels) > viewer.layers.index(layer)
     first = preview.shown[-1]
     assert first.index == visible_box(labels)  # the whole image is in view at first
     assert set(np.unique(layer.data)) <= {0, 1, 2}  # painted values: 1 background, 2 nuclei

@@ -271,14 +271,22 @@ class LivePreview:
         existing = self._viewer.layers[name] if name in self._viewer.layers else None
         if existing is not None and existing.data.shape == shape and existing.data.dtype == dtype:
             return existing
+        layers = self._viewer.layers
         if existing is not None:
-            self._viewer.layers.remove(existing)
-        return self._viewer.add_labels(
+            layers.remove(existing)
+        # The user goes on painting: the labels layer stays selected and above the preview.
+        active = layers.selection.active
+        layer = self._viewer.add_labels(
             np.zeros(shape, dtype),
             name=name,
             opacity=0.5,
             **result_layer_kwargs(labels, shape),
         )
+        if labels in layers:
+            layers.move(layers.index(layer), layers.index(labels))
+        if active is not None and active in layers:
+            layers.selection.active = active
+        return layer
 
     def view(self) -> View:
         """What the canvas shows now (GUI thread; cheap)."""
