@@ -94,3 +94,27 @@ def test_an_export_never_replaces_the_package_it_is_made_from(
     assert predict_widget.export_model(package, values=VALUES) is None
     assert package.read_bytes() == before
     assert "model file" in errors[-1], errors
+
+
+def test_train_widget_exports_while_training_runs(viewer, qtbot, nuclei_pair, tmp_path):
+    image, labels = nuclei_pair
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(labels, name="cells masks")
+    widget = TrainWidget(viewer)
+    widget.label_mode.value = "instance"
+    widget.base_channels.value, widget.depth.value, widget.tile_size.value = 4, 2, 32
+    widget.iterations.value, widget.device.value = 100_000, "cpu"
+    widget.live_preview.value = False
+    widget.train()
+    qtbot.waitUntil(
+        lambda: widget.trainer.step >= 2 and widget.export_button.enabled, timeout=60_000
+    )
+    # Before the first validation there is no kept best: the weights are copied between two
+    # steps in a worker, then exported; training goes on.
+    assert widget.export_model(tmp_path / "mid", values=VALUES) is None
+    package = tmp_path / "mid.zip"
+    qtbot.waitUntil(lambda: widget.status.value == f"Exported {package}.", timeout=120_000)
+    assert widget.running
+    assert load_package(package).info.label_mode == "instance"
+    widget.stop()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)

@@ -63,7 +63,7 @@ def tiny(widget, iterations=100_000, preview_every=0.5):
 def add_pair(viewer, widget, scribbles):
     image, labels, _ = scribbles
     viewer.add_image(image, name="cells")
-    layer = viewer.add_labels(labels, name="scribbles")
+    layer = viewer.add_labels(labels, name="scribbles")  # the active layer: painted in
     widget.reset_choices()
     return layer
 
@@ -88,6 +88,9 @@ def test_preview_appears_and_follows_the_view(shown_viewer, widget, qtbot, scrib
     qtbot.waitUntil(lambda: len(preview.shown) >= 1, timeout=60_000)
     layer = viewer.layers["cells preview"]
     assert layer.data.shape == labels.data.shape
+    # painting goes on in the labels layer, drawn above the preview
+    assert viewer.layers.selection.active is labels
+    assert viewer.layers.index(labels) > viewer.layers.index(layer)
     first = preview.shown[-1]
     assert first.index == visible_box(labels)  # the whole image is in view at first
     assert set(np.unique(layer.data)) <= {0, 1, 2}  # painted values: 1 background, 2 nuclei
@@ -155,7 +158,8 @@ def test_continue_resumes_the_run(shown_viewer, widget, qtbot, scribbles):
     assert trainer._state.optimizer is optimizer
     assert {int(s["step"]) for s in optimizer.state.values()} == {5}
     assert widget.plot.steps == [1, 2, 3, 4, 5]
-    assert trained_models(shown_viewer).names() == ["cont"]  # replaced, not added
+    names = trained_models(shown_viewer).names()
+    assert names[0] == "cont" and "cont [1]" not in names  # replaced, not added
     assert trained_models(shown_viewer).get("cont") is widget.model is not first
     assert widget.model.metadata["training"]["steps_done"] == 5
 
@@ -253,3 +257,26 @@ def test_closing_the_viewer_while_training_and_previewing_stops_every_thread(
     shown_viewer.close()
     assert trainer.status == "stopped"
     no_threads_left(qtbot)
+
+
+def test_fine_tuning_the_bundled_model_keeps_its_architecture(
+    shown_viewer, widget, qtbot, nuclei_pair
+):
+    from napari_tiled_unet import load_model
+    from napari_tiled_unet.model.modelfile import default_model_path
+
+    image, instances = nuclei_pair
+    shown_viewer.add_image(image, name="cells")
+    shown_viewer.add_labels(instances, name="masks")
+    widget.reset_choices()
+    widget.label_mode.value = "instance"
+    widget.start_from.value = BUNDLED_MODEL
+    widget.tile_size.value, widget.batch_size.value, widget.iterations.value = 64, 1, 1
+    widget.augmentation.value, widget.device.value = False, "cpu"
+    widget.live_preview.value = False
+    assert widget.train() is not None, widget.status.value
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    bundled = load_model(default_model_path())
+    assert widget.model.config == bundled.config
+    assert widget.model.info.normalization == bundled.info.normalization
+    assert widget.model.metadata["training"]["fine_tuned_from"] == str(default_model_path())

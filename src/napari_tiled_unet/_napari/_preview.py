@@ -39,8 +39,8 @@ logger = logging.getLogger(__name__)
 
 #: Default seconds between the starts of two previews. Measured on a shared 2-core CPU
 #: (benchmarks/results/train_while_painting.md): a preview of a 512 x 512 view plus context
-#: took 2.3 s with a base-16 depth-3 network and 6.5 s with the widget's default base-32
-#: depth-4 one, one training step (tile 256, batch 4) 5 s and 12 s. Whatever the setting, a
+#: took 2.4 s with a base-16 depth-3 network and 9.9 s with the widget's default base-32
+#: depth-4 one, one training step (tile 256, batch 4) 8 s and 20 s. Whatever the setting, a
 #: preview starts no sooner than :data:`REST_FACTOR` times its predecessor's compute time after
 #: it ended, so previews take at most about a third of the time training runs.
 PREVIEW_INTERVAL = 5.0
@@ -227,6 +227,8 @@ class LivePreview:
         self._ready_at = 0.0
         #: Seconds the last preview took (reading and prediction, not the wait for weights).
         self.last_compute = 0.0
+        #: Seconds the GUI thread spent writing the last preview into its layer.
+        self.last_show = 0.0
 
     @property
     def running(self) -> bool:
@@ -273,14 +275,22 @@ class LivePreview:
         existing = self._viewer.layers[name] if name in self._viewer.layers else None
         if existing is not None and existing.data.shape == shape and existing.data.dtype == dtype:
             return existing
+        layers = self._viewer.layers
         if existing is not None:
-            self._viewer.layers.remove(existing)
-        return self._viewer.add_labels(
+            layers.remove(existing)
+        # The user goes on painting: the labels layer stays selected and above the preview.
+        active = layers.selection.active
+        layer = self._viewer.add_labels(
             np.zeros(shape, dtype),
             name=name,
             opacity=0.5,
             **result_layer_kwargs(labels, shape),
         )
+        if labels in layers:
+            layers.move(layers.index(layer), layers.index(labels))
+        if active is not None and active in layers:
+            layers.selection.active = active
+        return layer
 
     def view(self) -> View:
         """What the canvas shows now (GUI thread; cheap)."""
@@ -314,10 +324,12 @@ class LivePreview:
     def _show(self, result) -> None:
         if result is None or self.layer is None or self.layer not in self._viewer.layers:
             return
+        started = time.perf_counter()
         region, labels, self.last_compute = result
         self.layer.data[region.index] = labels
         self.layer.refresh()
         self.shown.append(region)
+        self.last_show = time.perf_counter() - started
 
     def _failed(self, error: Exception) -> None:
         self.error = str(error)

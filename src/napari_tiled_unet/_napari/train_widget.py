@@ -68,6 +68,9 @@ class TrainWidget(SavesTrainedModel, Container):
     ----------
     model : UNet or None
         The last model trained (the best one so far after a Stop).
+    last_model : UNet or None
+        The last run's final weights, when they are not its best (offered as
+        ``"trained: <name> (last)"``).
     trainer : Trainer or None
         The current or last training run.
     plot : TrainingPlot
@@ -108,6 +111,7 @@ class TrainWidget(SavesTrainedModel, Container):
         self._worker: GeneratorWorker | None = None
         self.trainer: Trainer | None = None
         self.model: UNet | None = None
+        self.last_model: UNet | None = None
         self._model_name = ""
         self._source_layer: Image | None = None
         self._kept = False
@@ -356,7 +360,8 @@ class TrainWidget(SavesTrainedModel, Container):
         self._kept_name = None
         self._model_name = self.model_name.value.strip() or pairs[0].image_name
         self._layout = plan.layouts[0]
-        self._source_layer = self.layer_pairs()[0][0]
+        self._pair_layers = self.layer_pairs()  # a Continue follows the same layers
+        self._source_layer = self._pair_layers[0][0]
         self.plot.clear(plan.config.best_metric)
         self.status.value = "Reading the training data…"
         return self._run(trainer.iter_run())
@@ -383,11 +388,10 @@ class TrainWidget(SavesTrainedModel, Container):
             on_finished=self._finished,
         )
         self.live.watch_close(self.native)
-        pairs = self.layer_pairs()
         self.live.start(
             self.trainer,
             self._source_layer,
-            [labels for _image, labels in pairs],
+            [labels for _image, labels in self._pair_layers],
             self._layout,
             self.live_preview.value,
             self.preview_every.value,
@@ -397,6 +401,8 @@ class TrainWidget(SavesTrainedModel, Container):
     def shutdown(self) -> None:
         """Stop training and the preview and wait for their threads (the viewer closes); the
         widget shows nothing more (its Qt widgets are going away)."""
+        if self._closed:
+            return
         self._closed = True
         self._trained.changed.disconnect(self.start_from.reset_choices)
         self.live.shutdown(lambda: self._worker is not None and self._worker.quit())
@@ -451,6 +457,10 @@ class TrainWidget(SavesTrainedModel, Container):
         if trainer.best_step is not None:
             metric = trainer.config.best_metric
             best = f" (best {metric} {trainer.best_scores[metric]:.3f} at step {trainer.best_step})"
+        if trainer.best_step not in (None, trainer.step):  # Stop keeps the last weights too
+            self.last_model = trainer.model_of()
+            self._trained.put(f"{name} (last)", self.last_model)
+            best += f"; its last weights (step {trainer.step}) as 'trained: {name} (last)'"
         if trainer.status == "stopped":
             done = f"Stopped at step {trainer.step}"
         else:
