@@ -63,6 +63,17 @@ OLD_FLAT = {
 }
 
 
+APPEARANCE_FIELDS = (
+    "appearance",
+    "gamma",
+    "uneven_background",
+    "blur",
+    "poisson_noise",
+    "gaussian_noise",
+    "scale",
+)
+
+
 def test_old_flat_configs_load_as_the_nested_config():
     config = TrainConfig.from_dict(OLD_FLAT)
     assert config.network == NetworkSpec(base_channels=16, depth=3, padding="valid")
@@ -84,6 +95,9 @@ def test_old_flat_configs_load_as_the_nested_config():
     assert Normalization.from_dict(flat.pop("normalization")) == Normalization.from_dict(
         OLD_FLAT["normalization"]
     )
+    # Fields added since (appearance and scale augmentation) come in at their defaults.
+    added = {k: flat.pop(k) for k in set(flat) - set(OLD_FLAT)}
+    assert added == {k: getattr(AugmentSpec(), k) for k in APPEARANCE_FIELDS}
     assert flat == {k: v for k, v in OLD_FLAT.items() if k != "normalization"}
 
 
