@@ -14,11 +14,15 @@ HeLa trains on ``sample_data/train/`` and is scored on ``sample_data/eval/`` onl
 model is. The other sources train and are scored on the same images: leaving a source out
 means it is never seen. Synthetic training and evaluation images come from different seeds.
 
-The training budget is a parameter. On the shared 2-core machine a reduced budget is run::
+The training budget is a parameter. On the shared 2-core machine a reduced budget is run, the
+folds first, then (a separate run, a smaller budget) the augmentation ablation, then one
+report from both::
 
-    nohup python benchmarks/crossdomain_eval.py --iterations 200 --tile 128 --base 16 \\
-        --hela-ablation --all-sources /tmp/data17_candidate.pt \\
-        --report benchmarks/results/crossdomain_eval.md > /tmp/crossdomain.log 2>&1 &
+    python benchmarks/crossdomain_eval.py --iterations 200 --tile 128 --base 16 --json folds.json
+    python benchmarks/crossdomain_eval.py --iterations 100 --no-folds --hela-ablation \\
+        --json ablation.json
+    python benchmarks/crossdomain_eval.py --merge folds.json ablation.json \\
+        --report benchmarks/results/crossdomain_eval.md
 
 ``--smoke`` runs every step at a toy budget (a few iterations, one image per source).
 """
@@ -180,12 +184,12 @@ def run(args: argparse.Namespace) -> dict:
         }
     save = _saver(args.json)
 
-    log.info("bundled model on every source")
-    bundled = unet_segment(str(BUNDLED_MODEL))
-    results["bundled"] = {s.name: score(bundled, s.eval) for s in sources}
-    save(results)
-
-    for held in sources:
+    if not args.no_folds:
+        log.info("bundled model on every source")
+        bundled = unet_segment(str(BUNDLED_MODEL))
+        results["bundled"] = {s.name: score(bundled, s.eval) for s in sources}
+        save(results)
+    for held in [] if args.no_folds else sources:
         rest = [s for s in sources if s is not held]
         start = time.perf_counter()
         sigma, min_distance, tuned = tune([s.train for s in rest], SIGMAS, MIN_DISTANCES, log=None)
@@ -211,10 +215,11 @@ def run(args: argparse.Namespace) -> dict:
         hela = [s for s in sources if s.name == "HeLa"]
         for augment in (False, True):
             model = train_model(hela, args, augment=augment)
-            key = f"hela_only_appearance_{'on' if augment else 'off'}"
+            key = f"HeLa only, appearance + scale augmentation {'on' if augment else 'off'}"
             segment = unet_segment(model)
-            results["extra"][key] = {s.name: score(segment, s.eval) for s in sources}
-            log.info("%s: %s", key, results["extra"][key])
+            scores = {s.name: score(segment, s.eval) for s in sources}
+            results["extra"][key] = {"budget": _budget(args, augment), "scores": scores}
+            log.info("%s: %s", key, scores)
             save(results)
 
     if args.all_sources:
@@ -223,8 +228,12 @@ def run(args: argparse.Namespace) -> dict:
         model = train_model(sources, args, augment=True)
         save_model(model, args.all_sources)
         segment = unet_segment(model)
-        results["extra"]["all_sources"] = {s.name: score(segment, s.eval) for s in sources}
-        log.info("all sources: %s", results["extra"]["all_sources"])
+        scores = {s.name: score(segment, s.eval) for s in sources}
+        results["extra"]["all sources (in-sample except HeLa eval and synthetic eval)"] = {
+            "budget": _budget(args, True),
+            "scores": scores,
+        }
+        log.info("all sources: %s", scores)
         save(results)
     return results
 
@@ -259,15 +268,40 @@ def report(results: dict) -> str:
         lines.append(
             f"\nMean U-Net minus baseline F1 over left-out sources: {np.mean(f1_gain):+.3f}"
         )
-    for key, scores in results["extra"].items():
-        row = ", ".join(f"{n} F1 {v['f1']:.3f} / AP {v['ap']:.3f}" for n, v in scores.items())
-        lines.append(f"\n`{key}`: {row}")
-    budget = (
-        f"Budget: {b['iterations']} iterations, tile {b['tile']}, batch {b['batch']}, "
-        f"base channels {b['base']}, depth 4, CPU, seed 0, appearance + scale (0.5-2x) "
-        f"augmentation on, validation off (last model)."
+    if results["extra"]:
+        names = list(results["sources"])
+        lines += [
+            "",
+            "| model | budget | " + " | ".join(f"{n} F1 / AP" for n in names) + " |",
+            "|---|---|" + "---|" * len(names),
+        ]
+        for key, entry in results["extra"].items():
+            cells = [
+                f"{entry['scores'][n]['f1']:.3f} / {entry['scores'][n]['ap']:.3f}" for n in names
+            ]
+            lines.append(f"| {key} | {entry['budget']} | " + " | ".join(cells) + " |")
+    return "Folds: " + _budget(argparse.Namespace(**b), True) + "\n\n" + "\n".join(lines) + "\n"
+
+
+def _budget(args: argparse.Namespace, augment: bool) -> str:
+    return (
+        f"{args.iterations} iterations, tile {args.tile}, batch {args.batch}, base channels "
+        f"{args.base}, depth 4, CPU, seed 0, appearance + scale (0.5-2x) augmentation "
+        f"{'on' if augment else 'off'}, validation off (last model)"
     )
-    return budget + "\n\n" + "\n".join(lines) + "\n"
+
+
+def merge(paths: Sequence[Path]) -> dict:
+    """Results of several runs (e.g. the folds, then the ablation) as one."""
+    merged: dict = {"folds": {}, "extra": {}, "bundled": {}, "sources": {}}
+    for path in paths:
+        part = json.loads(Path(path).read_text())
+        if part.get("folds"):
+            merged["budget"] = part["budget"]
+        for key in ("folds", "extra", "bundled", "sources"):
+            merged[key].update(part.get(key, {}))
+    merged.setdefault("budget", json.loads(Path(paths[0]).read_text())["budget"])
+    return merged
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,7 +315,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write results here after every step")
     parser.add_argument("--report", type=Path, help="write the markdown table here")
     parser.add_argument("--smoke", action="store_true", help="toy budget, one image per source")
+    parser.add_argument("--no-folds", action="store_true", help="skip bundled model and folds")
+    parser.add_argument("--merge", type=Path, nargs="+", help="only report these JSON results")
     args = parser.parse_args(argv)
+    if args.merge:
+        text = report(merge(args.merge))
+        print(text)
+        if args.report is not None:
+            args.report.write_text(text)
+        return 0
     if args.smoke:
         args.iterations, args.tile, args.batch, args.base = 2, 64, 1, 4
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
