@@ -153,20 +153,43 @@ def evaluate(segment_fn: SegmentFn, pairs: Sequence[Pair]) -> list[float]:
     return [object_f1(labels, np.asarray(segment_fn(image))) for image, labels in pairs]
 
 
-def tune(pairs: Sequence[Pair]) -> tuple[float, int, float]:
+SIGMAS = (1.0, 2.0, 3.0)
+MIN_DISTANCES = (5, 7, 9, 11, 13, 15, 17)
+
+
+def tune(
+    pairs: Sequence[Pair] | Sequence[Sequence[Pair]],
+    sigmas: Sequence[float] = SIGMAS,
+    min_distances: Sequence[int] = MIN_DISTANCES,
+    log: Callable[[str], None] | None = print,
+) -> tuple[float, int, float]:
     """Grid-search sigma and min_distance for the best mean F1 on ``pairs``.
+
+    Parameters
+    ----------
+    pairs : sequence of (image, labels), or a sequence of such sequences
+        Tuning images. Given as groups (one per data source), the score is the mean over groups
+        of each group's mean F1, so that every source counts the same however many images it
+        has.
+    sigmas, min_distances : sequences
+        The grid searched.
+    log : callable or None
+        Called with one line per grid point; None is silent.
 
     Returns
     -------
     (sigma, min_distance, mean_f1)
     """
+    groups = [pairs] if pairs and isinstance(pairs[0][0], np.ndarray) else pairs
     best = (DEFAULT_SIGMA, DEFAULT_MIN_DISTANCE, -1.0)
-    for sigma, min_distance in itertools.product((1.0, 2.0, 3.0), (5, 7, 9, 11, 13, 15, 17)):
-        scores = evaluate(
-            lambda image, s=sigma, d=min_distance: segment_otsu_watershed(image, s, d), pairs
-        )
-        mean = float(np.mean(scores))
-        print(f"  sigma={sigma:.1f} min_distance={min_distance:2d}  mean F1 on train {mean:.3f}")
+    for sigma, min_distance in itertools.product(sigmas, min_distances):
+
+        def segment(image, s=sigma, d=min_distance):
+            return segment_otsu_watershed(image, s, d)
+
+        mean = float(np.mean([np.mean(evaluate(segment, group)) for group in groups]))
+        if log is not None:
+            log(f"  sigma={sigma:.1f} min_distance={min_distance:2d}  mean F1 on train {mean:.3f}")
         if mean > best[2]:
             best = (sigma, min_distance, mean)
     return best

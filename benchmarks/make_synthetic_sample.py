@@ -16,41 +16,21 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from scipy import ndimage
+
+from napari_tiled_unet.training.synthetic import SAMPLE_SEED, blurred_discs
 
 SHAPE = (256, 256)
-SEED = 2015  # the year of the U-Net paper
+SEED = SAMPLE_SEED  # 2015, the year of the U-Net paper
 OUT_DIR = Path(__file__).resolve().parents[1] / "src" / "napari_tiled_unet" / "sample_data"
 
 
 def make_sample(shape: tuple[int, int] = SHAPE, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(image, labels)``: a uint16 image of blurred discs and their uint16 instance ids.
 
-    Discs (radius 6-13 px) are placed without overlap; each has its own brightness. The image is
-    blurred (sigma 1.5 px), put on a smooth background gradient and given Poisson and Gaussian
-    noise, roughly like a widefield nuclear stain.
+    The generator lives in the package
+    (:func:`napari_tiled_unet.training.synthetic.blurred_discs`); see its docstring.
     """
-    rng = np.random.default_rng(seed)
-    labels = np.zeros(shape, np.uint16)
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    signal = np.zeros(shape, np.float64)
-    n = 0
-    for _ in range(400):
-        radius = rng.uniform(6, 13)
-        cy, cx = rng.uniform(radius, np.array(shape) - radius)
-        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
-        grown = ndimage.binary_dilation(disc, iterations=2)
-        if labels[grown].any():
-            continue
-        n += 1
-        labels[disc] = n
-        signal[disc] = rng.uniform(600, 1800)
-        if n == 40:
-            break
-    signal = ndimage.gaussian_filter(signal, 1.5)
-    background = 200 + 80 * (yy / shape[0]) + 40 * np.sin(xx / shape[1] * np.pi)
-    image = rng.poisson(signal + background) + rng.normal(0, 15, shape)
-    return np.clip(image, 0, 65535).astype(np.uint16), labels
+    return blurred_discs(shape, seed)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -63,6 +63,17 @@ OLD_FLAT = {
 }
 
 
+APPEARANCE_FIELDS = (
+    "appearance",
+    "gamma",
+    "uneven_background",
+    "blur",
+    "poisson_noise",
+    "gaussian_noise",
+    "scale",
+)
+
+
 def test_old_flat_configs_load_as_the_nested_config():
     config = TrainConfig.from_dict(OLD_FLAT)
     assert config.network == NetworkSpec(base_channels=16, depth=3, padding="valid")
@@ -84,9 +95,14 @@ def test_old_flat_configs_load_as_the_nested_config():
     assert Normalization.from_dict(flat.pop("normalization")) == Normalization.from_dict(
         OLD_FLAT["normalization"]
     )
-    # Fields added since, at their defaults: fine_tune_learning_rate (issue 13).
-    added = {"fine_tune_learning_rate": None}
-    assert flat == {**{k: v for k, v in OLD_FLAT.items() if k != "normalization"}, **added}
+    # Fields added since come in at their defaults: fine_tune_learning_rate (issue 13),
+    # appearance and scale augmentation (issue 17).
+    added = {k: flat.pop(k) for k in set(flat) - set(OLD_FLAT)}
+    assert added == {
+        "fine_tune_learning_rate": None,
+        **{k: getattr(AugmentSpec(), k) for k in APPEARANCE_FIELDS},
+    }
+    assert flat == {k: v for k, v in OLD_FLAT.items() if k != "normalization"}
 
 
 def test_specs_are_validated_and_not_mixed_with_flat_fields():

@@ -1,8 +1,10 @@
 """Augmentation of an image tile together with its label tiles, keeping them aligned.
 
-Every geometric transform is drawn once and applied to the image (smooth interpolation) and to
-each label-like array (nearest neighbour), so a label pixel always lands where its image pixel
-lands.
+Every geometric transform (flips, rotations, elastic deformation, scale) is drawn once and
+applied to the image (smooth interpolation) and to each label-like array (nearest neighbour), so
+a label pixel always lands where its image pixel lands. Appearance transforms (gamma, uneven
+background, blur, noise, intensity jitter) change the image only. All are whole-array numpy /
+scipy operations.
 """
 
 from __future__ import annotations
@@ -35,8 +37,22 @@ class Augmentation(AugmentSpec):
             **{**dataclasses.asdict(spec), "elastic": spec.elastic and spec.elastic_sigma > 0}
         )
 
+    def draw_scale(self, rng: np.random.Generator) -> float:
+        """The magnification of the next tile: log-uniform in ``[1 / scale, scale]``.
+
+        1.0 without drawing anything when scale augmentation is off, so switching it off
+        leaves every other random choice as it was.
+        """
+        if self.scale <= 1:
+            return 1.0
+        return float(np.exp(rng.uniform(-np.log(self.scale), np.log(self.scale))))
+
     def __call__(
-        self, rng: np.random.Generator, image: np.ndarray, labels: Sequence[np.ndarray]
+        self,
+        rng: np.random.Generator,
+        image: np.ndarray,
+        labels: Sequence[np.ndarray],
+        shape: Sequence[int] | None = None,
     ) -> tuple[np.ndarray, list[np.ndarray]]:
         """Augment one tile.
 
@@ -49,11 +65,15 @@ class Augmentation(AugmentSpec):
         labels : sequence of ndarray, each of shape (*spatial)
             Label-like arrays (labels, masks) transformed exactly like the image, with nearest
             neighbour interpolation so their values are kept.
+        shape : sequence of int or None
+            Spatial shape of the result; None keeps ``spatial``. A different shape resamples
+            the tile (the same region, stretched): this is how scale augmentation works, on a
+            region read :func:`scaled_region` larger or smaller than the tile.
 
         Returns
         -------
-        image : ndarray of float32, shape (C, *spatial)
-        labels : list of ndarray, shapes and dtypes as given
+        image : ndarray of float32, shape (C, *shape)
+        labels : list of ndarray, shapes ``shape``, dtypes as given
         """
         spatial = image.shape[1:]
         labels = list(labels)
@@ -63,6 +83,9 @@ class Augmentation(AugmentSpec):
                     f"label tile shape {lab.shape} differs from image tile {spatial}"
                 )
         ndim = len(spatial)
+        out_shape = spatial if shape is None else tuple(int(n) for n in shape)
+        if len(out_shape) != ndim:
+            raise UserInputError(f"output shape {out_shape} is not {ndim}D like the tile")
         if self.flips:
             for axis in range(ndim):
                 if rng.random() < 0.5:
@@ -74,12 +97,24 @@ class Augmentation(AugmentSpec):
             if k:
                 image = np.rot90(image, k, axes=(ndim - 1, ndim))
                 labels = [np.rot90(lab, k, axes=(ndim - 2, ndim - 1)) for lab in labels]
-        if self.elastic:
-            displacement = elastic_displacement(rng, spatial, self.elastic_sigma, self.elastic_grid)
+        resize = tuple(image.shape[1:]) != out_shape
+        if self.elastic or resize:
+            if self.elastic:
+                displacement = elastic_displacement(
+                    rng, out_shape, self.elastic_sigma, self.elastic_grid
+                )
+            else:
+                displacement = np.zeros((ndim, *out_shape), np.float32)
+            if resize:
+                zoom = [n / m for n, m in zip(image.shape[1:], out_shape, strict=True)]
+                image = _antialias(image, zoom)
+                displacement = _stretch(displacement, zoom)
             image = np.stack([warp(channel, displacement, order=3) for channel in image])
             labels = [warp(lab, displacement, order=0) for lab in labels]
         image = np.ascontiguousarray(image, dtype=np.float32)
         labels = [np.ascontiguousarray(lab) for lab in labels]
+        if self.appearance:
+            image = self._appearance_before_jitter(rng, image)
         if self.intensity:
             channels = image.shape[0]
             gain = 1 + rng.uniform(-self.intensity_scale, self.intensity_scale, channels)
@@ -87,7 +122,98 @@ class Augmentation(AugmentSpec):
             shape = (channels,) + (1,) * ndim
             image = image * gain.reshape(shape).astype(np.float32)
             image += offset.reshape(shape).astype(np.float32)
+        if self.appearance:
+            image = self._noise(rng, image)
         return image, labels
+
+    def _appearance_before_jitter(self, rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+        """Gamma, uneven background and blur, each with probability 1/2 (a range of 0: never)."""
+        ndim = image.ndim - 1
+        channels = image.shape[0]
+        shape = (channels,) + (1,) * ndim
+        if self.gamma > 1 and rng.random() < 0.5:
+            gamma = np.exp(rng.uniform(-np.log(self.gamma), np.log(self.gamma), channels))
+            axes = tuple(range(1, ndim + 1))
+            low = image.min(axis=axes, keepdims=True)
+            span = np.maximum(image.max(axis=axes, keepdims=True) - low, 1e-6)
+            image = low + span * ((image - low) / span) ** gamma.reshape(shape)
+        if self.uneven_background > 0 and rng.random() < 0.5:
+            field = elastic_displacement(rng, image.shape[1:], 1.0, 3)[0]
+            field -= field.min()
+            amplitude = rng.uniform(0, self.uneven_background, channels)
+            image = image + amplitude.reshape(shape) * field / max(float(field.max()), 1e-6)
+        if self.blur > 0 and rng.random() < 0.5:
+            sigma = float(rng.uniform(0, self.blur))
+            # Y and X only: a 3D stack's Z is sampled differently and blurred by the optics.
+            sigmas = (0,) * (ndim - 2) + (sigma,) * min(ndim, 2)
+            image = np.stack([ndi.gaussian_filter(channel, sigmas) for channel in image])
+        return image.astype(np.float32, copy=False)
+
+    def _noise(self, rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+        """Poisson (shot) noise, then Gaussian noise, each with probability 1/2."""
+        if self.poisson_noise > 0 and rng.random() < 0.5:
+            level = float(rng.uniform(0.01, max(self.poisson_noise, 0.01)))
+            photons = 1 / level**2  # per unit of normalised intensity
+            axes = tuple(range(1, image.ndim))
+            low = image.min(axis=axes, keepdims=True)
+            counts = rng.poisson(np.maximum(image - low, 0) * photons)
+            image = (low + counts / photons).astype(np.float32)
+        if self.gaussian_noise > 0 and rng.random() < 0.5:
+            std = float(rng.uniform(0, self.gaussian_noise))
+            image = image + rng.normal(0, std, image.shape).astype(np.float32)
+        return image.astype(np.float32, copy=False)
+
+
+def scaled_region(
+    start: Sequence[int], stop: Sequence[int], factor: float
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The region to read so that, resampled to ``stop - start``, objects look ``factor`` times
+    larger: the same centre, ``1 / factor`` times the size in the last two (Y, X) axes.
+
+    Parameters
+    ----------
+    start, stop : sequence of int
+        The tile's region, pixels.
+    factor : float
+        Magnification (> 1: objects grow, a smaller region is read).
+
+    Returns
+    -------
+    (start, stop) : tuples of int
+    """
+    ndim = len(start)
+    new_start, new_stop = [], []
+    for axis, (a, b) in enumerate(zip(start, stop, strict=True)):
+        size = b - a
+        if axis >= ndim - 2:
+            size = max(round((b - a) / factor), 1)
+        low = a + ((b - a) - size) // 2
+        new_start.append(low)
+        new_stop.append(low + size)
+    return tuple(new_start), tuple(new_stop)
+
+
+def _stretch(displacement: np.ndarray, zoom: Sequence[float]) -> np.ndarray:
+    """Turn an output-grid displacement into one that samples a source ``zoom`` times larger.
+
+    Pixel centres are aligned: output pixel ``i`` maps to source ``(i + 0.5) * zoom - 0.5``, so
+    the returned field added to the output grid gives source coordinates.
+    """
+    shape = displacement.shape[1:]
+    out = np.empty_like(displacement)
+    for axis, (n, z) in enumerate(zip(shape, zoom, strict=True)):
+        index = np.arange(n, dtype=np.float32).reshape((-1,) + (1,) * (len(shape) - axis - 1))
+        target = (index + displacement[axis] + 0.5) * z - 0.5
+        out[axis] = target - index
+    return out
+
+
+def _antialias(image: np.ndarray, zoom: Sequence[float]) -> np.ndarray:
+    """Smooth before shrinking (``zoom`` > 1 along an axis), so that resampling does not alias."""
+    sigma = [max((z - 1) / 2, 0) for z in zoom]
+    if not any(sigma):
+        return image
+    return np.stack([ndi.gaussian_filter(channel, sigma) for channel in image])
 
 
 def elastic_displacement(
@@ -146,17 +272,18 @@ def warp(array: np.ndarray, displacement: np.ndarray, order: int) -> np.ndarray:
     Parameters
     ----------
     array : ndarray, shape (*spatial)
-    displacement : ndarray of float, shape (ndim, *spatial)
-        Pixels, as returned by :func:`elastic_displacement`.
+    displacement : ndarray of float, shape (ndim, *out)
+        Pixels, as returned by :func:`elastic_displacement`; ``out`` is the result's shape
+        (``spatial`` unless resampling to another size).
     order : int
         Spline order: 3 (cubic) for images, 0 (nearest neighbour) for labels, whose values and
         dtype are kept.
 
     Returns
     -------
-    ndarray, shape (*spatial)
+    ndarray, shape (*out)
     """
-    grid = np.indices(array.shape, dtype=np.float32)
+    grid = np.indices(displacement.shape[1:], dtype=np.float32)
     coords = grid + displacement
     if order == 0:
         # Nearest neighbour by rounding: exact for any integer dtype, no float round trip.

@@ -59,6 +59,27 @@ class AugmentSpec:
         per channel.
     intensity_scale, intensity_shift : float
         Ranges of that jitter, >= 0.
+    appearance : bool
+        Appearance augmentation, so that a model copes with other microscopes and stains: each
+        of gamma, uneven background, blur, Poisson noise and Gaussian noise is applied with
+        probability 1/2 (ranges below; a range of 0 switches that one off). Labels are untouched.
+    gamma : float
+        Intensity gamma drawn log-uniformly from ``[1 / gamma, gamma]``, applied to the tile's
+        own intensity range; >= 1.
+    uneven_background : float
+        Largest amplitude of an added smooth random background (normalised intensity units:
+        0 is background, 1 bright foreground), >= 0.
+    blur : float
+        Largest standard deviation of a Gaussian blur in Y and X, pixels, >= 0.
+    poisson_noise : float
+        Largest relative shot-noise level: the tile is re-imaged with ``1 / p**2`` photons per
+        unit intensity, ``p`` drawn in ``[0, poisson_noise]``; >= 0.
+    gaussian_noise : float
+        Largest standard deviation of additive Gaussian noise (normalised units), >= 0.
+    scale : float
+        Objects are magnified by a factor drawn log-uniformly from ``[1 / scale, scale]`` in Y
+        and X (the tile is read from a larger or smaller region and resampled; labels nearest
+        neighbour); 1 switches it off, 2 gives 0.5-2x. Independent of ``appearance``.
     """
 
     flips: bool = True
@@ -69,6 +90,13 @@ class AugmentSpec:
     intensity: bool = True
     intensity_scale: float = 0.1
     intensity_shift: float = 0.1
+    appearance: bool = False
+    gamma: float = 2.0
+    uneven_background: float = 0.3
+    blur: float = 1.5
+    poisson_noise: float = 0.3
+    gaussian_noise: float = 0.1
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
@@ -77,6 +105,10 @@ class AugmentSpec:
             raise UserInputError(f"{owner}.elastic_grid must be an integer >= 2, got {grid!r}")
         for name in ("elastic_sigma", "intensity_scale", "intensity_shift"):
             object.__setattr__(self, name, _finite(owner, name, getattr(self, name), minimum=0))
+        for name in ("uneven_background", "blur", "poisson_noise", "gaussian_noise"):
+            object.__setattr__(self, name, _finite(owner, name, getattr(self, name), minimum=0))
+        for name in ("gamma", "scale"):  # factors: [1/x, x]
+            object.__setattr__(self, name, _finite(owner, name, getattr(self, name), minimum=1))
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict."""

@@ -17,7 +17,7 @@ import numpy as np
 
 from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.tiling.stitch import mirror_indices
-from napari_tiled_unet.training.augment import Augmentation
+from napari_tiled_unet.training.augment import Augmentation, scaled_region
 from napari_tiled_unet.training.pairs import TrainingPair, read_window
 from napari_tiled_unet.training.scan import rescan_box
 from napari_tiled_unet.training.targets import INSTANCE_MODES, make_targets
@@ -322,6 +322,9 @@ class TileSampler:
         pair_index, origin = self.sample_origin(rng)
         pair = self.pairs[pair_index]
         start, stop = layout.read_bounds(origin)
+        scale = settings.augmentation.draw_scale(rng)
+        if scale != 1:  # read a larger or smaller region; augmentation resamples it
+            start, stop = scaled_region(start, stop, scale)
         image = read_window(pair.image, start, stop, pair.channel_axis)
         image = pair.normalization.apply(image, channel_axis=0 if pair.channel_axis else None)
         if not pair.channel_axis:
@@ -329,12 +332,13 @@ class TileSampler:
         labels = read_window(pair.labels, start, stop)
         if labels.dtype == bool:
             labels = labels.view(np.uint8)
+        shape = layout.read_shape
         if pair.held_out:
-            keep = _keep_mask(pair, start, layout)
-            image, (labels, keep) = settings.augmentation(rng, image, [labels, keep])
+            keep = _keep_mask(pair, start, labels.shape, layout)
+            image, (labels, keep) = settings.augmentation(rng, image, [labels, keep], shape)
             keep = layout.crop(keep, [o + layout.margin for o in layout.offsets]).astype(bool)
         else:
-            image, (labels,) = settings.augmentation(rng, image, [labels])
+            image, (labels,) = settings.augmentation(rng, image, [labels], shape)
             keep = True
         image = layout.crop(image, layout.margin)
         labels = layout.crop(labels, layout.offsets)  # label window plus margin
@@ -379,12 +383,14 @@ class TileSampler:
         return tuple(np.stack(parts) for parts in zip(*samples, strict=True))  # type: ignore[return-value]
 
 
-def _keep_mask(pair: TrainingPair, start: Sequence[int], layout: TileLayout) -> np.ndarray:
-    """uint8 mask over the read region: 0 inside held-out validation windows, 1 elsewhere.
+def _keep_mask(
+    pair: TrainingPair, start: Sequence[int], shape: Sequence[int], layout: TileLayout
+) -> np.ndarray:
+    """uint8 mask over the read region (``shape`` pixels from ``start``): 0 inside held-out
+    validation windows (``layout.out_shape``), 1 elsewhere.
 
     Positions of the read region outside the image are mirrored, as the image is.
     """
-    shape = layout.read_shape
     keep = np.ones(shape, np.uint8)
     if not pair.held_out:
         return keep

@@ -1,0 +1,339 @@
+"""Cross-domain evaluation, leave one source out: U-Net versus Otsu + distance watershed.
+
+For every annotated nuclei source (HeLa crops, the DSB 2018 image, CHO slices, synthetic touching
+nuclei) a U-Net is trained on all the *other* sources and scored on the left-out one, beside the
+classical baseline (Gaussian, Otsu, distance-transform watershed) whose two parameters are tuned
+on the same training sources. Scores: object F1 at IoU >= 0.5 and the DSB 2018 average precision
+``TP / (TP + FP + FN)`` averaged over IoU thresholds 0.5, 0.55, ..., 0.95; both the mean over a
+source's images. The bundled model (``sample_data/default_model.pt``) is scored on every source
+as it is. Optionally (``--hela-ablation``) two HeLa-only models, with and without appearance and
+scale augmentation, are scored on HeLa eval/ (to choose the augmentation default) and
+(``--all-sources OUT``) a model trained on every source is written and scored.
+
+HeLa trains on ``sample_data/train/`` and is scored on ``sample_data/eval/`` only, as the bundled
+model is. The other sources train and are scored on the same images: leaving a source out
+means it is never seen. Synthetic training and evaluation images come from different seeds.
+
+The training budget is a parameter. On the shared 2-core machine a reduced budget is run, the
+folds first, then (a separate run, a smaller budget) the augmentation ablation, then one
+report from both::
+
+    python benchmarks/crossdomain_eval.py --iterations 200 --tile 128 --base 16 --json folds.json
+    python benchmarks/crossdomain_eval.py --iterations 100 --no-folds --hela-ablation \\
+        --json ablation.json
+    python benchmarks/crossdomain_eval.py --merge folds.json ablation.json \\
+        --report benchmarks/results/crossdomain_eval.md
+
+``--smoke`` runs every step at a toy budget (a few iterations, one image per source).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baseline_otsu_watershed import (
+    SAMPLE_DATA,
+    load_pairs,
+    segment_otsu_watershed,
+    tune,
+)
+
+from napari_tiled_unet.metrics import match_objects
+
+Pair = tuple[np.ndarray, np.ndarray]
+AP_THRESHOLDS = tuple(np.round(np.arange(0.5, 0.96, 0.05), 2))
+# Baseline grid: the HeLa script's plus the larger seed distances big nuclei (CHO) need.
+SIGMAS = (1.0, 2.0, 3.0)
+MIN_DISTANCES = (5, 7, 9, 11, 13, 15, 17, 21, 25, 31)
+BUNDLED_MODEL = SAMPLE_DATA / "default_model.pt"
+log = logging.getLogger("crossdomain")
+
+
+@dataclasses.dataclass
+class Source:
+    """One annotated source: images to train on and images to score on when it is left out."""
+
+    name: str
+    train: list[Pair]
+    eval: list[Pair]
+    note: str
+
+
+def average_precision(true: np.ndarray, pred: np.ndarray) -> float:
+    """DSB 2018 average precision: mean over IoU thresholds 0.5..0.95 of TP / (TP + FP + FN),
+    matching objects one-to-one with :func:`napari_tiled_unet.metrics.match_objects`."""
+    values = []
+    for threshold in AP_THRESHOLDS:
+        m = match_objects(true, pred, float(threshold))
+        total = m.true_positives + m.false_positives + m.false_negatives
+        values.append(m.true_positives / total if total else 1.0)
+    return float(np.mean(values))
+
+
+def score(segment: Callable[[np.ndarray], np.ndarray], pairs: Sequence[Pair]) -> dict[str, float]:
+    """Mean object F1 @ IoU 0.5 and mean DSB average precision of ``segment`` over ``pairs``."""
+    f1, ap = [], []
+    for image, labels in pairs:
+        pred = np.asarray(segment(image))
+        f1.append(match_objects(labels, pred, 0.5).f1)
+        ap.append(average_precision(labels, pred))
+    return {"f1": float(np.mean(f1)), "ap": float(np.mean(ap)), "images": len(pairs)}
+
+
+def load_sources(smoke: bool) -> list[Source]:
+    """HeLa, DSB 2018, CHO and synthetic sources (see the module docstring)."""
+    from napari_tiled_unet.training.synthetic import synthetic_nuclei_set
+
+    _, hela_train = load_pairs(SAMPLE_DATA / "train")
+    _, hela_eval = load_pairs(SAMPLE_DATA / "eval")
+    sources = [
+        Source("HeLa", hela_train, hela_eval, "CTC Fluo-N2DL-HeLa crops: train/ (6) / eval/ (3)")
+    ]
+    sources.extend(_real_sources())
+    synthetic_train = synthetic_nuclei_set(2 if smoke else 6, (256, 256), seed=1)
+    synthetic_eval = synthetic_nuclei_set(1 if smoke else 4, (256, 256), seed=2)
+    sources.append(
+        Source(
+            "synthetic",
+            synthetic_train,
+            synthetic_eval,
+            "training.synthetic.synthetic_nuclei_set: 6 images seed 1 (train), 4 seed 2 (eval)",
+        )
+    )
+    if smoke:
+        for s in sources:
+            s.train, s.eval = s.train[:1], s.eval[:1]
+    return sources
+
+
+def _real_sources() -> list[Source]:
+    """The DSB 2018 image and the CHO planes shipped under ``sample_data/sources/``."""
+    out = []
+    for name, folder, note in (
+        ("DSB2018", "dsb2018", "stardist's DSB 2018 image, 512x512, 125 nuclei (1 image)"),
+        ("CHO", "cho", "CTC Fluo-N3DH-CHO 02 plane z=1, t=0,4,8,12,16 (5 images, ~70 px nuclei)"),
+    ):
+        _, pairs = load_pairs(SAMPLE_DATA / "sources" / folder)
+        out.append(Source(name, pairs, pairs, note))
+    return out
+
+
+def balanced(sources: Sequence[Source]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Training images and labels of ``sources``, each source repeated so that every source
+    offers about the same number of pixels (the sampler draws tiles in proportion to area)."""
+    areas = [sum(p[0].size for p in s.train) for s in sources]
+    images, labels = [], []
+    for s, area in zip(sources, areas, strict=True):
+        repeat = max(1, round(max(areas) / area))
+        for _ in range(repeat):
+            for image, lab in s.train:
+                images.append(image)
+                labels.append(lab)
+    return images, labels
+
+
+def train_model(sources: Sequence[Source], args: argparse.Namespace, augment: bool):
+    """A U-Net trained on ``sources`` at the budget in ``args``."""
+    from napari_tiled_unet.training import AugmentSpec, NetworkSpec, TrainConfig, train
+
+    images, labels = balanced(sources)
+    config = TrainConfig(
+        label_mode="instance",
+        iterations=args.iterations,
+        tile_shape=(args.tile, args.tile),
+        batch_size=args.batch,
+        network=NetworkSpec(base_channels=args.base, depth=4),
+        validation_fraction=0.0,  # repeated images would leak; the last model is the result
+        seed=0,
+        device="cpu",
+        prefetch=False,
+        augment=AugmentSpec(appearance=augment, scale=2.0 if augment else 1.0),
+    )
+    return train(images, labels, config)
+
+
+def unet_segment(model) -> Callable[[np.ndarray], np.ndarray]:
+    from napari_tiled_unet import predict
+
+    return lambda image: predict(image, model, output="instances", device="cpu")
+
+
+def baseline_segment(sigma: float, min_distance: int) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda image: segment_otsu_watershed(image, sigma, min_distance)
+
+
+def run(args: argparse.Namespace) -> dict:
+    sources = load_sources(args.smoke)
+    results: dict = {"budget": vars(args).copy(), "sources": {}, "folds": {}, "extra": {}}
+    results["budget"].pop("report", None)
+    for s in sources:
+        results["sources"][s.name] = {
+            "note": s.note,
+            "train_images": len(s.train),
+            "eval_images": len(s.eval),
+        }
+    save = _saver(args.json)
+
+    if not args.no_folds:
+        log.info("bundled model on every source")
+        bundled = unet_segment(str(BUNDLED_MODEL))
+        results["bundled"] = {s.name: score(bundled, s.eval) for s in sources}
+        save(results)
+    for held in [] if args.no_folds else sources:
+        rest = [s for s in sources if s is not held]
+        start = time.perf_counter()
+        sigma, min_distance, tuned = tune([s.train for s in rest], SIGMAS, MIN_DISTANCES, log=None)
+        fold = {
+            "baseline_params": {"sigma": sigma, "min_distance": min_distance, "train_f1": tuned},
+            "baseline": score(baseline_segment(sigma, min_distance), held.eval),
+        }
+        log.info(
+            "fold %s: baseline %s (%.0f s)",
+            held.name,
+            fold["baseline"],
+            time.perf_counter() - start,
+        )
+        start = time.perf_counter()
+        model = train_model(rest, args, augment=True)
+        fold["train_seconds"] = time.perf_counter() - start
+        fold["unet"] = score(unet_segment(model), held.eval)
+        log.info("fold %s: U-Net %s (%.0f s)", held.name, fold["unet"], fold["train_seconds"])
+        results["folds"][held.name] = fold
+        save(results)
+
+    if args.hela_ablation:
+        hela = [s for s in sources if s.name == "HeLa"]
+        for augment in (False, True):
+            model = train_model(hela, args, augment=augment)
+            key = f"HeLa only, appearance + scale augmentation {'on' if augment else 'off'}"
+            segment = unet_segment(model)
+            scores = {s.name: score(segment, s.eval) for s in sources}
+            results["extra"][key] = {"budget": _budget(args, augment), "scores": scores}
+            log.info("%s: %s", key, scores)
+            save(results)
+
+    if args.all_sources:
+        from napari_tiled_unet.model.modelfile import save_model
+
+        model = train_model(sources, args, augment=True)
+        save_model(model, args.all_sources)
+        segment = unet_segment(model)
+        scores = {s.name: score(segment, s.eval) for s in sources}
+        results["extra"]["all sources (in-sample except HeLa eval and synthetic eval)"] = {
+            "budget": _budget(args, True),
+            "scores": scores,
+        }
+        log.info("all sources: %s", scores)
+        save(results)
+    return results
+
+
+def _saver(path: Path | None) -> Callable[[dict], None]:
+    def save(results: dict) -> None:
+        if path is not None:
+            path.write_text(json.dumps(results, indent=1, default=str))
+
+    return save
+
+
+def report(results: dict) -> str:
+    """The results as a markdown table (what benchmarks/results/crossdomain_eval.md holds)."""
+    b = results["budget"]
+    lines = [
+        "| left-out source | images | baseline F1 | U-Net F1 | baseline AP | U-Net AP "
+        "| bundled F1 | bundled AP | baseline params (tuned on the rest) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    f1_gain = []
+    for name, fold in results["folds"].items():
+        base, unet, bundled = fold["baseline"], fold["unet"], results["bundled"][name]
+        params = fold["baseline_params"]
+        f1_gain.append(unet["f1"] - base["f1"])
+        lines.append(
+            f"| {name} | {unet['images']} | {base['f1']:.3f} | {unet['f1']:.3f} "
+            f"| {base['ap']:.3f} | {unet['ap']:.3f} | {bundled['f1']:.3f} | {bundled['ap']:.3f} "
+            f"| sigma {params['sigma']:g}, min_distance {params['min_distance']} |"
+        )
+    if f1_gain:
+        lines.append(
+            f"\nMean U-Net minus baseline F1 over left-out sources: {np.mean(f1_gain):+.3f}"
+        )
+    if results["extra"]:
+        names = list(results["sources"])
+        lines += [
+            "",
+            "| model | budget | " + " | ".join(f"{n} F1 / AP" for n in names) + " |",
+            "|---|---|" + "---|" * len(names),
+        ]
+        for key, entry in results["extra"].items():
+            cells = [
+                f"{entry['scores'][n]['f1']:.3f} / {entry['scores'][n]['ap']:.3f}" for n in names
+            ]
+            lines.append(f"| {key} | {entry['budget']} | " + " | ".join(cells) + " |")
+    return "Folds: " + _budget(argparse.Namespace(**b), True) + "\n\n" + "\n".join(lines) + "\n"
+
+
+def _budget(args: argparse.Namespace, augment: bool) -> str:
+    return (
+        f"{args.iterations} iterations, tile {args.tile}, batch {args.batch}, base channels "
+        f"{args.base}, depth 4, CPU, seed 0, appearance + scale (0.5-2x) augmentation "
+        f"{'on' if augment else 'off'}, validation off (last model)"
+    )
+
+
+def merge(paths: Sequence[Path]) -> dict:
+    """Results of several runs (e.g. the folds, then the ablation) as one."""
+    merged: dict = {"folds": {}, "extra": {}, "bundled": {}, "sources": {}}
+    for path in paths:
+        part = json.loads(Path(path).read_text())
+        if part.get("folds"):
+            merged["budget"] = part["budget"]
+        for key in ("folds", "extra", "bundled", "sources"):
+            merged[key].update(part.get(key, {}))
+    merged.setdefault("budget", json.loads(Path(paths[0]).read_text())["budget"])
+    return merged
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--tile", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--base", type=int, default=16, help="base channels of the U-Net")
+    parser.add_argument("--hela-ablation", action="store_true")
+    parser.add_argument("--all-sources", type=Path, help="write a model trained on all sources")
+    parser.add_argument("--json", type=Path, help="write results here after every step")
+    parser.add_argument("--report", type=Path, help="write the markdown table here")
+    parser.add_argument("--smoke", action="store_true", help="toy budget, one image per source")
+    parser.add_argument("--no-folds", action="store_true", help="skip bundled model and folds")
+    parser.add_argument("--merge", type=Path, nargs="+", help="only report these JSON results")
+    args = parser.parse_args(argv)
+    if args.merge:
+        text = report(merge(args.merge))
+        print(text)
+        if args.report is not None:
+            args.report.write_text(text)
+        return 0
+    if args.smoke:
+        args.iterations, args.tile, args.batch, args.base = 2, 64, 1, 4
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    results = run(args)
+    text = report(results)
+    print(text)
+    if args.report is not None:
+        args.report.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
