@@ -10,7 +10,7 @@ ids or semantic classes), ``pairs`` (an image and its labels, reading windows),
 ``inputs`` (a run's arguments as pairs), ``scan`` (one pass over each pair), ``sampler``
 (random augmented samples), ``augment``, ``targets``, ``weights``, ``loss``, ``validation``
 (held-out windows and their scores), ``finetune`` (the model a run starts from), ``optim``
-(one optimisation step), ``record`` (the trained model's information) ``loop`` (the
+(one optimisation step), ``record`` (the trained model's information), ``loop`` (the
 :class:`Trainer`), ``session`` (what *Continue* resumes with) and ``functional``
 (``iter_train``, ``train``).
 """
