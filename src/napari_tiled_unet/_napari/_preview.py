@@ -5,8 +5,7 @@ resting :data:`REST_FACTOR` times a preview's compute time after it) the GUI
 thread reads the visible box of the training labels layer (napari's ``corner_pixels``, in the
 layer's data coordinates) and the current slice of the other axes, and starts a worker that
 takes a copy of the weights between two training steps
-(:meth:`~napari_tiled_unet.training.Trainer.best_snapshot`'s sibling
-:meth:`~napari_tiled_unet.training.session.WeightSnapshots.take`), predicts the box plus the
+(:meth:`~napari_tiled_unet.training.session.WeightSnapshots.take`), predicts the box plus the
 network's context with the tiled engine, and writes the box into a Labels layer
 ``"<image> preview"``. The rest of that layer keeps what earlier previews wrote. Only one
 preview runs at a time; the GUI thread never computes one.

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_info
 
 from napari_tiled_unet._napari.bioimageio_export import export_model, sample_of
 
@@ -66,7 +66,7 @@ class SavesTrainedModel:
                 sample=None if model is None else sample_of(layer, model),
                 path=path,
                 values=values,
-                done=lambda written: setattr(self.status, "value", f"Exported {written}."),
+                done=lambda written: self._tell(f"Exported {written}."),
             )
 
         return self._with_model(export)
@@ -118,5 +118,12 @@ class SavesTrainedModel:
         except OSError as err:
             show_error(f"Could not save the model to {path}: {err}. Choose another folder.")
             return None
-        self.status.value = f"Saved the model to {written}."
+        self._tell(f"Saved the model to {written}.")
         return written
+
+    def _tell(self, message: str) -> None:
+        """Show ``message`` in the status line; while training runs, whose progress soon
+        replaces it there, as a napari notification too."""
+        self.status.value = message
+        if self.running:
+            show_info(message)
