@@ -51,9 +51,12 @@ STARTS = ("scratch", "bundled", "scratch-no-preview")
 # -- the scripted strokes ------------------------------------------------------------------
 
 
-def stroke_plan(reference: np.ndarray, nuclei: int, seed: int) -> list[tuple[int, int, int]]:
-    """Brush dabs ``(y, x, value)``: the interiors of ``nuclei`` nuclei (2) and background
-    lines away from every nucleus (1), in painting order (alternating nucleus and line)."""
+def stroke_plan(
+    reference: np.ndarray, nuclei: int, seed: int, one_id_each: bool = False
+) -> list[tuple[int, int, int]]:
+    """Brush dabs ``(y, x, value)``: the interiors of ``nuclei`` nuclei (2; with
+    ``one_id_each`` 2, 3, ... as partial instance labels) and background lines away from every
+    nucleus (1), in painting order (alternating nucleus and line)."""
     from scipy import ndimage
 
     rng = np.random.default_rng(seed)
@@ -62,11 +65,12 @@ def stroke_plan(reference: np.ndarray, nuclei: int, seed: int) -> list[tuple[int
     chosen = rng.choice(big, size=min(nuclei, len(big)), replace=False)
     far = ndimage.distance_transform_edt(reference == 0) > 8
     dabs: list[list[tuple[int, int, int]]] = []
-    for k in chosen:
+    for n, k in enumerate(chosen):
         inside = ndimage.binary_erosion(reference == k, iterations=3)
         ys, xs = np.nonzero(inside)
         keep = (ys % 4 == 0) & (xs % 4 == 0)
-        dabs.append([(int(y), int(x), 2) for y, x in zip(ys[keep], xs[keep], strict=True)])
+        value = 2 + n if one_id_each else 2
+        dabs.append([(int(y), int(x), value) for y, x in zip(ys[keep], xs[keep], strict=True)])
         # a background line: a row segment of far-from-nuclei pixels near this nucleus
         y0 = int(np.clip(ys.mean() + rng.integers(-40, 40), 0, reference.shape[0] - 1))
         row = np.flatnonzero(far[y0])
@@ -96,13 +100,17 @@ def paint(layer, dabs: list[tuple[int, int, int]], recorder=None) -> None:
         recorder.mark("train")
 
 
-def preview_f1(preview: np.ndarray, reference: np.ndarray) -> float:
-    """Object F1 (IoU 0.5) of the preview's nucleus class (value 2) against the reference."""
+def preview_f1(preview: np.ndarray, reference: np.ndarray, instances: bool = False) -> float:
+    """Object F1 (IoU 0.5) against the reference: of the preview's nucleus class (value 2), or
+    of its objects when the preview shows instances."""
     from scipy import ndimage
 
     from napari_tiled_unet.metrics import match_objects
 
-    objects, _ = ndimage.label(preview == 2, structure=np.ones((3, 3)))
+    if instances:
+        objects = preview
+    else:
+        objects, _ = ndimage.label(preview == 2, structure=np.ones((3, 3)))
     return float(match_objects(reference, objects).f1)
 
 
@@ -126,7 +134,8 @@ def run_session(start: str, args: argparse.Namespace) -> dict[str, Any]:
 
     image = tifffile.imread(SAMPLE / "nuclei.tif")
     reference = tifffile.imread(SAMPLE / "nuclei_labels.tif")
-    dabs = stroke_plan(reference, args.nuclei, args.seed)
+    instances = start == "bundled"  # the bundled instance model fine-tunes on partial instances
+    dabs = stroke_plan(reference, args.nuclei, args.seed, one_id_each=instances)
     first_half, second_half = dabs[: len(dabs) // 2], dabs[len(dabs) // 2 :]
 
     viewer = napari.Viewer(show=True)
@@ -140,7 +149,7 @@ def run_session(start: str, args: argparse.Namespace) -> dict[str, Any]:
     wait_until(lambda: False, 1.0)
     paint(labels, first_half)
     widget.reset_choices()
-    widget.label_mode.value = args.label_mode
+    widget.label_mode.value = "sparse-instance" if instances else args.label_mode
     widget.start_from.value = BUNDLED_MODEL if start == "bundled" else NEW_NETWORK
     widget.live_preview.value = start != "scratch-no-preview"
     if start.startswith("scratch"):
@@ -178,7 +187,7 @@ def run_session(start: str, args: argparse.Namespace) -> dict[str, Any]:
                 result["first_preview_s"] = now
             data = np.asarray(preview.layer.data)
             recorder.mark("score")  # the script's own scoring: not a gap of the app
-            f1 = preview_f1(data, reference)
+            f1 = preview_f1(data, reference, instances)
             recorder.mark("settle")
             wait_until(lambda: False, 0.2)
             recorder.mark("train")
@@ -187,7 +196,7 @@ def run_session(start: str, args: argparse.Namespace) -> dict[str, Any]:
                     "seconds": now,
                     "step": widget.trainer.step,
                     "f1": f1,
-                    "nucleus_fraction": float(np.mean(data == 2)),
+                    "nucleus_fraction": float(np.mean(data > 0 if instances else data == 2)),
                     "compute_s": preview.last_compute,
                     "show_s": preview.last_show,
                 }

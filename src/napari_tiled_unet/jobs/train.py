@@ -236,7 +236,7 @@ def training_tile(
     ndim = request.ndim if ndim is None else ndim
     if ndim == 2:
         return requested_tile_shape(2, request.tile)
-    from napari_tiled_unet.training.config import volume_tile_shape
+    from napari_tiled_unet.training.tile_shape import volume_tile_shape
 
     edge = request.tile or TILE_3D
     network = config.network

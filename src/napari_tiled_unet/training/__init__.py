@@ -5,7 +5,7 @@ to the best model after an early stop. ``TrainConfig`` (with its ``NetworkSpec``
 ``AugmentSpec``) imports without torch (so a widget can build one cheaply); the rest is loaded
 on first use. None of this imports Qt or napari.
 
-Modules: ``config`` (settings), ``label_mode`` (what "auto" decides from the labels: instance
+Modules: ``config`` (settings), ``tile_shape`` (3D training tiles), ``label_mode`` (what "auto" decides from the labels: instance
 ids or semantic classes), ``pairs`` (an image and its labels, reading windows),
 ``inputs`` (a run's arguments as pairs), ``scan`` (one pass over each pair), ``sampler``
 (random augmented samples), ``augment``, ``targets``, ``weights``, ``loss``, ``validation``
