@@ -352,7 +352,8 @@ class TrainConfig:
         if self.fine_tune_learning_rate is not None:
             return self.fine_tune_learning_rate, "as set"
         if self.learning_rate == LEARNING_RATE:
-            return FINETUNE_LR, "lower default for fine-tuning"
+            lower = "lower " if FINETUNE_LR < LEARNING_RATE else ""
+            return FINETUNE_LR, f"{lower}default for fine-tuning"
         return self.learning_rate, "as set"
 
     @property
