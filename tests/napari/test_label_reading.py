@@ -67,3 +67,30 @@ def test_a_blank_layer_beside_a_painted_one_does_not_block_auto():
         "auto", [("painted", blobs(9)), ("blank", np.zeros((32, 32), np.uint16))]
     )
     assert reading.mode == "instance"
+
+
+def test_a_layer_painted_in_the_viewer_reads_as_sparse(viewer, nuclei_pair):
+    """The train-while-you-paint loop: a Labels layer that started blank holds strokes, where
+    0 is "not painted yet"; fine-tuning the (instance) bundled model reads it as
+    sparse-instance. Masks opened as they are still read from their values."""
+    from napari_tiled_unet._napari._start_from import BUNDLED_MODEL, NEW_NETWORK
+
+    image, masks = nuclei_pair
+    viewer.add_image(image, name="cells")
+    painted = viewer.add_labels(np.zeros(image.shape, np.uint8), name="strokes")
+    widget = TrainWidget(viewer)
+    late = viewer.add_labels(np.zeros(image.shape, np.uint8), name="later strokes")
+    opened = viewer.add_labels(masks, name="masks")
+    for layer in (painted, late):
+        layer.data[5:9, 5:40] = 1  # background strokes
+        layer.data[40:50, 40:50] = 2  # one nucleus painted whole
+        layer.data[60:70, 20:30] = 3
+        widget.pairs[0].labels_layer.value = layer
+        widget.start_from.value = NEW_NETWORK
+        assert widget.label_reading().mode == "sparse"
+        assert "painted in this viewer" in widget.reading.value
+        widget.start_from.value = BUNDLED_MODEL
+        assert widget.label_reading().mode == "sparse-instance"
+        assert widget.request().config.label_mode == "sparse-instance"
+    widget.pairs[0].labels_layer.value = opened
+    assert widget.label_reading().mode == "instance"

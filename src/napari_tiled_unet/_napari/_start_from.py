@@ -8,6 +8,7 @@ fields are disabled; the learning rate default drops to
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,6 +69,24 @@ def start_model(choice: str, path: Any, trained: TrainedModels) -> Any:
         raise UserInputError(
             f"The model 'trained: {name}' is no longer there; choose another in 'start from'."
         ) from None
+
+
+def start_label_mode(choice: str, trained: TrainedModels) -> str | None:
+    """The label mode of the model a start choice fine-tunes: known for the bundled model and
+    models trained in this session; None for a new network or a model file (not read on
+    every edit)."""
+    if choice == BUNDLED_MODEL:
+        return _bundled_label_mode()
+    if choice.startswith(TRAINED) and choice.removeprefix(TRAINED) in trained.names():
+        return trained.get(choice.removeprefix(TRAINED)).info.label_mode
+    return None
+
+
+@functools.cache
+def _bundled_label_mode() -> str:
+    from napari_tiled_unet.model.modelfile import default_model_path, load_model
+
+    return load_model(default_model_path()).info.label_mode
 
 
 def apply_start_choice(widget: Any, choice: str, new_rate: float) -> None:

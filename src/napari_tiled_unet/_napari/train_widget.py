@@ -16,7 +16,7 @@ from napari.utils.theme import get_theme
 from napari.viewer import Viewer
 
 from napari_tiled_unet._napari._label_reading import (
-    AUTO_READ_PIXELS,
+    BlankLayers,
     LabelReading,
     needs_reading,
     read_label_mode,
@@ -25,7 +25,12 @@ from napari_tiled_unet._napari._layers import engine_name, layer_data
 from napari_tiled_unet._napari._layout import expose, scroll_rows
 from napari_tiled_unet._napari._live_session import LiveSession
 from napari_tiled_unet._napari._models import trained_models
-from napari_tiled_unet._napari._start_from import apply_start_choice, start_choices, start_model
+from napari_tiled_unet._napari._start_from import (
+    apply_start_choice,
+    start_choices,
+    start_label_mode,
+    start_model,
+)
 from napari_tiled_unet._napari._train_saving import SavesTrainedModel
 from napari_tiled_unet._napari._worker import start_engine
 from napari_tiled_unet._napari.train_settings import settings_form
@@ -119,6 +124,7 @@ class TrainWidget(SavesTrainedModel, Container):
         self._closed = False
         self._new_rate = defaults.learning_rate
         self.live = LiveSession(napari_viewer, self.shutdown)
+        self._blank = BlankLayers(napari_viewer)
         self.start_from.choices = lambda _w: start_choices(self._trained)
         self._trained.changed.connect(self.start_from.reset_choices)
         self.start_from.changed.connect(self._start_changed)
@@ -222,7 +228,9 @@ class TrainWidget(SavesTrainedModel, Container):
                 raise
             return LabelReading(chosen, "")  # nothing to warn about yet
         labels = [(layer.name, layer_data(layer)) for _image, layer in pairs]
-        return read_label_mode(chosen, labels, size_limit=AUTO_READ_PIXELS)
+        blank = all(self._blank.started_blank(layer) for _image, layer in pairs)
+        base = start_label_mode(self.start_from.value, self._trained)
+        return read_label_mode(chosen, labels, painted=blank, base_mode=base)
 
     def layer_pairs(self) -> list[tuple[Image, Labels]]:
         """The chosen (image layer, labels layer) pairs.
@@ -405,6 +413,7 @@ class TrainWidget(SavesTrainedModel, Container):
             return
         self._closed = True
         self._trained.changed.disconnect(self.start_from.reset_choices)
+        self._blank.disconnect()
         self.live.shutdown(lambda: self._worker is not None and self._worker.quit())
         if self._engine is not None:
             try:
