@@ -2,7 +2,7 @@
 session, or a model file (``.pt`` or a bioimage.io package).
 
 Fine-tuning keeps the model's architecture and stored normalisation, so the architecture
-fields are disabled; the learning rate default drops to
+fields are disabled; the learning rate default becomes
 :data:`~napari_tiled_unet.training.config.FINETUNE_LR` and the note under the choice says so.
 """
 
@@ -104,9 +104,14 @@ def apply_start_choice(widget: Any, choice: str, new_rate: float) -> None:
     defaults = {f"{new_rate:g}", f"{FINETUNE_LR:g}"}
     if widget.learning_rate.value.strip() in defaults:
         widget.learning_rate.value = f"{FINETUNE_LR if fine_tuning else new_rate:g}"
+    why = (
+        f"lower than a new network's {new_rate:g}"
+        if FINETUNE_LR < new_rate
+        else "as for a new network: lower rates fine-tuned worse on nuclei of another size"
+    )
     widget.start_note.value = (
         f"Fine-tuning: architecture and input normalisation from the model; learning rate "
-        f"{FINETUNE_LR:g} by default (a new network's is {new_rate:g})."
+        f"{FINETUNE_LR:g} by default ({why})."
         if fine_tuning
         else ""
     )
