@@ -187,7 +187,8 @@ def run_session(start: str, args: argparse.Namespace) -> dict[str, Any]:
                 result["first_preview_s"] = now
             data = np.asarray(preview.layer.data)
             recorder.mark("score")  # the script's own scoring: not a gap of the app
-            f1 = preview_f1(data, reference, instances)
+            shown = preview.shown[-1].index  # score the part of the image the preview covers
+            f1 = preview_f1(data[shown], reference[shown], instances)
             recorder.mark("settle")
             wait_until(lambda: False, 0.2)
             recorder.mark("train")
@@ -196,7 +197,10 @@ def run_session(start: str, args: argparse.Namespace) -> dict[str, Any]:
                     "seconds": now,
                     "step": widget.trainer.step,
                     "f1": f1,
-                    "nucleus_fraction": float(np.mean(data > 0 if instances else data == 2)),
+                    "nucleus_fraction": float(
+                        np.mean(data[shown] > 0 if instances else data[shown] == 2)
+                    ),
+                    "covered": float(data[shown].size / data.size),
                     "compute_s": preview.last_compute,
                     "show_s": preview.last_show,
                 }
@@ -395,18 +399,21 @@ def report(results: list[dict], costs: dict | None, args: argparse.Namespace) ->
                 lines += ["", f"*{r['start']}*: {r['error']}"]
         lines += [
             "",
-            "Preview object F1 over time, and the share of the image the preview calls "
-            f"nucleus (the reference masks: {np.mean(reference_masks() > 0):.3f}):",
+            "Preview object F1 over time against the reference masks, both cut to the part "
+            "of the image the preview covers (the canvas's view plus nothing else: 'covered'), "
+            "and the share of that part the preview calls nucleus (the reference masks over "
+            f"the whole image: {np.mean(reference_masks() > 0):.3f}):",
             "",
-            "| start | s | step | F1 | nucleus share | preview compute (s) | shown on the "
-            "GUI thread (ms) |",
-            "|---|---|---|---|---|---|---|",
+            "| start | s | step | F1 | covered | nucleus share | preview compute (s) | shown "
+            "on the GUI thread (ms) |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in results:
             for p in r.get("curve", []):
                 lines.append(
                     f"| {r['start']} | {p['seconds']:.1f} | {p['step']} | "
-                    f"{p['f1']:.3f} | {p.get('nucleus_fraction', float('nan')):.3f} | "
+                    f"{p['f1']:.3f} | {p.get('covered', float('nan')):.2f} | "
+                    f"{p.get('nucleus_fraction', float('nan')):.3f} | "
                     f"{p['compute_s']:.2f} | {1000 * p.get('show_s', float('nan')):.0f} |"
                 )
         if any(r.get("curve") for r in results):
