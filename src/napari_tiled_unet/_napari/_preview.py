@@ -36,10 +36,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Default seconds between the starts of two previews. Measured on a shared 2-core CPU
+#: Default seconds between the starts of two previews. Measured on a 2-core CPU
 #: (benchmarks/results/train_while_painting.md): a preview of a 512 x 512 view plus context
-#: took 2.4 s with a base-16 depth-3 network and 9.9 s with the widget's default base-32
-#: depth-4 one, one training step (tile 256, batch 4) 8 s and 20 s. Whatever the setting, a
+#: took 0.29 s with a base-16 depth-3 network and 1.88 s with the widget's default base-32
+#: depth-4 one, one training step (tile 256, batch 4) 0.47 s and 2.23 s (under a load average
+#: of 9-15: 2.4 s, 9.9 s, 8 s and 20 s). Whatever the setting, a
 #: preview starts no sooner than :data:`REST_FACTOR` times its predecessor's compute time after
 #: it ended, so previews take at most about a third of the time training runs.
 PREVIEW_INTERVAL = 5.0
