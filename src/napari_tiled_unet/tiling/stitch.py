@@ -89,6 +89,34 @@ READ_AHEAD = 2
 WRITE_BEHIND = 2
 
 
+class _WriteBehind:
+    """One writer thread storing batches into ``out``, at most :data:`WRITE_BEHIND` queued.
+
+    :meth:`put` waits while the queue is full, and a failed write is raised there (so it
+    stops the run); :meth:`drain` waits for every write; :meth:`close` drops queued writes
+    but waits for one in flight, so that nothing touches ``out`` once the run is over.
+    """
+
+    def __init__(self, out, cropped: bool):
+        self._out, self._cropped = out, cropped
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tile-write")
+        self._writes: deque[Future] = deque()
+
+    def put(self, tiles: Sequence[Tile], result) -> None:
+        while len(self._writes) >= WRITE_BEHIND:
+            self._writes.popleft().result()
+        self._writes.append(
+            self._thread.submit(_write_batch, self._out, tiles, result, self._cropped)
+        )
+
+    def drain(self) -> None:
+        while self._writes:
+            self._writes.popleft().result()
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True, cancel_futures=True)
+
+
 def iter_run_plan(
     image,
     plan: TilePlan,
@@ -161,9 +189,8 @@ def iter_run_plan(
 
     done = 0
     readers = ThreadPoolExecutor(max_workers=READ_AHEAD, thread_name_prefix="tile-read")
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tile-write")
+    writer = _WriteBehind(out, cropped)
     reads: deque[Future] = deque()
-    writes: deque[Future] = deque()
     try:
         for b in range(min(READ_AHEAD, n_batches)):
             reads.append(readers.submit(_read_batch, image, batch_tiles(b), prepare))
@@ -175,20 +202,17 @@ def iter_run_plan(
                 reads.append(readers.submit(_read_batch, image, ahead, prepare))
             result = tile_fn(batch, tiles)
             del batch
-            while len(writes) >= WRITE_BEHIND:
-                writes.popleft().result()  # bounded, and a failed write stops the run here
-            writes.append(writer.submit(_write_batch, out, tiles, result, cropped))
+            writer.put(tiles, result)  # bounded, and a failed write stops the run here
             del result
             done += len(tiles)
             yield done
-        while writes:
-            writes.popleft().result()
+        writer.drain()
     finally:
         # A cancel must not wait for a read in flight (a large compressed tile can take
         # seconds): the reader threads only read, so they may finish on their own. A write
         # in flight is waited for, so that nothing touches ``out`` once the run is over.
         readers.shutdown(wait=False, cancel_futures=True)
-        writer.shutdown(wait=True, cancel_futures=True)
+        writer.close()
 
 
 def _run_shared(
@@ -219,9 +243,8 @@ def _run_shared(
     ahead = READ_AHEAD + len(workers) - 1
     readers = ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="tile-read")
     pool = ThreadPoolExecutor(len(workers), "tile-compute", initializer=claim)
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tile-write")
+    writer = _WriteBehind(out, cropped)
     reads: deque[Future] = deque()
-    writes: deque[Future] = deque()
     computing: dict[Future, Sequence[Tile]] = {}
     done = next_batch = 0
     try:
@@ -239,17 +262,14 @@ def _run_shared(
             for future in finished:
                 tiles = computing.pop(future)
                 result = future.result()
-                while len(writes) >= WRITE_BEHIND:
-                    writes.popleft().result()
-                writes.append(writer.submit(_write_batch, out, tiles, result, cropped))
+                writer.put(tiles, result)
                 del result
                 done += len(tiles)
                 yield done
-        while writes:
-            writes.popleft().result()
+        writer.drain()
     finally:
         # as iter_run_plan; a forward in flight is waited for, so that no worker still uses
         # its network (or device) once the run is over
         readers.shutdown(wait=False, cancel_futures=True)
         pool.shutdown(wait=True, cancel_futures=True)
-        writer.shutdown(wait=True, cancel_futures=True)
+        writer.close()
