@@ -90,6 +90,21 @@ def viewer(make_napari_viewer):
 
 
 @pytest.fixture
+def train_widget(viewer, qtbot):
+    """The Train widget docked in a viewer; at teardown a running training is stopped, and it
+    and any live preview are waited for."""
+    from napari_tiled_unet._napari.train_widget import TrainWidget
+
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Train")
+    yield widget
+    if widget.running:
+        widget.stop()
+        qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    qtbot.waitUntil(lambda: not widget.live.preview.running, timeout=60_000)
+
+
+@pytest.fixture
 def predict_widget(viewer, qtbot):
     """The Predict widget docked in a viewer; waits for a running prediction at teardown."""
     from napari_tiled_unet._napari.predict_widget import PredictWidget

@@ -25,14 +25,14 @@ def shown_viewer(make_napari_viewer):
 
 
 @pytest.fixture
-def widget(shown_viewer, qtbot):
-    widget = TrainWidget(shown_viewer)
-    shown_viewer.window.add_dock_widget(widget, name="Train")
-    yield widget
-    if widget.running:
-        widget.stop()
-        qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
-    qtbot.waitUntil(lambda: not widget.live.preview.running, timeout=60_000)
+def viewer(shown_viewer):
+    """The viewer the shared ``train_widget`` fixture docks into: shown, as above."""
+    return shown_viewer
+
+
+@pytest.fixture
+def widget(train_widget):
+    return train_widget
 
 
 @pytest.fixture

@@ -7,17 +7,6 @@ import pytest
 
 from napari_tiled_unet._napari._models import trained_models
 from napari_tiled_unet._napari.predict_widget import TRAINED, PredictWidget
-from napari_tiled_unet._napari.train_widget import TrainWidget
-
-
-@pytest.fixture
-def train_widget(viewer, qtbot):
-    widget = TrainWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Train")
-    yield widget
-    if widget.running:
-        widget.stop()
-        qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
 
 
 def predict_with_trained(predict_widget, wait_done, viewer, name: str, output: str):
