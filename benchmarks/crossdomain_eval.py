@@ -56,6 +56,8 @@ AP_THRESHOLDS = tuple(np.round(np.arange(0.5, 0.96, 0.05), 2))
 SIGMAS = (1.0, 2.0, 3.0)
 MIN_DISTANCES = (5, 7, 9, 11, 13, 15, 17, 21, 25, 31)
 BUNDLED_MODEL = SAMPLE_DATA / "default_model.pt"
+RESERVED = "DSB2018"
+"""The source the default model never trains on: the project's independent test (README, Data)."""
 log = logging.getLogger("crossdomain")
 
 
@@ -90,8 +92,9 @@ def score(segment: Callable[[np.ndarray], np.ndarray], pairs: Sequence[Pair]) ->
     return {"f1": float(np.mean(f1)), "ap": float(np.mean(ap)), "images": len(pairs)}
 
 
-def load_sources(smoke: bool) -> list[Source]:
-    """HeLa, DSB 2018, CHO and synthetic sources (see the module docstring)."""
+def load_sources(smoke: bool, synthetic_train: int = 6) -> list[Source]:
+    """HeLa, DSB 2018, CHO and synthetic sources (see the module docstring); ``synthetic_train``
+    generated images (seed 1) to train on, 4 (seed 2) to score on."""
     from napari_tiled_unet.training.synthetic import synthetic_nuclei_set
 
     _, hela_train = load_pairs(SAMPLE_DATA / "train")
@@ -100,14 +103,15 @@ def load_sources(smoke: bool) -> list[Source]:
         Source("HeLa", hela_train, hela_eval, "CTC Fluo-N2DL-HeLa crops: train/ (6) / eval/ (3)")
     ]
     sources.extend(_real_sources())
-    synthetic_train = synthetic_nuclei_set(2 if smoke else 6, (256, 256), seed=1)
+    synthetic_train = synthetic_nuclei_set(2 if smoke else synthetic_train, (256, 256), seed=1)
     synthetic_eval = synthetic_nuclei_set(1 if smoke else 4, (256, 256), seed=2)
     sources.append(
         Source(
             "synthetic",
             synthetic_train,
             synthetic_eval,
-            "training.synthetic.synthetic_nuclei_set: 6 images seed 1 (train), 4 seed 2 (eval)",
+            f"training.synthetic.synthetic_nuclei_set: {len(synthetic_train)} images seed 1 "
+            "(train), 4 seed 2 (eval)",
         )
     )
     if smoke:
@@ -162,6 +166,29 @@ def train_model(sources: Sequence[Source], args: argparse.Namespace, augment: bo
     return train(images, labels, config)
 
 
+def train_default_model(sources: Sequence[Source], args: argparse.Namespace, out: Path):
+    """The default model's recipe on ``sources``, written to ``out`` with what it saw."""
+    from napari_tiled_unet.model.modelfile import save_model
+
+    model = train_model(sources, args, augment=True)
+    seen = ", ".join(f"{s.name} ({len(s.train)} images)" for s in sources)
+    training = dict(model.info.training or {})
+    training["data"] = (
+        f"{seen}; each source repeated to about the same area; made by "
+        "benchmarks/train_default_model.sh (benchmarks/crossdomain_eval.py --default-model)"
+    )
+    model.info = dataclasses.replace(model.info, training=training)
+    save_model(model, out)
+    return model
+
+
+def default_training_set(synthetic_train: int = 16) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The images and labels the default model's recipe trains on (what ``balanced`` gives for
+    every source but :data:`RESERVED`)."""
+    sources = load_sources(smoke=False, synthetic_train=synthetic_train)
+    return balanced([s for s in sources if s.name != RESERVED])
+
+
 def unet_segment(model) -> Callable[[np.ndarray], np.ndarray]:
     from napari_tiled_unet import predict
 
@@ -173,7 +200,11 @@ def baseline_segment(sigma: float, min_distance: int) -> Callable[[np.ndarray], 
 
 
 def run(args: argparse.Namespace) -> dict:
-    sources = load_sources(args.smoke)
+    sources = load_sources(args.smoke, args.synthetic_train)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     results: dict = {"budget": vars(args).copy(), "sources": {}, "folds": {}, "extra": {}}
     results["budget"].pop("report", None)
     for s in sources:
@@ -184,12 +215,13 @@ def run(args: argparse.Namespace) -> dict:
         }
     save = _saver(args.json)
 
-    if not args.no_folds:
+    if not args.no_folds and not args.no_bundled:
         log.info("bundled model on every source")
         bundled = unet_segment(str(BUNDLED_MODEL))
         results["bundled"] = {s.name: score(bundled, s.eval) for s in sources}
         save(results)
-    for held in [] if args.no_folds else sources:
+    folds = [s for s in sources if not args.only or s.name in args.only]
+    for held in [] if args.no_folds else folds:
         rest = [s for s in sources if s is not held]
         start = time.perf_counter()
         sigma, min_distance, tuned = tune([s.train for s in rest], SIGMAS, MIN_DISTANCES, log=None)
@@ -207,6 +239,11 @@ def run(args: argparse.Namespace) -> dict:
         model = train_model(rest, args, augment=True)
         fold["train_seconds"] = time.perf_counter() - start
         fold["unet"] = score(unet_segment(model), held.eval)
+        if args.save_models is not None:
+            from napari_tiled_unet.model.modelfile import save_model
+
+            args.save_models.mkdir(parents=True, exist_ok=True)
+            save_model(model, args.save_models / f"without_{held.name}.pt")
         log.info("fold %s: U-Net %s (%.0f s)", held.name, fold["unet"], fold["train_seconds"])
         results["folds"][held.name] = fold
         save(results)
@@ -221,6 +258,18 @@ def run(args: argparse.Namespace) -> dict:
             results["extra"][key] = {"budget": _budget(args, augment), "scores": scores}
             log.info("%s: %s", key, scores)
             save(results)
+
+    if args.default_model:
+        trained_on = [s for s in sources if s.name != RESERVED]
+        model = train_default_model(trained_on, args, args.default_model)
+        segment = unet_segment(model)
+        scores = {s.name: score(segment, s.eval) for s in sources}
+        results["extra"][f"default model (trained without {RESERVED})"] = {
+            "budget": _budget(args, True),
+            "scores": scores,
+        }
+        log.info("default model: %s", scores)
+        save(results)
 
     if args.all_sources:
         from napari_tiled_unet.model.modelfile import save_model
@@ -256,12 +305,14 @@ def report(results: dict) -> str:
     ]
     f1_gain = []
     for name, fold in results["folds"].items():
-        base, unet, bundled = fold["baseline"], fold["unet"], results["bundled"][name]
+        base, unet = fold["baseline"], fold["unet"]
+        bundled = results.get("bundled", {}).get(name)
+        bundled_cells = f"{bundled['f1']:.3f} | {bundled['ap']:.3f}" if bundled else "- | -"
         params = fold["baseline_params"]
         f1_gain.append(unet["f1"] - base["f1"])
         lines.append(
             f"| {name} | {unet['images']} | {base['f1']:.3f} | {unet['f1']:.3f} "
-            f"| {base['ap']:.3f} | {unet['ap']:.3f} | {bundled['f1']:.3f} | {bundled['ap']:.3f} "
+            f"| {base['ap']:.3f} | {unet['ap']:.3f} | {bundled_cells} "
             f"| sigma {params['sigma']:g}, min_distance {params['min_distance']} |"
         )
     if f1_gain:
@@ -306,17 +357,27 @@ def merge(paths: Sequence[Path]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--iterations", type=int, default=200)
-    parser.add_argument("--tile", type=int, default=128)
+    parser.add_argument("--iterations", type=int, default=1200)
+    parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--base", type=int, default=16, help="base channels of the U-Net")
     parser.add_argument("--hela-ablation", action="store_true")
     parser.add_argument("--all-sources", type=Path, help="write a model trained on all sources")
+    parser.add_argument(
+        "--default-model",
+        type=Path,
+        help=f"write the default model: the recipe on every source but {RESERVED}",
+    )
     parser.add_argument("--json", type=Path, help="write results here after every step")
     parser.add_argument("--report", type=Path, help="write the markdown table here")
     parser.add_argument("--smoke", action="store_true", help="toy budget, one image per source")
     parser.add_argument("--no-folds", action="store_true", help="skip bundled model and folds")
     parser.add_argument("--merge", type=Path, nargs="+", help="only report these JSON results")
+    parser.add_argument("--only", nargs="+", help="run only the folds leaving out these sources")
+    parser.add_argument("--no-bundled", action="store_true", help="do not score the bundled model")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (parallel runs: 1 each)")
+    parser.add_argument("--synthetic-train", type=int, default=16, help="synthetic training images")
+    parser.add_argument("--save-models", type=Path, help="write each fold's model to this folder")
     args = parser.parse_args(argv)
     if args.merge:
         text = report(merge(args.merge))

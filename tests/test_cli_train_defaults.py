@@ -87,3 +87,22 @@ def test_explicit_semantic_on_instance_masks_warns(tmp_path, capsys):
     assert "napari-tiled-unet: label mode semantic (as asked)" in err
     warning = [line for line in err.splitlines() if "warning:" in line]
     assert len(warning) == 1 and "41-class model" in warning[0] and "instance mode" in warning[0]
+
+
+def test_appearance_and_scale_augmentation_from_the_command_line(tmp_path, capsys):
+    """Issue 17: the augmentation of the default model's recipe is open to users' training."""
+    labels = SAMPLE / "synthetic_nuclei_labels.tif"
+    code, model = _train(tmp_path, labels, "--augment-appearance", "--augment-scale", "2")
+    assert code == 0, capsys.readouterr().err
+    augment = load_model(model).info.training["config"]["augment"]
+    assert augment["appearance"] is True and augment["scale"] == 2.0
+    model.unlink()
+
+    code, model = _train(tmp_path, labels)
+    augment = load_model(model).info.training["config"]["augment"]
+    assert code == 0 and augment["appearance"] is False and augment["scale"] == 1.0
+    model.unlink()
+
+    code, model = _train(tmp_path, labels, "--augment-scale", "0.5")
+    err = capsys.readouterr().err
+    assert code != 0 and "scale" in err and not model.exists()

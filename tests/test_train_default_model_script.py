@@ -49,3 +49,24 @@ def test_any_folder_of_image_and_label_pairs_trains_an_instance_model(tmp_path):
 def test_a_folder_without_pairs_is_refused(tmp_path):
     done = _run(tmp_path / "model.pt", tmp_path)
     assert done.returncode == 2 and "no NAME.tif + NAME_labels.tif pairs" in done.stderr
+
+
+def test_the_default_recipe_trains_on_every_source_but_the_reserved_one(tmp_path):
+    """Issue 17: the bundled model's recipe (here at a toy budget) writes a model that records
+    what it was trained on, and never trains on the DSB 2018 image kept for evaluation."""
+    out = tmp_path / "default.pt"
+    script = ROOT / "benchmarks" / "crossdomain_eval.py"
+    options = ["--smoke", "--no-folds", "--no-bundled", "--default-model", str(out)]
+    done = subprocess.run(
+        [sys.executable, str(script), *options],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert done.returncode == 0, done.stderr
+    info = load_model(out).info
+    data = info.training["data"]
+    assert "HeLa" in data and "CHO" in data and "synthetic" in data and "DSB" not in data
+    assert info.training["config"]["augment"]["appearance"] is True
+    assert info.object_diameter and info.min_object_size
+    assert "default model (trained without DSB2018)" in done.stdout

@@ -103,7 +103,11 @@ def _train_config(args: argparse.Namespace):
             padding=args.padding,
             anisotropic_levels=args.anisotropic_levels,
         ),
-        augment=AugmentSpec(elastic=not args.no_elastic),
+        augment=AugmentSpec(
+            elastic=not args.no_elastic,
+            appearance=args.augment_appearance,
+            scale=args.augment_scale,
+        ),
         validation_every=args.validate_every,
     )
 
@@ -223,6 +227,20 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         help="validate every this many steps" + DEFAULT,
     )
     t.add_argument("--no-elastic", action="store_true", help="switch off elastic deformation")
+    t.add_argument(
+        "--augment-appearance",
+        action="store_true",
+        help="also vary how tiles look (gamma, uneven background, blur, shot and read noise), "
+        "for a model meant for images from other microscopes",
+    )
+    t.add_argument(
+        "--augment-scale",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="magnify objects by a factor drawn from [1/F, F] (2: 0.5-2x; default 1: off), "
+        "for a model meant for objects of other sizes",
+    )
     t.add_argument("--validation-image", action="append", default=[], help="held-out image TIFF")
     t.add_argument("--validation-labels", action="append", default=[], help="labels for it")
     t.set_defaults(run=run_train)
