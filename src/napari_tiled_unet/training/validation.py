@@ -23,7 +23,9 @@ from napari_tiled_unet.metrics import (
     match_objects,
     mean_score,
 )
+from napari_tiled_unet.model.info import ModelInfo
 from napari_tiled_unet.model.unet import UNet
+from napari_tiled_unet.separation import InstanceOptions
 from napari_tiled_unet.training.config import TrainConfig
 from napari_tiled_unet.training.loss import weighted_cross_entropy
 from napari_tiled_unet.training.pairs import TrainingPair, read_window
@@ -71,12 +73,16 @@ class ValidationTiles:
     annotated : ndarray of bool, shape (N, *out_shape)
     instances : ndarray of int or None, shape (N, *out_shape)
         Ground-truth object ids (instance mode), for object-level F1.
+    options : InstanceOptions or None
+        How predicted classes become objects for that F1: the separation prediction will use
+        with the run's model (:func:`run_instance_options`); None: the plain rule.
     """
 
     images: np.ndarray
     targets: np.ndarray
     annotated: np.ndarray
     instances: np.ndarray | None
+    options: InstanceOptions | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -170,7 +176,26 @@ def hold_out_validation(
         tiles, source = [], "none"
     if not tiles:
         return None, source
-    return load_validation_tiles(tiles, layout, config.label_mode), source
+    validation = load_validation_tiles(tiles, layout, config.label_mode)
+    validation.options = run_instance_options(pairs, config)
+    return validation, source
+
+
+def run_instance_options(
+    pairs: Sequence[TrainingPair], config: TrainConfig
+) -> InstanceOptions | None:
+    """The instance separation prediction will apply with this run's model: the one its file's
+    object sizes, measured from the training objects, give (None outside instance mode)."""
+    from napari_tiled_unet.object_size import object_stats
+    from napari_tiled_unet.training.record import object_sizes
+
+    if config.label_mode != "instance" or not pairs:
+        return None
+    sizes = np.concatenate([object_sizes(p, config.label_mode) for p in pairs])
+    if not sizes.size:
+        return None
+    info = ModelInfo(axes="ZYX"[-config.ndim :], **object_stats(sizes, config.ndim))
+    return InstanceOptions.for_model(info)
 
 
 def score_validation(
@@ -231,9 +256,8 @@ def score_validation(
                 )
                 if label_mode == "instance":
                     for p, truth in zip(probabilities, tiles.instances[batch], strict=True):
-                        objects = objects + match_objects(
-                            truth, labels_from_probabilities(p, "instance")
-                        )
+                        found = labels_from_probabilities(p, "instance", options=tiles.options)
+                        objects = objects + match_objects(truth, found)
     finally:
         model.train()
     scores = {}
