@@ -168,3 +168,32 @@ def test_cli_diameter(tmp_path, model, rng, capsys):
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert err.startswith("napari-tiled-unet: error:") and message in err, err
         assert not out.exists()
+
+
+@pytest.mark.parametrize(("trained_range", "rescaled"), [((5.0, 40.0), False), ((5.0, 12.0), True)])
+def test_auto_keeps_the_scale_of_objects_a_model_was_trained_to_see(
+    tmp_path, monkeypatch, trained_range, rescaled
+):
+    """Issue 17: a model trained with scale augmentation stores the diameters it saw; "auto"
+    rescales only images whose objects fall outside them."""
+    model = save_model(
+        tiny_unet(num_classes=3),
+        tmp_path / "ranged.pt",
+        label_mode="instance",
+        object_diameter=TRAINED,
+        object_diameter_range=trained_range,
+    )
+
+    def finds_every_object(image, model=None, *, output="labels", **kwargs):
+        seen.append(np.asarray(image).shape)
+        yield from ()
+        return ndi.label(np.asarray(image) > 550)[0].astype(np.int32)
+
+    seen = []
+    image, truth = disc_image((120, 100), 20, 30)
+    real = inference.iter_predict
+    monkeypatch.setattr(inference, "iter_predict", finds_every_object)
+    net = inference.resolve_model(model)
+    found = inference.run_to_completion(real(image, net, output="instances", diameter="auto"))
+    assert object_f1(truth, found) == 1.0
+    assert any(shape != image.shape for shape in seen) == rescaled

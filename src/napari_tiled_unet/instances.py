@@ -124,9 +124,10 @@ def _iter_label_frames(
 
     def label_frame(index):
         frame = layout.frame_out(classes, index)
-        if options.refines:
-            frame = RefinedClasses(frame, options)
-        sizes = dict(min_size=options.min_seed_size, min_object_size=options.min_object_size)
+        fitted = options.for_image(frame)  # the same measurement as in memory
+        if fitted.refines:
+            frame = RefinedClasses(frame, fitted)
+        sizes = dict(min_size=fitted.min_seed_size, min_object_size=fitted.min_object_size)
         return iter_instances_blockwise(frame, layout.frame_out(out, index), **sizes)
 
     frames = list(layout.frames())

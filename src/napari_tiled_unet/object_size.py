@@ -8,6 +8,7 @@ measures the objects of a first pass the same way.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,9 @@ def median_diameter(labels: Iterable[np.ndarray], ndim: int | None = None) -> fl
     return float(np.median(equivalent_diameter(sizes, dims or 2)))
 
 
-def training_object_stats(labels: Iterable[np.ndarray], ndim: int) -> dict[str, float | int]:
+def training_object_stats(
+    labels: Iterable[np.ndarray], ndim: int, scale: float = 1.0
+) -> dict[str, Any]:
     """``object_diameter`` and ``min_object_size`` for a model file, from its training labels.
 
     Parameters
@@ -50,23 +53,36 @@ def training_object_stats(labels: Iterable[np.ndarray], ndim: int) -> dict[str, 
         Instance label images (0 = background, one id per object), each ``ndim``-D.
     ndim : int
         Spatial dimensions of the model (2 or 3).
+    scale : float
+        The training's scale augmentation (objects magnified by ``[1 / scale, scale]``);
+        above 1 the diameter range the model saw is stored too.
 
     Returns
     -------
     dict
         ``object_diameter`` (median equivalent diameter, pixels) and ``min_object_size``
         (:data:`~napari_tiled_unet.separation.MIN_SIZE_FRACTION` of the median object
-        size, pixels); empty when the labels hold no object.
+        size, pixels); with ``scale > 1`` also ``object_diameter_range`` (1st and 99th
+        percentile diameters divided and multiplied by ``scale``); empty when the labels
+        hold no object.
     """
     sizes = [object_sizes(image) for image in labels]
-    return object_stats(np.concatenate(sizes) if sizes else np.zeros(0), ndim)
+    return object_stats(np.concatenate(sizes) if sizes else np.zeros(0), ndim, scale)
 
 
-def object_stats(sizes: np.ndarray, ndim: int) -> dict[str, float | int]:
+def object_stats(sizes: np.ndarray, ndim: int, scale: float = 1.0) -> dict[str, Any]:
     """:func:`training_object_stats` from the objects' pixel counts ``sizes``."""
     if not sizes.size:
         return {}
-    return {
-        "object_diameter": round(float(np.median(equivalent_diameter(sizes, ndim))), 2),
+    diameters = equivalent_diameter(sizes, ndim)
+    stats: dict[str, Any] = {
+        "object_diameter": round(float(np.median(diameters)), 2),
         "min_object_size": max(round(MIN_SIZE_FRACTION * float(np.median(sizes))), 1),
     }
+    if scale > 1:
+        low, high = np.percentile(diameters, [1, 99])
+        stats["object_diameter_range"] = [
+            round(float(low) / scale, 2),
+            round(float(high) * scale, 2),
+        ]
+    return stats

@@ -59,7 +59,10 @@ def labels_from_probabilities(
         Instance mode, "components" only: the separation settings of the model
         (:meth:`~napari_tiled_unet.separation.InstanceOptions.for_model`); the class map is
         refined (:func:`~napari_tiled_unet.separation.refine_classes`) and objects below
-        ``options.min_object_size`` removed. They replace ``min_size``. None: the plain rule.
+        ``options.min_object_size`` removed. They replace ``min_size``. Options with a
+        diameter range are first fitted to this image's objects
+        (:meth:`~napari_tiled_unet.separation.InstanceOptions.for_image`). None: the plain
+        rule.
 
     Returns
     -------
@@ -88,6 +91,7 @@ def labels_from_probabilities(
             return instances_from_classes(classes, min_size=min_size)
         from napari_tiled_unet.separation import refine_classes
 
+        options = options.for_image(classes)
         return instances_from_classes(
             refine_classes(classes, options),
             min_size=options.min_seed_size,

@@ -38,7 +38,8 @@ PROBE_SCALES = (0.5, 2.0)
 
 AUTO_TOLERANCE = 0.2
 """``diameter="auto"`` rescales only when the measured median diameter differs from the
-training diameter by more than this fraction."""
+training diameter by more than this fraction (for a model that stores
+``object_diameter_range``: only when it lies outside that range)."""
 
 
 def check_diameter(diameter: Any) -> float | str | None:
@@ -193,7 +194,7 @@ def iter_predict_rescaled(
             )
         first = yield from iter_predict(image, net, output="instances", **axes, **options)
         found = measured_diameter(first, layout)
-        if found is None or abs(found / trained - 1) > AUTO_TOLERANCE:
+        if found is None or not _fits(found, trained, net):
             # A network shown objects far from its training size may miss, fragment or
             # merge them, so one measurement can mislead: measure at half and double size
             # too and trust the scale at which the objects look most like the training ones.
@@ -207,7 +208,7 @@ def iter_predict_rescaled(
             if candidates:
                 scale, measured = min(candidates, key=lambda c: abs(math.log(c[1] / trained)))
                 found = measured / scale
-        keep = found is None or abs(found / trained - 1) <= AUTO_TOLERANCE
+        keep = found is None or _fits(found, trained, net)
         message = _auto_message(found, trained, rescaled=not keep)
         logger.info(message)
         yield Progress("diameter", 1, 1, message)
@@ -233,6 +234,16 @@ def iter_predict_rescaled(
             frame = resample_nearest(layout.frame_out(result, index), frame_shape)
             layout.frame_out(back, index)[...] = relabel_in_raster_order(frame)
     return back
+
+
+def _fits(found: float, trained: float, net: UNet) -> bool:
+    """Whether objects of ``found`` pixels need no rescaling: within the diameters a
+    scale-augmented model was trained to see, else within :data:`AUTO_TOLERANCE` of its
+    training diameter."""
+    trained_range = net.info.object_diameter_range
+    if trained_range is not None:
+        return trained_range[0] <= found <= trained_range[1]
+    return abs(found / trained - 1) <= AUTO_TOLERANCE
 
 
 def _frame_axes(layout: Layout) -> tuple[int, ...]:

@@ -22,10 +22,16 @@ stores the median diameter of its training objects gets ``core_radius = 0.2 * di
 ``max_hole`` the area of a disk of half the diameter (``hole_extent`` its width), and the
 stored minimum object size;
 an older file keeps the plain behaviour (no refinement, objects down to 4 pixels).
+
+A model trained at many object sizes (scale augmentation; it stores
+``object_diameter_range``) does not assume its training median: :meth:`InstanceOptions.for_image`
+measures each image's (frame's) object size on its class map and takes the settings of that
+diameter. The in-memory and blockwise labellers call it on the same class map, so they agree.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -42,6 +48,14 @@ CORE_FRACTION = 0.2
 """Core radius as a fraction of the training objects' median diameter."""
 MIN_SIZE_FRACTION = 0.15
 """Default minimum object size as a fraction of the training objects' median size."""
+MEASURE_PIXELS = 1024 * 1024
+""":meth:`InstanceOptions.for_image` measures objects on at most this many central pixels."""
+MEASURE_ROUNDS = 16
+"""... labelling and measuring at most this many times, ..."""
+MEASURE_STEP = 1.5
+"""... checking a settled diameter against this factor larger, ..."""
+MEASURE_TOLERANCE = 0.05
+"""... until the measured diameter changes by less than this fraction."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,11 @@ class InstanceOptions:
         Seeds (and seedless foreground regions) smaller than this many pixels are dropped.
     min_object_size : int
         Objects smaller than this many pixels after growth are removed (0: none).
+    diameter : float
+        The object diameter (pixels) these settings are for (0: none given).
+    diameter_range : (float, float) or None
+        When given, :meth:`for_image` measures each image's object diameter within this
+        range, starting at ``diameter``; None: the settings hold as they are.
     """
 
     core_radius: int = 0
@@ -69,6 +88,8 @@ class InstanceOptions:
     hole_extent: int = 0
     min_seed_size: int = 4
     min_object_size: int = 0
+    diameter: float = 0.0
+    diameter_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         for name in ("core_radius", "max_hole", "hole_extent", "min_seed_size", "min_object_size"):
@@ -76,6 +97,11 @@ class InstanceOptions:
             if not isinstance(value, int | np.integer) or value < 0:
                 raise UserInputError(f"{name} must be a non-negative integer, got {value!r}")
             object.__setattr__(self, name, int(value))
+        if self.diameter_range is not None:
+            low, high = (float(v) for v in self.diameter_range)
+            if not 0 < low <= high:
+                raise UserInputError(f"diameter_range must be 0 < low <= high, got {low, high}")
+            object.__setattr__(self, "diameter_range", (low, high))
 
     @property
     def halo(self) -> int:
@@ -101,14 +127,94 @@ class InstanceOptions:
         if not diameter:
             return cls(min_object_size=int(stored_min or 0))
         ndim = len(info.axes.replace("C", "")) if info.axes else 2
-        if stored_min is None:
-            stored_min = round(MIN_SIZE_FRACTION * ball_volume(diameter, ndim))
+        options = cls.for_diameter(diameter, ndim, stored_min)
+        if info.object_diameter_range is None:
+            return options
+        return dataclasses.replace(options, diameter_range=info.object_diameter_range)
+
+    @classmethod
+    def for_diameter(
+        cls, diameter: float, ndim: int, min_object_size: int | None = None
+    ) -> InstanceOptions:
+        """The settings for objects of ``diameter`` pixels in ``ndim`` spatial dimensions;
+        ``min_object_size`` None: :data:`MIN_SIZE_FRACTION` of their size."""
+        if min_object_size is None:
+            min_object_size = max(round(MIN_SIZE_FRACTION * ball_volume(diameter, ndim)), 1)
         return cls(
             core_radius=round(CORE_FRACTION * diameter),
             max_hole=round(ball_volume(diameter / 2, ndim)),
             hole_extent=math.ceil(diameter / 2) + 1,
-            min_object_size=int(stored_min),
+            min_object_size=int(min_object_size),
+            diameter=float(diameter),
         )
+
+    def for_image(self, classes: Any) -> InstanceOptions:
+        """The settings for one image (or frame) of class map ``classes``.
+
+        Without ``diameter_range``: these. With it, the objects' size is measured on the
+        class map's central part (at most :data:`MEASURE_PIXELS` pixels). Labelled with the
+        settings of a diameter ``d``, the objects measure ``m(d)`` (median diameter, kept
+        within the range): settings for too small a ``d`` cut objects into pieces, too large
+        a ``d`` merges them. From ``d = diameter``, ``d <- m(d)`` is repeated until it
+        changes by less than :data:`MEASURE_TOLERANCE`. Settings can also cut large objects
+        into pieces of about ``d`` (so ``m(d) = d`` at the wrong size): the settled ``d`` is
+        kept only if objects labelled at :data:`MEASURE_STEP` times it do not measure more
+        than that; else the search goes on from there. At most :data:`MEASURE_ROUNDS`
+        labellings.
+
+        Returns
+        -------
+        InstanceOptions
+            Fixed settings (no ``diameter_range``): those of the measured diameter, or
+            these without the range when nothing is found.
+        """
+        if self.diameter_range is None:
+            return self
+        from napari_tiled_unet.object_size import median_diameter
+        from napari_tiled_unet.postprocess import instances_from_classes
+
+        crop = np.asarray(classes[_central_window(tuple(classes.shape), MEASURE_PIXELS)])
+        low, high = self.diameter_range
+
+        def measure(diameter: float) -> float | None:
+            options = self.for_diameter(diameter, crop.ndim)
+            found = instances_from_classes(
+                refine_classes(crop, options),
+                min_size=options.min_seed_size,
+                min_object_size=options.min_object_size,
+            )
+            measured = median_diameter([found], crop.ndim)
+            return None if measured is None else min(max(measured, low), high)
+
+        diameter = min(max(self.diameter, low), high)
+        found = None
+        for _ in range(MEASURE_ROUNDS):
+            measured = measure(diameter)
+            if measured is None:
+                break
+            found = measured
+            if abs(measured - diameter) > MEASURE_TOLERANCE * diameter:
+                diameter = measured
+                continue
+            larger = min(diameter * MEASURE_STEP, high)
+            grown = measure(larger) if larger > diameter else None
+            if grown is None or grown <= larger:
+                break
+            diameter = found = grown
+        if found is None:
+            return dataclasses.replace(self, diameter_range=None)
+        return self.for_diameter(found, crop.ndim)
+
+
+def _central_window(shape: tuple[int, ...], pixels: int) -> tuple[slice, ...]:
+    """The central window of ``shape`` with at most ``pixels`` pixels (same proportions)."""
+    shrink = min(1.0, (pixels / max(math.prod(shape), 1)) ** (1 / max(len(shape), 1)))
+    window = []
+    for n in shape:
+        size = max(1, int(n * shrink))
+        start = (n - size) // 2
+        window.append(slice(start, start + size))
+    return tuple(window)
 
 
 def ball_volume(diameter: float, ndim: int) -> float:

@@ -55,6 +55,13 @@ class ModelInfo:
     min_object_size : int, optional
         Instance output removes objects smaller than this many pixels (set from the
         training labels).
+    object_diameter_range : (float, float), optional
+        Object diameters (pixels) the model was trained to see, for a model trained with
+        scale augmentation: the training objects' 1st to 99th percentile diameter widened by
+        the augmentation's factor. Instance output then measures each image's object size
+        within it (:meth:`~napari_tiled_unet.separation.InstanceOptions.for_image`) instead
+        of assuming ``object_diameter``, and ``diameter="auto"`` rescales only images whose
+        objects fall outside it.
     package_version : str, optional
         Version of napari-tiled-unet that wrote the file (set when a file is loaded).
     extra : mapping
@@ -71,6 +78,7 @@ class ModelInfo:
     training: Mapping[str, Any] | None = None
     object_diameter: float | None = None
     min_object_size: int | None = None
+    object_diameter_range: tuple[float, float] | None = None
     package_version: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -105,6 +113,8 @@ class ModelInfo:
             set_(self, "object_diameter", float(self.object_diameter))
         if self.min_object_size is not None:
             set_(self, "min_object_size", int(self.min_object_size))
+        if self.object_diameter_range is not None:
+            set_(self, "object_diameter_range", _diameter_range(self.object_diameter_range))
         if self.training is not None and not isinstance(self.training, Mapping):
             raise ModelInfoError(f"training must be a dict, got {type(self.training).__name__}")
         if self.training is not None:
@@ -260,6 +270,20 @@ def plain_data(value: Any, where: str = "metadata") -> Any:
         f"{where} is a {type(value).__module__}.{type(value).__qualname__}, which a model file "
         "cannot store; give plain data (numbers, strings, lists, dicts)"
     )
+
+
+def _diameter_range(values: Any) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ModelInfoError(
+            f"object_diameter_range must be two numbers (low, high), got {values!r}"
+        ) from None
+    if not 0 < low <= high < float("inf"):
+        raise ModelInfoError(
+            f"object_diameter_range must be 0 < low <= high pixels, got {values!r}"
+        )
+    return low, high
 
 
 def _ints(name: str, values: Any) -> tuple[int, ...]:

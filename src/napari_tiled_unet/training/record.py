@@ -64,7 +64,8 @@ def run_info(
         from napari_tiled_unet.object_size import object_stats
 
         sizes = [object_sizes(p, config.label_mode) for p in pairs]
-        stats = object_stats(np.concatenate(sizes), config.ndim)
+        stats = object_stats(np.concatenate(sizes), config.ndim, config.augment.scale)
+        stats.setdefault("object_diameter_range", None)  # only a scale-augmented run's
         info = info.replace(**stats)
     return info.replace(
         normalization=normalization,
