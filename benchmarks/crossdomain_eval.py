@@ -172,9 +172,15 @@ def train_model(sources: Sequence[Source], args: argparse.Namespace, augment: bo
 
 def train_default_model(sources: Sequence[Source], args: argparse.Namespace, out: Path):
     """The default model's recipe on ``sources``, written to ``out`` with what it saw."""
+    model = train_model(sources, args, augment=True)
+    record_default_model(model, sources, out)
+    return model
+
+
+def record_default_model(model, sources: Sequence[Source], out: Path) -> None:
+    """Write ``model`` to ``out`` with a note of the ``sources`` it was trained on."""
     from napari_tiled_unet.model.modelfile import save_model
 
-    model = train_model(sources, args, augment=True)
     seen = ", ".join(f"{s.name} ({len(s.train)} images)" for s in sources)
     training = dict(model.info.training or {})
     training["data"] = (
@@ -183,7 +189,6 @@ def train_default_model(sources: Sequence[Source], args: argparse.Namespace, out
     )
     model.info = dataclasses.replace(model.info, training=training)
     save_model(model, out)
-    return model
 
 
 def default_training_set(synthetic_train: int = 16) -> tuple[list[np.ndarray], list[np.ndarray]]:
