@@ -17,7 +17,7 @@ means it is never seen. Synthetic training and evaluation images come from diffe
 The defaults are the default model's recipe (1200 steps of 4 tiles of 256 px, base 16, depth 4,
 appearance and 0.5-2x scale augmentation, 16 synthetic training images). On a 2-core CPU the
 folds run two at a time with one torch thread each, then one report from their results (with
-``--save-models``, ``--merge`` also scores every fold's model with ``diameter="auto"``)::
+``--save-models``, ``--merge`` scores every fold's model again, also with ``diameter="auto"``)::
 
     python benchmarks/crossdomain_eval.py --only HeLa DSB2018 --threads 1 --no-bundled \\
         --save-models folds --json a.json &
@@ -204,16 +204,20 @@ def unet_segment(model, diameter: str | None = None) -> Callable[[np.ndarray], n
     return lambda image: predict(image, model, output="instances", device="cpu", diameter=diameter)
 
 
-def score_auto_diameter(results: dict, folder: Path) -> dict:
-    """Add each fold's score with ``diameter="auto"`` from the models ``--save-models`` wrote
-    to ``folder`` (``without_NAME.pt``); folds without a model file are left as they are."""
+def rescore(results: dict, folder: Path) -> dict:
+    """Score each fold again, with and without ``diameter="auto"``, with the models
+    ``--save-models`` wrote to ``folder`` (``without_NAME.pt``) and this version's prediction;
+    folds without a model file are left as they are."""
     budget = results["budget"]
     for held in load_sources(budget.get("smoke", False), budget.get("synthetic_train", 6)):
         path = folder / f"without_{held.name}.pt"
         if held.name in results["folds"] and path.exists():
             fold = results["folds"][held.name]
+            fold["unet"] = score(unet_segment(str(path)), held.eval)
             fold["unet_auto"] = score(unet_segment(str(path), "auto"), held.eval)
-            log.info("fold %s: U-Net, diameter auto %s", held.name, fold["unet_auto"])
+            log.info(
+                "fold %s: U-Net %s, diameter auto %s", held.name, fold["unet"], fold["unet_auto"]
+            )
     return results
 
 
@@ -409,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         merged = merge(args.merge)
         if args.save_models is not None:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-            merged = score_auto_diameter(merged, args.save_models)
+            merged = rescore(merged, args.save_models)
         text = report(merged)
         print(text)
         if args.report is not None:
