@@ -264,12 +264,12 @@ def run(args: argparse.Namespace) -> dict:
         start = time.perf_counter()
         model = train_model(rest, args, augment=True)
         fold["train_seconds"] = time.perf_counter() - start
-        fold["unet"] = score(unet_segment(model), held.eval)
-        if args.save_models is not None:
+        if args.save_models is not None:  # first: scoring must not lose the training
             from napari_tiled_unet.model.modelfile import save_model
 
             args.save_models.mkdir(parents=True, exist_ok=True)
             save_model(model, args.save_models / f"without_{held.name}.pt")
+        fold["unet"] = score(unet_segment(model), held.eval)
         log.info("fold %s: U-Net %s (%.0f s)", held.name, fold["unet"], fold["train_seconds"])
         results["folds"][held.name] = fold
         save(results)
