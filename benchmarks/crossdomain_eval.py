@@ -221,6 +221,14 @@ def rescore(results: dict, folder: Path) -> dict:
     return results
 
 
+def score_model_file(path: Path, budget: dict) -> dict:
+    """A model file's scores on every source (what the report's second table shows)."""
+    sources = load_sources(budget.get("smoke", False), budget.get("synthetic_train", 6))
+    scores = {s.name: score(unet_segment(str(path)), s.eval) for s in sources}
+    log.info("%s: %s", path, scores)
+    return {"budget": f"{path.name} as it is", "scores": scores}
+
+
 def baseline_segment(sigma: float, min_distance: int) -> Callable[[np.ndarray], np.ndarray]:
     return lambda image: segment_otsu_watershed(image, sigma, min_distance)
 
@@ -404,6 +412,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-folds", action="store_true", help="skip bundled model and folds")
     parser.add_argument("--merge", type=Path, nargs="+", help="only report these JSON results")
     parser.add_argument("--only", nargs="+", help="run only the folds leaving out these sources")
+    parser.add_argument(
+        "--score-model",
+        nargs=2,
+        action="append",
+        metavar=("LABEL", "PATH"),
+        help="with --merge: also score this model file on every source",
+    )
     parser.add_argument("--no-bundled", action="store_true", help="do not score the bundled model")
     parser.add_argument("--threads", type=int, help="torch CPU threads (parallel runs: 1 each)")
     parser.add_argument("--synthetic-train", type=int, default=16, help="synthetic training images")
@@ -411,9 +426,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.merge:
         merged = merge(args.merge)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         if args.save_models is not None:
-            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
             merged = rescore(merged, args.save_models)
+        for label, path in args.score_model or ():
+            merged["extra"][label] = score_model_file(Path(path), merged["budget"])
         text = report(merged)
         print(text)
         if args.report is not None:

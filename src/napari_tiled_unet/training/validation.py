@@ -194,7 +194,8 @@ def run_instance_options(
     sizes = np.concatenate([object_sizes(p, config.label_mode) for p in pairs])
     if not sizes.size:
         return None
-    info = ModelInfo(axes="ZYX"[-config.ndim :], **object_stats(sizes, config.ndim))
+    stats = object_stats(sizes, config.ndim, config.augment.scale)
+    info = ModelInfo(axes="ZYX"[-config.ndim :], **stats)
     return InstanceOptions.for_model(info)
 
 
