@@ -168,7 +168,11 @@ def test_trained_instance_model_stores_object_sizes():
     assert info.min_object_size == round(0.15 * np.median(np.bincount(labels.ravel())[1:]))
 
 
-def test_prediction_streamed_equals_in_memory_with_separation(tmp_path, rng, monkeypatch):
+@pytest.mark.parametrize("diameter_range", [None, (3.0, 40.0)])
+def test_prediction_streamed_equals_in_memory_with_separation(
+    tmp_path, rng, monkeypatch, diameter_range
+):
+    """Also when the object size is measured per image (a scale-augmented model)."""
     from napari_tiled_unet import instances_blockwise
 
     monkeypatch.setitem(instances_blockwise.DEFAULT_BLOCK, 2, (32, 32))
@@ -178,6 +182,7 @@ def test_prediction_streamed_equals_in_memory_with_separation(tmp_path, rng, mon
         label_mode="instance",
         object_diameter=6.0,
         min_object_size=5,
+        object_diameter_range=diameter_range,
     )
     image = (rng.random((96, 80)) * 4000).astype(np.uint16)
     options = dict(tile_shape=(64, 64), device="cpu")

@@ -5,10 +5,8 @@ instead of assuming its training median, identically in memory and streamed."""
 import numpy as np
 import pytest
 
-from _helpers import drain
 from _nets import tiny_unet
-from napari_tiled_unet import predict, save_model
-from napari_tiled_unet.inference import iter_predict_to_file
+from napari_tiled_unet import save_model
 from napari_tiled_unet.metrics import object_f1
 from napari_tiled_unet.model.info import ModelInfo, ModelInfoError
 from napari_tiled_unet.model.modelfile import load_model
@@ -91,25 +89,3 @@ def test_training_with_scale_augmentation_stores_the_range():
     assert high == pytest.approx(info.object_diameter * 2, abs=0.02)
     plain = train(image, labels, TrainConfig(**{**config.__dict__, "augment": AugmentSpec()}))
     assert plain.info.object_diameter_range is None
-
-
-def test_streamed_equals_in_memory_when_the_size_is_measured(tmp_path, rng, monkeypatch):
-    from napari_tiled_unet import instances_blockwise
-
-    monkeypatch.setitem(instances_blockwise.DEFAULT_BLOCK, 2, (32, 32))
-    model = save_model(
-        tiny_unet(num_classes=3),
-        tmp_path / "inst.pt",
-        label_mode="instance",
-        object_diameter=6.0,
-        min_object_size=5,
-        object_diameter_range=(3.0, 40.0),
-    )
-    image = (rng.random((96, 80)) * 4000).astype(np.uint16)
-    options = dict(tile_shape=(64, 64), device="cpu")
-    expected = predict(image, model, output="instances", **options)
-    assert expected.max() > 1
-    _, result = drain(
-        iter_predict_to_file(image, tmp_path / "o.zarr", model, output="instances", **options)
-    )
-    np.testing.assert_array_equal(result[...], expected)
