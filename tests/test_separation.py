@@ -216,8 +216,9 @@ def test_bundled_model_stores_the_sizes_of_its_training_objects():
         sys.path.remove(str(benchmarks))
     _, labels = default_training_set()
     info = load_model(default_model_path()).info
-    expected = training_object_stats(labels, 2)
-    assert (info.object_diameter, info.min_object_size) == (
+    expected = training_object_stats(labels, 2, scale=2.0)  # the recipe's 0.5-2x
+    assert (info.object_diameter, info.min_object_size, info.object_diameter_range) == (
         expected["object_diameter"],
         expected["min_object_size"],
+        tuple(expected["object_diameter_range"]),
     )
