@@ -161,6 +161,7 @@ def train_model(sources: Sequence[Source], args: argparse.Namespace, augment: bo
         tile_shape=(args.tile, args.tile),
         batch_size=args.batch,
         network=NetworkSpec(base_channels=args.base, depth=4),
+        w0=args.w0,
         validation_fraction=0.0,  # repeated images would leak; the last model is the result
         seed=0,
         device="cpu",
@@ -408,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--base", type=int, default=16, help="base channels of the U-Net")
+    parser.add_argument("--w0", type=float, default=10.0, help="border weight of the loss")
     parser.add_argument("--hela-ablation", action="store_true")
     parser.add_argument("--all-sources", type=Path, help="write a model trained on all sources")
     parser.add_argument(
