@@ -72,3 +72,15 @@ def running_command(cmd: list[str], **popen: Any) -> Iterator[RunningCommand]:
             run.proc.kill()
             run.proc.wait()
         run.reader.join(timeout=60)
+
+
+def tiny_train_settings(widget: Any, iterations: int = 10, label_mode: str = "instance") -> None:
+    """Set a Train widget to a tiny CPU network and small tiles, without augmentation."""
+    widget.label_mode.value = label_mode
+    widget.base_channels.value = 4
+    widget.depth.value = 2
+    widget.tile_size.value = 32
+    widget.batch_size.value = 2
+    widget.iterations.value = iterations
+    widget.augmentation.value = False
+    widget.device.value = "cpu"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QThreadPool
 
+from _helpers import tiny_train_settings
 from napari_tiled_unet._napari import _preview
 from napari_tiled_unet._napari._models import trained_models
 from napari_tiled_unet._napari._start_from import BUNDLED_MODEL, MODEL_FILE, NEW_NETWORK
@@ -49,14 +50,7 @@ def scribbles(nuclei_pair):
 
 
 def tiny(widget, iterations=100_000, preview_every=0.5):
-    widget.label_mode.value = "sparse"
-    widget.base_channels.value = 4
-    widget.depth.value = 2
-    widget.tile_size.value = 32
-    widget.batch_size.value = 2
-    widget.iterations.value = iterations
-    widget.augmentation.value = False
-    widget.device.value = "cpu"
+    tiny_train_settings(widget, iterations, label_mode="sparse")
     widget.preview_every.value = preview_every
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from _helpers import tiny_train_settings
 from napari_tiled_unet._napari._models import trained_models
 from napari_tiled_unet._napari.predict_widget import TRAINED, PredictWidget
 
@@ -20,17 +21,6 @@ def predict_with_trained(predict_widget, wait_done, viewer, name: str, output: s
     return viewer.layers[f"{name} {output}"]
 
 
-def tiny_settings(widget, iterations=10, label_mode="instance"):
-    widget.label_mode.value = label_mode
-    widget.base_channels.value = 4
-    widget.depth.value = 2
-    widget.tile_size.value = 32
-    widget.batch_size.value = 2
-    widget.iterations.value = iterations
-    widget.augmentation.value = False
-    widget.device.value = "cpu"
-
-
 def test_training_offers_the_model_to_predict_and_saves_it(
     viewer, train_widget, wait_done, nuclei_pair, tmp_path, monkeypatch
 ):
@@ -40,7 +30,7 @@ def test_training_offers_the_model_to_predict_and_saves_it(
     viewer.add_image(image, name="cells", scale=(0.5, 0.5))
     viewer.add_labels(labels, name="cells masks")
     predict_widget = PredictWidget(viewer)  # opened before training: must see the model anyway
-    tiny_settings(train_widget)
+    tiny_train_settings(train_widget)
     train_widget.augmentation.value = True  # exercise the whole sampling path once
 
     assert train_widget.train() is not None
@@ -90,7 +80,7 @@ def test_stop_keeps_the_best_model_so_far(viewer, train_widget, wait_done, qtbot
     image, labels = nuclei_pair
     viewer.add_image(image, name="cells")
     viewer.add_labels(labels, name="cells masks")
-    tiny_settings(train_widget, iterations=100_000, label_mode="semantic")
+    tiny_train_settings(train_widget, iterations=100_000, label_mode="semantic")
     train_widget.model_name.value = "quick"
 
     train_widget.train()
@@ -134,7 +124,7 @@ def test_labels_of_another_shape_are_refused(viewer, train_widget, errors, nucle
     image, labels = nuclei_pair
     viewer.add_image(image, name="cells")
     viewer.add_labels(labels[:50], name="half masks")
-    tiny_settings(train_widget)
+    tiny_train_settings(train_widget)
     train_widget.reset_choices()
     assert train_widget.train() is None
     assert_refused(train_widget, viewer, errors, 2, "'cells'", "'half masks'", "shape")
@@ -165,7 +155,7 @@ def test_3d_layers_train_a_3d_model_that_predict_offers(
     volume, labels = blobs_3d
     viewer.add_image(volume, name="stack", scale=(2.0, 0.5, 0.5))
     viewer.add_labels(labels, name="stack masks", scale=(2.0, 0.5, 0.5))
-    tiny_settings(train_widget, iterations=2, label_mode="semantic")
+    tiny_train_settings(train_widget, iterations=2, label_mode="semantic")
     train_widget.dimensions.value = "3D"
     assert train_widget.anisotropic_levels.enabled
     train_widget.anisotropic_levels.value = 1
@@ -187,7 +177,7 @@ def test_3d_layers_train_plane_by_plane_by_default(viewer, train_widget, wait_do
     volume, labels = blobs_3d
     viewer.add_image(volume, name="stack")
     viewer.add_labels(labels, name="stack masks")
-    tiny_settings(train_widget, iterations=1, label_mode="semantic")
+    tiny_train_settings(train_widget, iterations=1, label_mode="semantic")
     assert train_widget.dimensions.value == "2D"
     train_widget.reset_choices()
     assert train_widget.train() is not None, train_widget.status.value
@@ -200,7 +190,7 @@ def test_a_3d_tile_that_cannot_fit_is_explained(viewer, train_widget, errors, bl
     volume, labels = blobs_3d
     viewer.add_image(volume[:6], name="thin")
     viewer.add_labels(labels[:6], name="thin masks")
-    tiny_settings(train_widget)
+    tiny_train_settings(train_widget)
     train_widget.dimensions.value = "3D"
     train_widget.depth.value = 4  # Z steps of 16 planes
     train_widget.reset_choices()
@@ -222,7 +212,7 @@ def test_rgb_image_trains_a_three_channel_model(viewer, train_widget, wait_done,
     layer = viewer.add_image(rgb, name="photo")
     assert layer.rgb
     viewer.add_labels(labels, name="masks")
-    tiny_settings(train_widget, iterations=1, label_mode="semantic")
+    tiny_train_settings(train_widget, iterations=1, label_mode="semantic")
     train_widget.reset_choices()
     assert train_widget.train() is not None, train_widget.status.value
     wait_done(train_widget, timeout=120_000)
@@ -239,7 +229,7 @@ def test_a_layout_error_names_the_layer_and_axes(viewer, train_widget, errors, n
     image, labels = nuclei_pair
     viewer.add_image(image, name="cells")
     viewer.add_labels(labels, name="masks")
-    tiny_settings(train_widget)
+    tiny_train_settings(train_widget)
     train_widget.axes.value = "ZYX"  # three letters for a 2-axis layer
     train_widget.reset_choices()
     assert train_widget.train() is None
@@ -263,7 +253,7 @@ def test_learning_rate_must_be_a_number(viewer, train_widget, errors, nuclei_pai
 def test_tile_larger_than_the_image_is_refused(viewer, train_widget, errors, nuclei_pair):
     viewer.add_image(nuclei_pair[0][:40, :40], name="small")
     viewer.add_labels(nuclei_pair[1][:40, :40], name="masks")
-    tiny_settings(train_widget)
+    tiny_train_settings(train_widget)
     train_widget.tile_size.value = 64
     train_widget.reset_choices()
     assert train_widget.train() is None
