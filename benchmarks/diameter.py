@@ -24,6 +24,7 @@ import tifffile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline_otsu_watershed import SAMPLE_DATA, load_pairs
+from markdown_report import write_report
 
 from napari_tiled_unet import predict
 from napari_tiled_unet.metrics import average_precision, object_f1
@@ -94,14 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        args.write.write_text(
-            "# Prediction with a diameter (bundled model, training diameter 27.43 px)\n\n"
-            "`python benchmarks/diameter.py "
-            + " ".join(f"--extra {Path(a).name} {Path(b).name}" for a, b in args.extra)
-            + "`\n\n"
-            + text
-            + "\n\n"
-            + NOTES
+        write_report(
+            args.write,
+            "Prediction with a diameter (bundled model, training diameter 27.43 px)",
+            "diameter.py",
+            args.extra,
+            text,
+            NOTES,
         )
     return 0
 

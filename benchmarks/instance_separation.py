@@ -30,6 +30,7 @@ import tifffile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline_otsu_watershed import SAMPLE_DATA, load_pairs, segment_otsu_watershed
+from markdown_report import write_report
 
 from napari_tiled_unet import predict
 from napari_tiled_unet.metrics import average_precision, object_f1
@@ -139,14 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        args.write.write_text(
-            "# Instance separation, step by step (bundled model)\n\n"
-            "`python benchmarks/instance_separation.py "
-            + " ".join(f"--extra {Path(a).name} {Path(b).name}" for a, b in args.extra)
-            + "`\n\n"
-            + text
-            + "\n\n"
-            + NOTES
+        write_report(
+            args.write,
+            "Instance separation, step by step (bundled model)",
+            "instance_separation.py",
+            args.extra,
+            text,
+            NOTES,
         )
     return 0
 
