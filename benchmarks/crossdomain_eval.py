@@ -217,8 +217,9 @@ def rescore(results: dict, folder: Path) -> dict:
         path = folder / f"without_{held.name}.pt"
         if held.name in results["folds"] and path.exists():
             fold = results["folds"][held.name]
-            fold["unet"] = score(unet_segment(str(path)), held.eval)
-            fold["unet_auto"] = score(unet_segment(str(path), "auto"), held.eval)
+            model = load_model(path)
+            fold["unet"] = score(unet_segment(model), held.eval)
+            fold["unet_auto"] = score(unet_segment(model, "auto"), held.eval)
             fixed = load_model(path)  # separation at the training median, as before the range
             fixed.info = fixed.info.replace(object_diameter_range=None)
             fold["unet_fixed_size"] = score(unet_segment(fixed), held.eval)
@@ -230,8 +231,11 @@ def rescore(results: dict, folder: Path) -> dict:
 
 def score_model_file(path: Path, budget: dict) -> dict:
     """A model file's scores on every source (what the report's second table shows)."""
+    from napari_tiled_unet import load_model
+
     sources = load_sources(budget.get("smoke", False), budget.get("synthetic_train", 6))
-    scores = {s.name: score(unet_segment(str(path)), s.eval) for s in sources}
+    segment = unet_segment(load_model(path))
+    scores = {s.name: score(segment, s.eval) for s in sources}
     log.info("%s: %s", path, scores)
     return {"budget": f"{path.name} as it is", "scores": scores}
 

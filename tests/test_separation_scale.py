@@ -7,6 +7,7 @@ import pytest
 
 from _nets import tiny_unet
 from napari_tiled_unet import save_model
+from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.metrics import object_f1
 from napari_tiled_unet.model.info import ModelInfo, ModelInfoError
 from napari_tiled_unet.model.modelfile import load_model
@@ -68,6 +69,8 @@ def test_the_range_is_stored_for_scale_augmented_training(tmp_path):
     for bad in ((3,), (0, 5), (9, 4), ("a", 4)):
         with pytest.raises(ModelInfoError, match="object_diameter_range"):
             ModelInfo(object_diameter_range=bad)
+    with pytest.raises(UserInputError, match="diameter_range"):
+        InstanceOptions(diameter_range=(9, 4))
 
 
 def test_training_with_scale_augmentation_stores_the_range():
