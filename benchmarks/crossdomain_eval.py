@@ -14,8 +14,12 @@ HeLa trains on ``sample_data/train/`` and is scored on ``sample_data/eval/`` onl
 model is. The other sources train and are scored on the same images: leaving a source out
 means it is never seen. Synthetic training and evaluation images come from different seeds.
 
-The defaults are the default model's recipe (1200 steps of 4 tiles of 256 px, base 16, depth 4,
-appearance and 0.5-2x scale augmentation, 16 synthetic training images). On a 2-core CPU the
+The defaults are the default model's recipe (up to 2400 steps of 4 tiles of 256 px, base 16,
+depth 4, appearance and 0.5-2x scale augmentation, 16 synthetic training images, the model with the
+best validation object F1). Validation uses the training sources only (:func:`validation_split`):
+the last HeLa crop, the last CHO plane, the right half of the DSB image (whichever are training
+sources) and one generated image of its own seed, so the step count is chosen without looking at
+the left-out source. ``--validate-every 0`` keeps the last model of all the images instead. On a 2-core CPU the
 folds run two at a time with one torch thread each, then one report from their results (with
 ``--save-models``, ``--merge`` scores every fold's model again, also with ``diameter="auto"``)::
 
@@ -136,25 +140,54 @@ def _real_sources() -> list[Source]:
     return out
 
 
-def balanced(sources: Sequence[Source]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def validation_split(source: Source) -> tuple[list[Pair], list[Pair]]:
+    """The pairs of a training source to train on and to validate on.
+
+    Synthetic: every training image, plus one generated image of seed 3 (neither the training
+    nor the evaluation seed) to validate on. A source with several images: its last one is held
+    out. A single image (DSB 2018): its right half is held out (objects cut by the split are
+    partial objects in both halves, as at any image border).
+    """
+    if source.name == "synthetic":
+        from napari_tiled_unet.training.synthetic import synthetic_nuclei_set
+
+        return source.train, synthetic_nuclei_set(1, source.train[0][0].shape, seed=3)
+    if len(source.train) > 1:
+        return source.train[:-1], source.train[-1:]
+    image, labels = source.train[0]
+    half = image.shape[1] // 2
+    return [(image[:, :half].copy(), labels[:, :half].copy())], [
+        (image[:, half:].copy(), labels[:, half:].copy())
+    ]
+
+
+def balanced(
+    sources: Sequence[Source], validate: bool = False
+) -> tuple[list[np.ndarray], list[np.ndarray], list[Pair]]:
     """Training images and labels of ``sources``, each source repeated so that every source
-    offers about the same number of pixels (the sampler draws tiles in proportion to area)."""
-    areas = [sum(p[0].size for p in s.train) for s in sources]
-    images, labels = [], []
-    for s, area in zip(sources, areas, strict=True):
+    offers about the same number of pixels (the sampler draws tiles in proportion to area),
+    and the validation pairs (with ``validate``: :func:`validation_split`'s, else none)."""
+    parts = [validation_split(s) if validate else (s.train, []) for s in sources]
+    areas = [sum(p[0].size for p in fit) for fit, _ in parts]
+    images, labels, validation = [], [], []
+    for (fit, held), area in zip(parts, areas, strict=True):
         repeat = max(1, round(max(areas) / area))
         for _ in range(repeat):
-            for image, lab in s.train:
+            for image, lab in fit:
                 images.append(image)
                 labels.append(lab)
-    return images, labels
+        validation.extend(held)
+    return images, labels, validation
 
 
 def train_model(sources: Sequence[Source], args: argparse.Namespace, augment: bool):
-    """A U-Net trained on ``sources`` at the budget in ``args``."""
-    from napari_tiled_unet.training import AugmentSpec, NetworkSpec, TrainConfig, train
+    """A U-Net trained on ``sources`` at the budget in ``args``: with ``args.validate_every``,
+    the model of the best validation object F1 on :func:`validation_split`'s held-out pairs
+    (its validation curve in ``model.info.training["validation_curve"]``), else the last one."""
+    from napari_tiled_unet.training import AugmentSpec, NetworkSpec, TrainConfig, Trainer
 
-    images, labels = balanced(sources)
+    validate = args.validate_every > 0
+    images, labels, validation = balanced(sources, validate)
     config = TrainConfig(
         label_mode="instance",
         iterations=args.iterations,
@@ -162,13 +195,27 @@ def train_model(sources: Sequence[Source], args: argparse.Namespace, augment: bo
         batch_size=args.batch,
         network=NetworkSpec(base_channels=args.base, depth=4),
         w0=args.w0,
-        validation_fraction=0.0,  # repeated images would leak; the last model is the result
+        validation_fraction=0.0,  # held-out blocks of repeated images would leak
+        validation_every=max(args.validate_every, 1),
+        best_metric="val_object_f1",
         seed=0,
         device="cpu",
         prefetch=False,
         augment=AugmentSpec(appearance=augment, scale=2.0 if augment else 1.0),
     )
-    return train(images, labels, config)
+    trainer = Trainer(images, labels, config, validation=validation or None)
+    model = trainer.run()
+    if validate:
+        curve = [
+            [h["step"], round(h["val_object_f1"], 4)]
+            for h in trainer.history
+            if "val_object_f1" in h
+        ]
+        log.info("validation object F1 by step: %s (best step %s)", curve, trainer.best_step)
+        model.info = dataclasses.replace(
+            model.info, training={**(model.info.training or {}), "validation_curve": curve}
+        )
+    return model
 
 
 def train_default_model(sources: Sequence[Source], args: argparse.Namespace, out: Path):
@@ -182,10 +229,15 @@ def record_default_model(model, sources: Sequence[Source], out: Path) -> None:
     """Write ``model`` to ``out`` with a note of the ``sources`` it was trained on."""
     from napari_tiled_unet.model.modelfile import save_model
 
-    seen = ", ".join(f"{s.name} ({len(s.train)} images)" for s in sources)
+    validate = (model.info.training or {}).get("validation") == "held-out images"
+    seen = ", ".join(
+        f"{s.name} ({len(validation_split(s)[0]) if validate else len(s.train)} images)"
+        for s in sources
+    )
     training = dict(model.info.training or {})
     training["data"] = (
-        f"{seen}; each source repeated to about the same area; made by "
+        f"{seen}; each source repeated to about the same area"
+        f"{'; validated on held-out images of the same sources' if validate else ''}; made by "
         "benchmarks/train_default_model.sh (benchmarks/crossdomain_eval.py --default-model)"
     )
     model.info = dataclasses.replace(model.info, training=training)
@@ -194,9 +246,10 @@ def record_default_model(model, sources: Sequence[Source], out: Path) -> None:
 
 def default_training_set(synthetic_train: int = 16) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The images and labels the default model's recipe trains on (what ``balanced`` gives for
-    every source but :data:`RESERVED`)."""
+    every source but :data:`RESERVED`, validation images held out)."""
     sources = load_sources(smoke=False, synthetic_train=synthetic_train)
-    return balanced([s for s in sources if s.name != RESERVED])
+    images, labels, _ = balanced([s for s in sources if s.name != RESERVED], validate=True)
+    return images, labels
 
 
 def unet_segment(model, diameter: str | None = None) -> Callable[[np.ndarray], np.ndarray]:
@@ -387,10 +440,16 @@ def report(results: dict) -> str:
 
 
 def _budget(args: argparse.Namespace, augment: bool) -> str:
+    every = getattr(args, "validate_every", 0)
+    selection = (
+        f"best validation object F1 (every {every} steps, held-out images of the training sources)"
+        if every
+        else "validation off (last model)"
+    )
     return (
         f"{args.iterations} iterations, tile {args.tile}, batch {args.batch}, base channels "
-        f"{args.base}, depth 4, CPU, seed 0, appearance + scale (0.5-2x) augmentation "
-        f"{'on' if augment else 'off'}, validation off (last model)"
+        f"{args.base}, depth 4, w0 {getattr(args, 'w0', 10.0):g}, CPU, seed 0, appearance + "
+        f"scale (0.5-2x) augmentation {'on' if augment else 'off'}, {selection}"
     )
 
 
@@ -409,7 +468,14 @@ def merge(paths: Sequence[Path]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--iterations", type=int, default=1200)
+    parser.add_argument("--iterations", type=int, default=2400)
+    parser.add_argument(
+        "--validate-every",
+        type=int,
+        default=200,
+        help="validate on held-out images of the training sources every this many steps and "
+        "keep the best model (0: no validation, the last model of all the images)",
+    )
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--base", type=int, default=16, help="base channels of the U-Net")
@@ -453,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.smoke:
         args.iterations, args.tile, args.batch, args.base = 2, 64, 1, 4
+        args.validate_every = min(args.validate_every, 1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     results = run(args)
     text = report(results)
