@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tifffile
 
@@ -68,5 +69,38 @@ def test_the_default_recipe_trains_on_every_source_but_the_reserved_one(tmp_path
     data = info.training["data"]
     assert "HeLa" in data and "CHO" in data and "synthetic" in data and "DSB" not in data
     assert info.training["config"]["augment"]["appearance"] is True
+    assert info.training["validation"] == "held-out images"
+    assert info.training["best_step"] in [step for step, _ in info.training["validation_curve"]]
     assert info.object_diameter and info.min_object_size
     assert "default model (trained without DSB2018)" in done.stdout
+
+
+def test_the_recipe_validates_on_held_out_images_of_the_training_sources_only():
+    """The step count is chosen on images of the training sources that are not trained on,
+    never on a source's evaluation images (issue 17: no look at what is scored)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from crossdomain_eval import load_sources, validation_split
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    for source in load_sources(smoke=False, synthetic_train=2):
+        fit, held = validation_split(source)
+        assert fit and held, source.name
+        for image, labels in held:
+            assert image.shape == labels.shape and labels.max() > 0
+            assert not any(_overlaps(image, train) for train, _ in fit), source.name
+            if source.eval is not source.train:  # HeLa and synthetic have their own eval images
+                assert not any(_overlaps(image, test) for test, _ in source.eval), source.name
+        if len(source.train) == 1:  # DSB 2018: two halves of the one image
+            (left, _), (right, _) = fit[0], held[0]
+            np.testing.assert_array_equal(np.hstack([left, right]), source.train[0][0])
+
+
+def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether ``a`` equals ``b`` or is a window of it (rows and columns)."""
+    if a.shape == b.shape:
+        return bool(np.array_equal(a, b))
+    if a.shape[0] > b.shape[0] or a.shape[1] > b.shape[1]:
+        return False
+    windows = np.lib.stride_tricks.sliding_window_view(b, a.shape)
+    return bool((windows == a).all(axis=(-2, -1)).any())
