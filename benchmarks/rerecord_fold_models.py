@@ -30,7 +30,8 @@ def main(folds: str, out: str) -> None:
             continue
         model = load_model(path)
         rest = [s for s in sources if s is not held]
-        _, labels = balanced(rest)
+        validated = model.info.training.get("validation") == "held-out images"
+        _, labels, _ = balanced(rest, validate=validated)
         stats = training_object_stats(labels, 2, model.info.training["config"]["augment"]["scale"])
         stored = (model.info.object_diameter, model.info.min_object_size)
         if (stats["object_diameter"], stats["min_object_size"]) != stored:

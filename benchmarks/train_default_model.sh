@@ -5,12 +5,9 @@
 # Usage: bash benchmarks/train_default_model.sh [OUT]
 #          The bundled model's recipe: the HeLa crops of sample_data/train/, the CHO planes of
 #          sample_data/sources/cho/ and 16 generated images (training.synthetic), each source
-#          repeated to about the same area, appearance and 0.5-2x scale augmentation, up to 2400
-#          steps of 4 tiles of 256 px, base 16, depth 4, seed 0, CPU, keeping the model of the
-#          best object F1 on held-out images of the same sources (the last HeLa crop, the last
-#          CHO plane, one generated image of another seed; validated every 200 steps).
-#          sample_data/eval/ and the DSB 2018 image are never trained or validated on
-#          (benchmarks/crossdomain_eval.py scores them).
+#          repeated to about the same area, appearance and 0.5-2x scale augmentation, 1200 steps
+#          of 4 tiles of 256 px, base 16, depth 4, seed 0, CPU. sample_data/eval/ and the DSB
+#          2018 image are never trained on (benchmarks/crossdomain_eval.py scores them).
 #          OUT: model file to write (default: src/napari_tiled_unet/sample_data/default_model.pt).
 #        bash benchmarks/train_default_model.sh OUT FOLDER [TRAIN OPTIONS...]
 #          The same network, augmentation and budget trained with the project's own training
@@ -23,7 +20,7 @@ cd "$(dirname "$0")/.."
 OUT=${1:-src/napari_tiled_unet/sample_data/default_model.pt}
 if [ $# -lt 2 ]; then
     exec python benchmarks/crossdomain_eval.py --no-folds --no-bundled --default-model "$OUT" \
-        --iterations 2400 --validate-every 200 --tile 256 --batch 4 --base 16 --synthetic-train 16
+        --iterations 1200 --tile 256 --batch 4 --base 16 --synthetic-train 16
 fi
 D=$2
 shift 2
@@ -39,5 +36,5 @@ if [ ${#args[@]} -eq 0 ]; then
     exit 2
 fi
 napari-tiled-unet train "${args[@]}" --output "$OUT" --mode instance \
-    --iterations 2400 --tile 256 --batch 4 --base-channels 16 --depth 4 \
+    --iterations 1200 --tile 256 --batch 4 --base-channels 16 --depth 4 \
     --augment-appearance --augment-scale 2 --validate-every 100 --seed 0 --device cpu "$@"
