@@ -101,9 +101,10 @@ def score(segment: Callable[[np.ndarray], np.ndarray], pairs: Sequence[Pair]) ->
     return {"f1": float(np.mean(f1)), "ap": float(np.mean(ap)), "images": len(pairs)}
 
 
-def load_sources(smoke: bool, synthetic_train: int = 6) -> list[Source]:
+def load_sources(smoke: bool, synthetic_train: int = 6, synthetic_dim: float = 0.0) -> list[Source]:
     """HeLa, DSB 2018, CHO and synthetic sources (see the module docstring); ``synthetic_train``
-    generated images (seed 1) to train on, 4 (seed 2) to score on."""
+    generated images (seed 1) to train on, a ``synthetic_dim`` share of their nuclei dimmed
+    (``synthetic_nuclei(..., dim_share=...)``), and 4 (seed 2, none dimmed) to score on."""
     from napari_tiled_unet.training.synthetic import synthetic_nuclei_set
 
     _, hela_train = load_pairs(SAMPLE_DATA / "train")
@@ -112,7 +113,9 @@ def load_sources(smoke: bool, synthetic_train: int = 6) -> list[Source]:
         Source("HeLa", hela_train, hela_eval, "CTC Fluo-N2DL-HeLa crops: train/ (6) / eval/ (3)")
     ]
     sources.extend(_real_sources())
-    synthetic_train = synthetic_nuclei_set(2 if smoke else synthetic_train, (256, 256), seed=1)
+    synthetic_train = synthetic_nuclei_set(
+        2 if smoke else synthetic_train, (256, 256), seed=1, dim_share=synthetic_dim
+    )
     synthetic_eval = synthetic_nuclei_set(1 if smoke else 4, (256, 256), seed=2)
     sources.append(
         Source(
@@ -120,7 +123,7 @@ def load_sources(smoke: bool, synthetic_train: int = 6) -> list[Source]:
             synthetic_train,
             synthetic_eval,
             f"training.synthetic.synthetic_nuclei_set: {len(synthetic_train)} images seed 1 "
-            "(train), 4 seed 2 (eval)",
+            f"(train; dim share {synthetic_dim:g}), 4 seed 2 (eval)",
         )
     )
     if smoke:
@@ -299,7 +302,7 @@ def baseline_segment(sigma: float, min_distance: int) -> Callable[[np.ndarray], 
 
 
 def run(args: argparse.Namespace) -> dict:
-    sources = load_sources(args.smoke, args.synthetic_train)
+    sources = load_sources(args.smoke, args.synthetic_train, args.synthetic_dim)
     if args.threads:
         import torch
 
@@ -504,6 +507,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-bundled", action="store_true", help="do not score the bundled model")
     parser.add_argument("--threads", type=int, help="torch CPU threads (parallel runs: 1 each)")
     parser.add_argument("--synthetic-train", type=int, default=16, help="synthetic training images")
+    parser.add_argument(
+        "--synthetic-dim",
+        type=float,
+        default=0.0,
+        help="share of the synthetic training images' nuclei that are dimmed",
+    )
     parser.add_argument("--save-models", type=Path, help="write each fold's model to this folder")
     args = parser.parse_args(argv)
     if args.merge:

@@ -24,6 +24,11 @@ from napari_tiled_unet.errors import UserInputError
 
 #: Seed of the shipped sample (the year of the U-Net paper).
 SAMPLE_SEED = 2015
+#: Dimmest a nucleus gets with ``synthetic_nuclei(..., dim_share=...)``, relative to its
+#: drawn brightness.
+DIM_FLOOR = 0.2
+#: Second seed word of the random stream that chooses dimmed nuclei.
+DIM_STREAM = 17
 
 
 def blurred_discs(
@@ -134,7 +139,10 @@ class NucleiStyle:
 
 
 def synthetic_nuclei(
-    shape: tuple[int, int] = (256, 256), seed: int = 0, style: NucleiStyle | None = None
+    shape: tuple[int, int] = (256, 256),
+    seed: int = 0,
+    style: NucleiStyle | None = None,
+    dim_share: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic fluorescence image of nuclei and its instance labels.
 
@@ -153,6 +161,11 @@ def synthetic_nuclei(
         Seed of every random choice; the same seed and style give the same arrays.
     style : NucleiStyle or None
         How the image looks; None draws one from the seed (:meth:`NucleiStyle.draw`).
+    dim_share : float
+        Share of nuclei, in [0, 1], dimmed by a factor drawn log-uniformly down to
+        :data:`DIM_FLOOR` (real stains vary more from nucleus to nucleus than the default
+        0.5-1.5), but never below twice the background noise: a dimmed nucleus stays
+        visible. 0 (the default) gives the same image as before this option existed.
 
     Returns
     -------
@@ -169,6 +182,8 @@ def synthetic_nuclei(
     nuclei = _place_nuclei(rng, shape, style)
     labels, profile = _paint(shape, nuclei)
     brightness = np.concatenate([[0.0], rng.uniform(0.5, 1.5, len(nuclei))])
+    if dim_share:
+        brightness[1:] *= _dimming(seed, brightness[1:], style, dim_share)
     signal = brightness[labels] * profile
     if style.texture > 0:
         fine = ndi.gaussian_filter(rng.normal(size=shape), 1.0)
@@ -184,14 +199,32 @@ def synthetic_nuclei(
 
 
 def synthetic_nuclei_set(
-    count: int, shape: tuple[int, int] = (256, 256), seed: int = 0
+    count: int, shape: tuple[int, int] = (256, 256), seed: int = 0, dim_share: float = 0.0
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """``count`` synthetic images, each in its own random style (see :func:`synthetic_nuclei`).
 
-    Image ``i`` is ``synthetic_nuclei(shape, seed=seed * 1000 + i)``, so sets with different seeds
-    share no image and a longer set starts with the shorter one.
+    Image ``i`` is ``synthetic_nuclei(shape, seed=seed * 1000 + i, dim_share=dim_share)``, so
+    sets with different seeds share no image and a longer set starts with the shorter one.
     """
-    return [synthetic_nuclei(shape, seed=seed * 1000 + i) for i in range(count)]
+    return [
+        synthetic_nuclei(shape, seed=seed * 1000 + i, dim_share=dim_share) for i in range(count)
+    ]
+
+
+def _dimming(seed: int, brightness: np.ndarray, style: NucleiStyle, share: float) -> np.ndarray:
+    """Factors (<= 1) for :func:`synthetic_nuclei`'s ``dim_share``, from a random stream of
+    their own so that the rest of the image is drawn as without them."""
+    if not 0 <= share <= 1:
+        raise UserInputError(f"synthetic_nuclei: dim_share must be in [0, 1], got {share}")
+    rng = np.random.default_rng((seed, DIM_STREAM))
+    chosen = rng.random(brightness.size) < share
+    draws = rng.random(brightness.size)
+    # Noise of the brightest background, in units of the mean nucleus brightness.
+    level = (0.08 + style.background) * style.photons
+    noise = math.sqrt(level + style.read_noise**2) / style.photons
+    floor = np.clip(np.maximum(DIM_FLOOR, 2 * noise / brightness), None, 1.0)
+    factor = np.exp(np.log(floor) * draws)
+    return np.where(chosen, factor, 1.0)
 
 
 @dataclass(frozen=True)
