@@ -88,3 +88,38 @@ def test_a_set_draws_different_styles():
 def test_bad_styles_are_refused(kwargs):
     with pytest.raises(UserInputError):
         NucleiStyle(**kwargs)
+
+
+def test_dimmed_nuclei_are_darker_but_stay_above_the_noise():
+    """``dim_share`` dims some nuclei (real stains vary from nucleus to nucleus) and changes
+    nothing else: same labels, the other nuclei as bright as before, none lost in the noise."""
+    style = NucleiStyle(texture=0.0, background=0.0, blur=0.0, photons=500, read_noise=2.0)
+    plain, labels = synthetic_nuclei((160, 160), seed=5, style=style)
+    dimmed, same_labels = synthetic_nuclei((160, 160), seed=5, style=style, dim_share=0.5)
+    np.testing.assert_array_equal(labels, same_labels)
+    ids = np.arange(1, int(labels.max()) + 1)
+    offset = 100 + 0.08 * style.photons  # the generator's offset and background level
+    before = ndi.mean(plain.astype(float), labels, ids) - offset
+    after = ndi.mean(dimmed.astype(float), labels, ids) - offset
+    ratio = after / before
+    darker = ratio < 0.85
+    assert 0.25 * ids.size < darker.sum() < 0.75 * ids.size
+    assert ratio.min() > 0.15
+    np.testing.assert_allclose(ratio[ratio > 0.95], 1, atol=0.05)  # the others unchanged
+    noise = np.std(plain[labels == 0].astype(float))
+    assert after.min() > 1.5 * noise
+
+
+def test_noisy_images_are_not_dimmed_below_what_can_be_seen():
+    style = NucleiStyle(texture=0.0, background=0.0, blur=0.0, photons=10, read_noise=2.0)
+    plain, labels = synthetic_nuclei((128, 128), seed=6, style=style)
+    dimmed, _ = synthetic_nuclei((128, 128), seed=6, style=style, dim_share=1.0)
+    ids = np.arange(1, int(labels.max()) + 1)
+    before = ndi.mean(plain.astype(float), labels, ids)
+    after = ndi.mean(dimmed.astype(float), labels, ids)
+    assert np.median(after - 100) > 0.6 * np.median(before - 100)
+
+
+def test_a_dim_share_outside_zero_to_one_is_refused():
+    with pytest.raises(UserInputError, match="dim_share"):
+        synthetic_nuclei((64, 64), seed=0, dim_share=1.5)
