@@ -30,6 +30,7 @@ def test_help_shows_the_training_defaults(capsys):
         ("--depth", defaults.network.depth),
         ("--padding", defaults.network.padding),
         ("--validate-every", defaults.validation_every),
+        ("--w0", defaults.w0),
     ):
         start = text.index(f" {option} ")
         following = text[start : start + 400]
@@ -90,18 +91,26 @@ def test_explicit_semantic_on_instance_masks_warns(tmp_path, capsys):
 
 
 def test_appearance_and_scale_augmentation_from_the_command_line(tmp_path, capsys):
-    """Issue 17: the augmentation of the default model's recipe is open to users' training."""
+    """Issue 17: the augmentation and border weight of the default model's recipe are open to
+    users' training."""
     labels = SAMPLE / "synthetic_nuclei_labels.tif"
-    code, model = _train(tmp_path, labels, "--augment-appearance", "--augment-scale", "2")
+    recipe = ("--augment-appearance", "--augment-scale", "2", "--w0", "30")
+    code, model = _train(tmp_path, labels, *recipe)
     assert code == 0, capsys.readouterr().err
-    augment = load_model(model).info.training["config"]["augment"]
-    assert augment["appearance"] is True and augment["scale"] == 2.0
+    config = load_model(model).info.training["config"]
+    assert config["augment"]["appearance"] is True and config["augment"]["scale"] == 2.0
+    assert config["w0"] == 30.0
     model.unlink()
 
     code, model = _train(tmp_path, labels)
-    augment = load_model(model).info.training["config"]["augment"]
-    assert code == 0 and augment["appearance"] is False and augment["scale"] == 1.0
+    config = load_model(model).info.training["config"]
+    assert code == 0 and config["augment"]["appearance"] is False
+    assert config["augment"]["scale"] == 1.0 and config["w0"] == TrainConfig().w0
     model.unlink()
+
+    code, model = _train(tmp_path, labels, "--w0", "-1")
+    err = capsys.readouterr().err
+    assert code != 0 and "w0" in err and not model.exists()
 
     code, model = _train(tmp_path, labels, "--augment-scale", "0.5")
     err = capsys.readouterr().err

@@ -109,6 +109,7 @@ def _train_config(args: argparse.Namespace):
             scale=args.augment_scale,
         ),
         validation_every=args.validate_every,
+        w0=args.w0,
     )
 
 
@@ -240,6 +241,13 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="F",
         help="magnify objects by a factor drawn from [1/F, F] (2: 0.5-2x; default 1: off), "
         "for a model meant for objects of other sizes",
+    )
+    t.add_argument(
+        "--w0",
+        type=float,
+        default=defaults.w0,
+        help="weight of the loss on the pixels between touching objects (the paper's w0; "
+        "instance mode)" + DEFAULT,
     )
     t.add_argument("--validation-image", action="append", default=[], help="held-out image TIFF")
     t.add_argument("--validation-labels", action="append", default=[], help="labels for it")
