@@ -450,10 +450,12 @@ def _budget(args: argparse.Namespace, augment: bool) -> str:
         if every
         else "validation off (last model)"
     )
+    dim = getattr(args, "synthetic_dim", 0.0)
     return (
         f"{args.iterations} iterations, tile {args.tile}, batch {args.batch}, base channels "
         f"{args.base}, depth 4, w0 {getattr(args, 'w0', 10.0):g}, CPU, seed 0, appearance + "
-        f"scale (0.5-2x) augmentation {'on' if augment else 'off'}, {selection}"
+        f"scale (0.5-2x) augmentation {'on' if augment else 'off'}, "
+        f"{f'{dim:g} of the synthetic training nuclei dimmed, ' if dim else ''}{selection}"
     )
 
 
