@@ -202,7 +202,7 @@ def train_model(sources: Sequence[Source], args: argparse.Namespace, augment: bo
         validation_fraction=0.0,  # held-out blocks of repeated images would leak
         validation_every=max(args.validate_every, 1),
         best_metric="val_object_f1",
-        seed=0,
+        seed=args.seed,
         device="cpu",
         prefetch=False,
         augment=AugmentSpec(appearance=augment, scale=2.0 if augment else 1.0),
@@ -453,7 +453,8 @@ def _budget(args: argparse.Namespace, augment: bool) -> str:
     dim = getattr(args, "synthetic_dim", 0.0)
     return (
         f"{args.iterations} iterations, tile {args.tile}, batch {args.batch}, base channels "
-        f"{args.base}, depth 4, w0 {getattr(args, 'w0', 10.0):g}, CPU, seed 0, appearance + "
+        f"{args.base}, depth 4, w0 {getattr(args, 'w0', 10.0):g}, CPU, seed {getattr(args, 'seed', 0)}, "
+        f"appearance + "
         f"scale (0.5-2x) augmentation {'on' if augment else 'off'}, "
         f"{f'{dim:g} of the synthetic training nuclei dimmed, ' if dim else ''}{selection}"
     )
@@ -485,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--base", type=int, default=16, help="base channels of the U-Net")
+    parser.add_argument("--seed", type=int, default=0, help="training seed of every fold")
     parser.add_argument("--w0", type=float, default=10.0, help="border weight of the loss")
     parser.add_argument("--hela-ablation", action="store_true")
     parser.add_argument("--all-sources", type=Path, help="write a model trained on all sources")
