@@ -451,12 +451,12 @@ def _budget(args: argparse.Namespace, augment: bool) -> str:
         else "validation off (last model)"
     )
     dim = getattr(args, "synthetic_dim", 0.0)
+    dimmed = f"{dim:g} of the synthetic training nuclei dimmed, " if dim else ""
     return (
         f"{args.iterations} iterations, tile {args.tile}, batch {args.batch}, base channels "
-        f"{args.base}, depth 4, w0 {getattr(args, 'w0', 10.0):g}, CPU, seed {getattr(args, 'seed', 0)}, "
-        f"appearance + "
-        f"scale (0.5-2x) augmentation {'on' if augment else 'off'}, "
-        f"{f'{dim:g} of the synthetic training nuclei dimmed, ' if dim else ''}{selection}"
+        f"{args.base}, depth 4, w0 {getattr(args, 'w0', 10.0):g}, CPU, "
+        f"seed {getattr(args, 'seed', 0)}, appearance + scale (0.5-2x) augmentation "
+        f"{'on' if augment else 'off'}, {dimmed}{selection}"
     )
 
 
