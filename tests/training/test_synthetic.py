@@ -6,6 +6,7 @@ from scipy import ndimage as ndi
 
 from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.training.synthetic import (
+    BACKGROUND_LEVEL,
     NucleiStyle,
     synthetic_nuclei,
     synthetic_nuclei_set,
@@ -98,7 +99,7 @@ def test_dimmed_nuclei_are_darker_but_stay_above_the_noise():
     dimmed, same_labels = synthetic_nuclei((160, 160), seed=5, style=style, dim_share=0.5)
     np.testing.assert_array_equal(labels, same_labels)
     ids = np.arange(1, int(labels.max()) + 1)
-    offset = 100 + 0.08 * style.photons  # the generator's offset and background level
+    offset = 100 + BACKGROUND_LEVEL * style.photons  # the generator's offset and background
     before = ndi.mean(plain.astype(float), labels, ids) - offset
     after = ndi.mean(dimmed.astype(float), labels, ids) - offset
     ratio = after / before
@@ -120,6 +121,7 @@ def test_noisy_images_are_not_dimmed_below_what_can_be_seen():
     assert np.median(after - 100) > 0.6 * np.median(before - 100)
 
 
-def test_a_dim_share_outside_zero_to_one_is_refused():
+@pytest.mark.parametrize("share", [-0.1, 1.5])
+def test_a_dim_share_outside_zero_to_one_is_refused(share):
     with pytest.raises(UserInputError, match="dim_share"):
-        synthetic_nuclei((64, 64), seed=0, dim_share=1.5)
+        synthetic_nuclei((64, 64), seed=0, dim_share=share)

@@ -29,6 +29,8 @@ SAMPLE_SEED = 2015
 DIM_FLOOR = 0.2
 #: Second seed word of the random stream that chooses dimmed nuclei.
 DIM_STREAM = 17
+#: Background signal under the uneven field, relative to the mean nucleus brightness.
+BACKGROUND_LEVEL = 0.08
 
 
 def blurred_discs(
@@ -176,6 +178,8 @@ def synthetic_nuclei(
     """
     if len(shape) != 2 or min(shape) < 16:
         raise UserInputError(f"synthetic_nuclei: shape must be (Y, X), each >= 16, got {shape}")
+    if not 0 <= dim_share <= 1:
+        raise UserInputError(f"synthetic_nuclei: dim_share must be in [0, 1], got {dim_share}")
     rng = np.random.default_rng(seed)
     if style is None:
         style = NucleiStyle.draw(rng)
@@ -192,7 +196,7 @@ def synthetic_nuclei(
         signal *= np.clip(1 + style.texture * 0.5 * texture, 0.2, None)
     if style.blur > 0:
         signal = ndi.gaussian_filter(signal, style.blur)
-    signal += 0.08 + style.background * _smooth_field(rng, shape)
+    signal += BACKGROUND_LEVEL + style.background * _smooth_field(rng, shape)
     image = rng.poisson(signal * style.photons) + rng.normal(0, style.read_noise, shape)
     image = np.clip(np.rint(image + 100), 0, 65535).astype(np.uint16)
     return image, labels
@@ -214,13 +218,11 @@ def synthetic_nuclei_set(
 def _dimming(seed: int, brightness: np.ndarray, style: NucleiStyle, share: float) -> np.ndarray:
     """Factors (<= 1) for :func:`synthetic_nuclei`'s ``dim_share``, from a random stream of
     their own so that the rest of the image is drawn as without them."""
-    if not 0 <= share <= 1:
-        raise UserInputError(f"synthetic_nuclei: dim_share must be in [0, 1], got {share}")
     rng = np.random.default_rng((seed, DIM_STREAM))
     chosen = rng.random(brightness.size) < share
     draws = rng.random(brightness.size)
     # Noise of the brightest background, in units of the mean nucleus brightness.
-    level = (0.08 + style.background) * style.photons
+    level = (BACKGROUND_LEVEL + style.background) * style.photons
     noise = math.sqrt(level + style.read_noise**2) / style.photons
     floor = np.clip(np.maximum(DIM_FLOOR, 2 * noise / brightness), None, 1.0)
     factor = np.exp(np.log(floor) * draws)
