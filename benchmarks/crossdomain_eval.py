@@ -199,6 +199,7 @@ def train_model(sources: Sequence[Source], args: argparse.Namespace, augment: bo
         batch_size=args.batch,
         network=NetworkSpec(base_channels=args.base, depth=4),
         w0=args.w0,
+        ema_decay=getattr(args, "ema_decay", 0.0),
         validation_fraction=0.0,  # held-out blocks of repeated images would leak
         validation_every=max(args.validate_every, 1),
         best_metric="val_object_f1",
@@ -452,11 +453,13 @@ def _budget(args: argparse.Namespace, augment: bool) -> str:
     )
     dim = getattr(args, "synthetic_dim", 0.0)
     dimmed = f"{dim:g} of the synthetic training nuclei dimmed, " if dim else ""
+    decay = getattr(args, "ema_decay", 0.0)
+    averaged = f"weight EMA {decay:g}, " if decay else ""
     return (
         f"{args.iterations} iterations, tile {args.tile}, batch {args.batch}, base channels "
         f"{args.base}, depth 4, w0 {getattr(args, 'w0', 10.0):g}, CPU, "
         f"seed {getattr(args, 'seed', 0)}, appearance + scale (0.5-2x) augmentation "
-        f"{'on' if augment else 'off'}, {dimmed}{selection}"
+        f"{'on' if augment else 'off'}, {dimmed}{averaged}{selection}"
     )
 
 
@@ -488,6 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", type=int, default=16, help="base channels of the U-Net")
     parser.add_argument("--seed", type=int, default=0, help="training seed of every fold")
     parser.add_argument("--w0", type=float, default=10.0, help="border weight of the loss")
+    parser.add_argument(
+        "--ema-decay", type=float, default=0.0, help="weight average's decay (0: last weights)"
+    )
     parser.add_argument("--hela-ablation", action="store_true")
     parser.add_argument("--all-sources", type=Path, help="write a model trained on all sources")
     parser.add_argument(

@@ -168,6 +168,11 @@ class TrainConfig:
         Momentum of SGD, in [0, 1).
     weight_decay : float
         L2 penalty, >= 0.
+    ema_decay : float
+        0 (off), or in (0, 1): keep an exponential moving average of the weights with this decay
+        (0.995 averages roughly the last 200 steps) and offer it, not the last weights, as the
+        run's model (validated, kept as the best, saved); see
+        :mod:`~napari_tiled_unet.training.averaging`.
     loss : {"weighted_ce", "ce", "dice", "weighted_ce+dice"}
         "weighted_ce" is the paper's pixel-weighted cross-entropy (class balancing plus the
         border term ``w0 * exp(-(d1 + d2)**2 / (2 sigma**2))``); "ce" is unweighted; "dice" is a
@@ -237,6 +242,7 @@ class TrainConfig:
     optimizer: str = "adam"
     momentum: float = 0.99
     weight_decay: float = 0.0
+    ema_decay: float = 0.0
     loss: str = "weighted_ce"
     w0: float = 10.0
     sigma: float = 5.0
@@ -315,8 +321,8 @@ class TrainConfig:
                     f"TrainConfig.tile_shape entries must be positive integers, "
                     f"got {self.tile_shape}"
                 )
-        floats = ("learning_rate", "momentum", "weight_decay", "w0", "sigma", "validation_fraction")
-        for name in floats:  # plain floats: a numpy scalar would end up in the model file
+        floats = ("learning_rate", "momentum", "weight_decay", "ema_decay", "w0", "sigma")
+        for name in (*floats, "validation_fraction"):  # plain floats, not numpy scalars
             minimum = 0 if name in ("weight_decay", "w0") else None
             set_(self, name, _finite("TrainConfig", name, getattr(self, name), minimum))
         if self.fine_tune_learning_rate is not None:
@@ -329,8 +335,10 @@ class TrainConfig:
                     f"TrainConfig.{name} must be in (0, {MAX_LEARNING_RATE:g}], got {lr!r}; "
                     f"typical: 1e-4 to 1e-2 with Adam, 1e-3 to 1e-1 with SGD"
                 )
-        if not 0 <= self.momentum < 1:
-            raise UserInputError(f"TrainConfig.momentum must be in [0, 1), got {self.momentum}")
+        for name in ("momentum", "ema_decay"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise UserInputError(f"TrainConfig.{name} must be in [0, 1), got {value}")
         if not self.sigma > 0:
             raise UserInputError(f"TrainConfig.sigma must be > 0 (pixels), got {self.sigma}")
         if self.foreground_fraction is not None:

@@ -330,8 +330,9 @@ class Trainer:
                 self._state = RunState(self._model, config)
             state = self._state
             model, device, amp = state.model, state.device, state.amp
-            self.snapshots.begin(model)
+            self.snapshots.begin(state.offered)
             rng, batch_size, first = self._sample_rng, config.batch_size, self.step + 1
+            step_with = (model, state.optimizer, state.scaler, state.loss_fn, device, amp)
 
             def draw():
                 return self._sampler.batch(rng, batch_size)
@@ -348,17 +349,8 @@ class Trainer:
             with state.batches(draw, total - self.step) as next_batch:
                 for step in range(first, total + 1):
                     images, targets, weights = next_batch()
-                    loss = self._train_step(
-                        model,
-                        state.optimizer,
-                        state.scaler,
-                        state.loss_fn,
-                        device,
-                        amp,
-                        images,
-                        targets,
-                        weights,
-                    )
+                    loss = self._train_step(*step_with, images, targets, weights)
+                    state.after_step()
                     self.snapshots.serve()
                     state.check_loss(loss, step)
                     self.step = step
@@ -367,7 +359,7 @@ class Trainer:
                     if step % config.validation_every == 0 or step == total:
                         if self._validation is not None:
                             scores = score_validation(
-                                model,
+                                state.offered,
                                 self._validation,
                                 config.label_mode,
                                 self.num_classes,
@@ -377,7 +369,7 @@ class Trainer:
                             )
                             metrics.update(scores)
                             message += "  " + "  ".join(f"{k} {v:.3f}" for k, v in scores.items())
-                            self._keep_if_best(model, step, scores)
+                            self._keep_if_best(state.offered, step, scores)
                         elif config.checkpoint_path:
                             save_model(self.best_model, config.checkpoint_path)
                     self.history.append({"step": step, **metrics})
@@ -460,7 +452,8 @@ class Trainer:
             return None
         net = UNet.from_config(self._model.config)
         if state is None:
-            state = {k: v.detach().cpu() for k, v in self._model.state_dict().items()}
+            offered = self._model if self._state is None else self._state.offered
+            state = {k: v.detach().cpu() for k, v in offered.state_dict().items()}
         net.load_state_dict(state)
         net.info = self.info()
         return net.eval()

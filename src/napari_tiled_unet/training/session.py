@@ -20,6 +20,7 @@ import torch
 from napari_tiled_unet.device import resolve_device
 from napari_tiled_unet.errors import TrainingDiverged
 from napari_tiled_unet.model.unet import UNet
+from napari_tiled_unet.training.averaging import WeightAverage
 from napari_tiled_unet.training.config import TrainConfig
 from napari_tiled_unet.training.loss import make_loss
 from napari_tiled_unet.training.optim import grad_scaler, make_optimizer
@@ -33,7 +34,7 @@ Batch = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 class RunState:
-    """The device, optimizer, gradient scaler and loss of one training run.
+    """The device, optimizer, gradient scaler, loss and weight average of one training run.
 
     Made once, at the first step; *Continue* steps with the same objects, so Adam's moments
     and step counts (and any learning-rate schedule kept in the optimizer's state) carry on.
@@ -55,7 +56,19 @@ class RunState:
         self.loss_fn = make_loss(config.loss)
         self.prefetch = prefetch_ahead(config.prefetch, self.device)
         self.learning_rate = config.learning_rate
+        self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay else None
         self._nonfinite = 0
+
+    @property
+    def offered(self) -> UNet:
+        """The network the run validates, keeps and hands out: the weight average
+        (``TrainConfig.ema_decay``) or the trained network itself."""
+        return self.model if self.average is None else self.average.model
+
+    def after_step(self) -> None:
+        """Fold the new weights into the average, if the run keeps one."""
+        if self.average is not None:
+            self.average.update(self.model)
 
     def check_loss(self, loss: float, step: int) -> None:
         """Raise :class:`~napari_tiled_unet.errors.TrainingDiverged` once the loss stays
