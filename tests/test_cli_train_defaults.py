@@ -31,6 +31,7 @@ def test_help_shows_the_training_defaults(capsys):
         ("--padding", defaults.network.padding),
         ("--validate-every", defaults.validation_every),
         ("--w0", defaults.w0),
+        ("--ema-decay", defaults.ema_decay),
     ):
         start = text.index(f" {option} ")
         following = text[start : start + 400]
@@ -91,15 +92,15 @@ def test_explicit_semantic_on_instance_masks_warns(tmp_path, capsys):
 
 
 def test_appearance_and_scale_augmentation_from_the_command_line(tmp_path, capsys):
-    """Issue 17: the augmentation and border weight of the default model's recipe are open to
+    """Issue 17: the augmentation, border weight and weight average of the recipe are open to
     users' training."""
     labels = SAMPLE / "synthetic_nuclei_labels.tif"
-    recipe = ("--augment-appearance", "--augment-scale", "2", "--w0", "30")
+    recipe = ("--augment-appearance", "--augment-scale", "2", "--w0", "30", "--ema-decay", "0.9")
     code, model = _train(tmp_path, labels, *recipe)
     assert code == 0, capsys.readouterr().err
     config = load_model(model).info.training["config"]
     assert config["augment"]["appearance"] is True and config["augment"]["scale"] == 2.0
-    assert config["w0"] == 30.0
+    assert config["w0"] == 30.0 and config["ema_decay"] == 0.9
     model.unlink()
 
     code, model = _train(tmp_path, labels)
@@ -108,9 +109,10 @@ def test_appearance_and_scale_augmentation_from_the_command_line(tmp_path, capsy
     assert config["augment"]["scale"] == 1.0 and config["w0"] == TrainConfig().w0
     model.unlink()
 
-    code, model = _train(tmp_path, labels, "--w0", "-1")
-    err = capsys.readouterr().err
-    assert code != 0 and "w0" in err and not model.exists()
+    for option in ("--w0", "--ema-decay"):
+        code, model = _train(tmp_path, labels, option, "-1")
+        err = capsys.readouterr().err
+        assert code != 0 and option.strip("-").replace("-", "_") in err and not model.exists()
 
     code, model = _train(tmp_path, labels, "--augment-scale", "0.5")
     err = capsys.readouterr().err

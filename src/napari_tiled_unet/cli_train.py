@@ -110,6 +110,7 @@ def _train_config(args: argparse.Namespace):
         ),
         validation_every=args.validate_every,
         w0=args.w0,
+        ema_decay=args.ema_decay,
     )
 
 
@@ -248,6 +249,14 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         default=defaults.w0,
         help="weight of the loss on the pixels between touching objects (the paper's w0; "
         "instance mode)" + DEFAULT,
+    )
+    t.add_argument(
+        "--ema-decay",
+        type=float,
+        default=defaults.ema_decay,
+        metavar="D",
+        help="keep a moving average of the weights with this decay (e.g. 0.995, about the last "
+        "200 steps) and save it instead of the last weights; 0: off" + DEFAULT,
     )
     t.add_argument("--validation-image", action="append", default=[], help="held-out image TIFF")
     t.add_argument("--validation-labels", action="append", default=[], help="labels for it")
