@@ -18,6 +18,7 @@ from napari_tiled_unet.cli_progress import CommandError, parse_channels_option, 
 from napari_tiled_unet.cli_train import add_train_parser
 from napari_tiled_unet.device import PRECISIONS
 from napari_tiled_unet.errors import TiledUNetError
+from napari_tiled_unet.rescale import DIAMETER_HELP
 
 logger = logging.getLogger("napari_tiled_unet")
 
@@ -182,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--diameter",
         metavar="PX|auto",
-        help="typical object diameter in pixels: the image is rescaled so objects get the size the model was trained on (held in memory); auto: measured from a first prediction; 0: off (default)",
+        help=DIAMETER_HELP,
     )
     p.add_argument(
         "--dask-scheduler",

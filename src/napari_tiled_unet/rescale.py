@@ -36,6 +36,14 @@ logger = logging.getLogger(__name__)
 PROBE_SCALES = (0.5, 2.0)
 """Scales ``diameter="auto"`` also predicts at when the first measurement is off."""
 
+DIAMETER_HELP = (
+    "typical object diameter in pixels: the image is rescaled so its objects get the size the "
+    "model was trained on (held in memory); auto: measured from a first prediction; off (blank "
+    "or 0, the default): no rescaling, though for a model trained with scale augmentation the "
+    "splitting of touching objects still follows each image's own object size"
+)
+"""What ``diameter`` does, for the command line's and the Predict widget's help."""
+
 AUTO_TOLERANCE = 0.2
 """``diameter="auto"`` rescales only when the measured median diameter differs from the
 training diameter by more than this fraction (for a model that stores

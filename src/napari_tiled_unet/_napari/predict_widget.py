@@ -45,6 +45,7 @@ from napari_tiled_unet.jobs import (
     read_layout,
     read_spec,
 )
+from napari_tiled_unet.rescale import DIAMETER_HELP
 
 if TYPE_CHECKING:
     from napari.qt.threading import GeneratorWorker
@@ -170,9 +171,7 @@ class PredictWidget(Container):
             LineEdit(
                 name="diameter",
                 value="",
-                tooltip="Typical object diameter in pixels: the image is rescaled so its "
-                "objects get the size the model was trained on (held in memory); 'auto': "
-                "measured from a first prediction; blank or 0: off",
+                tooltip=DIAMETER_HELP[0].upper() + DIAMETER_HELP[1:],
             ),
             ComboBox(
                 name="output",
