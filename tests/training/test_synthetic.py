@@ -106,7 +106,8 @@ def test_dimmed_nuclei_are_darker_but_stay_above_the_noise():
     darker = ratio < 0.85
     assert 0.25 * ids.size < darker.sum() < 0.75 * ids.size
     assert ratio.min() > 0.15
-    np.testing.assert_allclose(ratio[ratio > 0.95], 1, atol=0.05)  # the others unchanged
+    unchanged = np.abs(ratio - 1) < 0.02  # the others as they were, none brightened
+    assert unchanged.sum() >= 0.4 * ids.size and ratio.max() < 1.02
     noise = np.std(plain[labels == 0].astype(float))
     assert after.min() > 1.5 * noise
 
