@@ -256,7 +256,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         default=defaults.ema_decay,
         metavar="D",
         help="keep a moving average of the weights with this decay (e.g. 0.995, about the last "
-        "200 steps) and save it instead of the last weights; 0: off" + DEFAULT,
+        "200 steps of a long run) and save it instead of the last weights; 0: off" + DEFAULT,
     )
     t.add_argument("--validation-image", action="append", default=[], help="held-out image TIFF")
     t.add_argument("--validation-labels", action="append", default=[], help="labels for it")

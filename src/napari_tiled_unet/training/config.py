@@ -170,8 +170,8 @@ class TrainConfig:
         L2 penalty, >= 0.
     ema_decay : float
         0 (off), or in (0, 1): keep an exponential moving average of the weights with this decay
-        (0.995 averages roughly the last 200 steps) and offer it, not the last weights, as the
-        run's model (validated, kept as the best, saved); see
+        (0.995: roughly the last 200 steps of a long run, fewer early on) and offer it, not
+        the last weights, as the run's model (validated, kept as the best, saved); see
         :mod:`~napari_tiled_unet.training.averaging`.
     loss : {"weighted_ce", "ce", "dice", "weighted_ce+dice"}
         "weighted_ce" is the paper's pixel-weighted cross-entropy (class balancing plus the
