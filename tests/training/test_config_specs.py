@@ -96,10 +96,11 @@ def test_old_flat_configs_load_as_the_nested_config():
         OLD_FLAT["normalization"]
     )
     # Fields added since come in at their defaults: fine_tune_learning_rate (issue 13),
-    # appearance and scale augmentation (issue 17).
+    # appearance and scale augmentation, the weight average (issue 17).
     added = {k: flat.pop(k) for k in set(flat) - set(OLD_FLAT)}
     assert added == {
         "fine_tune_learning_rate": None,
+        "ema_decay": 0.0,
         **{k: getattr(AugmentSpec(), k) for k in APPEARANCE_FIELDS},
     }
     assert flat == {k: v for k, v in OLD_FLAT.items() if k != "normalization"}
