@@ -83,9 +83,8 @@ def test_a_run_with_ema_offers_the_average_and_trains_the_same_weights(monkeypat
     averaged = Trainer(image, semantic, config)
     events = list(averaged.iter_run())
     assert [e.done for e in events] == list(range(7))
-    for a, b in zip(
-        raw, raw_plain, strict=True
-    ):  # the average never feeds back into the optimisation
+    # The average never feeds back into the optimisation.
+    for a, b in zip(raw, raw_plain, strict=True):
         assert all(torch.equal(a[k], b[k]) for k in a)
 
     expected = _ema(raw, 0.9)
