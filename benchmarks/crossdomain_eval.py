@@ -206,7 +206,11 @@ def train_model(sources: Sequence[Source], args: argparse.Namespace, augment: bo
         seed=args.seed,
         device="cpu",
         prefetch=False,
-        augment=AugmentSpec(appearance=augment, scale=2.0 if augment else 1.0),
+        augment=AugmentSpec(
+            appearance=augment,
+            scale=2.0 if augment else 1.0,
+            dimming=getattr(args, "dimming", 1.0) if augment else 1.0,
+        ),
     )
     trainer = Trainer(images, labels, config, validation=validation or None)
     model = trainer.run()
@@ -455,6 +459,8 @@ def _budget(args: argparse.Namespace, augment: bool) -> str:
     dimmed = f"{dim:g} of the synthetic training nuclei dimmed, " if dim else ""
     decay = getattr(args, "ema_decay", 0.0)
     averaged = f"weight EMA {decay:g}, " if decay else ""
+    dimming = getattr(args, "dimming", 1.0)
+    averaged += f"tiles dimmed down to 1/{dimming:g}, " if dimming > 1 else ""
     return (
         f"{args.iterations} iterations, tile {args.tile}, batch {args.batch}, base channels "
         f"{args.base}, depth 4, w0 {getattr(args, 'w0', 10.0):g}, CPU, "
@@ -493,6 +499,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--w0", type=float, default=10.0, help="border weight of the loss")
     parser.add_argument(
         "--ema-decay", type=float, default=0.0, help="weight average's decay (0: last weights)"
+    )
+    parser.add_argument(
+        "--dimming",
+        type=float,
+        default=1.0,
+        help="augmentation: dim tiles by up to this factor (AugmentSpec.dimming; 1: off)",
     )
     parser.add_argument("--hela-ablation", action="store_true")
     parser.add_argument("--all-sources", type=Path, help="write a model trained on all sources")

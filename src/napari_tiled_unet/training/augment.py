@@ -3,7 +3,7 @@
 Every geometric transform (flips, rotations, elastic deformation, scale) is drawn once and
 applied to the image (smooth interpolation) and to each label-like array (nearest neighbour), so
 a label pixel always lands where its image pixel lands. Appearance transforms (gamma, uneven
-background, blur, noise, intensity jitter) change the image only. All are whole-array numpy /
+background, blur, dimming, noise, intensity jitter) change the image only. All are whole-array numpy /
 scipy operations.
 """
 
@@ -127,7 +127,8 @@ class Augmentation(AugmentSpec):
         return image, labels
 
     def _appearance_before_jitter(self, rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
-        """Gamma, uneven background and blur, each with probability 1/2 (a range of 0: never)."""
+        """Gamma, uneven background, blur and dimming, each with probability 1/2 (a range of 0,
+        or a dimming of 1: never)."""
         ndim = image.ndim - 1
         channels = image.shape[0]
         shape = (channels,) + (1,) * ndim
@@ -147,6 +148,9 @@ class Augmentation(AugmentSpec):
             # Y and X only: a 3D stack's Z is sampled differently and blurred by the optics.
             sigmas = (0,) * (ndim - 2) + (sigma,) * min(ndim, 2)
             image = np.stack([ndi.gaussian_filter(channel, sigmas) for channel in image])
+        if self.dimming > 1 and rng.random() < 0.5:
+            factor = np.exp(rng.uniform(-np.log(self.dimming), 0.0, channels))
+            image = image * factor.reshape(shape).astype(np.float32)
         return image.astype(np.float32, copy=False)
 
     def _noise(self, rng: np.random.Generator, image: np.ndarray) -> np.ndarray:

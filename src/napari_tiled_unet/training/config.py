@@ -64,7 +64,7 @@ class AugmentSpec:
         Ranges of that jitter, >= 0.
     appearance : bool
         Appearance augmentation, so that a model copes with other microscopes and stains: each
-        of gamma, uneven background, blur, Poisson noise and Gaussian noise is applied with
+        of gamma, uneven background, blur, dimming, Poisson noise and Gaussian noise is applied with
         probability 1/2 (ranges below; a range of 0 switches that one off). Labels are untouched.
     gamma : float
         Intensity gamma drawn log-uniformly from ``[1 / gamma, gamma]``, applied to the tile's
@@ -79,6 +79,13 @@ class AugmentSpec:
         unit intensity, ``p`` drawn in ``[0, poisson_noise]``; >= 0.
     gaussian_noise : float
         Largest standard deviation of additive Gaussian noise (normalised units), >= 0.
+    dimming : float
+        Largest dimming factor: the tile's normalised intensities are multiplied by a factor
+        drawn log-uniformly from ``[1 / dimming, 1]`` (before the noise, so the dimmed tile is
+        also noisier relative to its objects); >= 1, 1 switches it off. Percentile
+        normalisation maps an image's brightest pixels to 1, so in an image with a few very
+        bright objects the typical ones sit far lower than in the training images; this
+        teaches the network that too.
     scale : float
         Objects are magnified by a factor drawn log-uniformly from ``[1 / scale, scale]`` in Y
         and X (the tile is read from a larger or smaller region and resampled; labels nearest
@@ -99,6 +106,7 @@ class AugmentSpec:
     blur: float = 1.5
     poisson_noise: float = 0.3
     gaussian_noise: float = 0.1
+    dimming: float = 1.0
     scale: float = 1.0
 
     def __post_init__(self) -> None:
@@ -110,7 +118,7 @@ class AugmentSpec:
             object.__setattr__(self, name, _finite(owner, name, getattr(self, name), minimum=0))
         for name in ("uneven_background", "blur", "poisson_noise", "gaussian_noise"):
             object.__setattr__(self, name, _finite(owner, name, getattr(self, name), minimum=0))
-        for name in ("gamma", "scale"):  # factors: [1/x, x]
+        for name in ("gamma", "dimming", "scale"):  # factors: [1/x, x] or [1/x, 1]
             object.__setattr__(self, name, _finite(owner, name, getattr(self, name), minimum=1))
 
     def to_dict(self) -> dict[str, Any]:
