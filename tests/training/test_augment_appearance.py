@@ -116,7 +116,14 @@ def test_appearance_leaves_labels_untouched_and_changes_the_image():
 
 
 def _only(**kwargs):
-    ranges = dict(gamma=1.0, uneven_background=0.0, blur=0.0, poisson_noise=0.0, gaussian_noise=0.0)
+    ranges = dict(
+        gamma=1.0,
+        uneven_background=0.0,
+        blur=0.0,
+        poisson_noise=0.0,
+        gaussian_noise=0.0,
+        dimming=1.0,
+    )
     return Augmentation(**APPEARANCE_ONLY, **{**ranges, **kwargs})
 
 
@@ -149,6 +156,16 @@ def test_each_appearance_transform_does_what_it_says():
     assert added.min() >= -1e-6 and added.max() > 0.05
     assert np.abs(np.diff(added, axis=-1)).max() < 0.1
 
+    factors = []  # dimming: one factor for the whole tile, in [1/4, 1], spread over it
+    for seed in range(40):
+        out, _ = _only(dimming=4.0)(np.random.default_rng(seed), image, [])
+        factor = out.sum() / image.sum()
+        np.testing.assert_allclose(out, image * factor, rtol=1e-5, atol=1e-7)
+        factors.append(factor)
+    factors = np.array(factors)
+    assert factors.min() >= 0.25 - 1e-6 and factors.max() <= 1 + 1e-6
+    assert 10 < np.sum(factors < 1 - 1e-6) < 30 and factors.min() < 0.4
+
     out = _apply_until_changed(_only(gaussian_noise=0.5), image)
     assert 0 < np.std(out - image) < 0.5
 
@@ -164,8 +181,23 @@ def test_appearance_off_draws_nothing_new():
     the same tile as the plain augmentation."""
     image, labels = coordinate_tile(32)
     plain = Augmentation()
-    other = Augmentation(gamma=4.0, blur=3.0, gaussian_noise=1.0, poisson_noise=1.0)
+    other = Augmentation(gamma=4.0, blur=3.0, gaussian_noise=1.0, poisson_noise=1.0, dimming=3.0)
     a, la = plain(np.random.default_rng(3), image, labels)
     b, lb = other(np.random.default_rng(3), image, labels)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(la[0], lb[0])
+
+
+def test_dimming_off_draws_nothing_new():
+    """A dimming of 1 (the default) leaves every other appearance draw as it was."""
+    image = ndi.gaussian_filter(np.random.default_rng(2).random((1, 48, 48)), (0, 2, 2))
+    image = image.astype(np.float32)
+    for seed in range(5):
+        a, _ = Augmentation(**APPEARANCE_ONLY)(np.random.default_rng(seed), image, [])
+        b, _ = Augmentation(**APPEARANCE_ONLY, dimming=1.0)(np.random.default_rng(seed), image, [])
+        np.testing.assert_array_equal(a, b)
+
+
+def test_dimming_below_one_is_refused():
+    with pytest.raises(ValueError, match="dimming"):
+        Augmentation(dimming=0.5)

@@ -70,6 +70,7 @@ APPEARANCE_FIELDS = (
     "blur",
     "poisson_noise",
     "gaussian_noise",
+    "dimming",
     "scale",
 )
 
