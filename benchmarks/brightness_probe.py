@@ -5,7 +5,7 @@ image with a few very bright objects, the typical nuclei sit far lower than in t
 images: DSB 2018's median nucleus is 0.15 above background after normalisation, HeLa's 0.36
 (``--contrast`` prints these). This probe scores model files on every source of
 ``crossdomain_eval.py`` with each image's normalised intensities multiplied by a factor
-(1, 1/2, 1/4: the model's percentile normalisation resolved on the image, its scale divided
+(1, 1/2, 1/4 unless ``--factors`` says otherwise: the model's percentile normalisation resolved on the image, its scale divided
 by the factor), so a model's sensitivity to brightness is measured on images it was trained
 on other images of, not only on the one DSB image::
 
@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the scores here")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--contrast", action="store_true", help="print each source's contrast")
+    parser.add_argument(
+        "--factors", type=float, nargs="+", default=FACTORS, help="intensity factors to score"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     sources = load_sources(smoke=False, synthetic_train=16)
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         print(results["nucleus contrast p10/p25/p50"], flush=True)
     for path in args.models:
         model = load_model(path)
-        for factor in FACTORS:
+        for factor in args.factors:
             start = time.perf_counter()
             segment = dimmed_segment(model, factor)
             scores = {s.name: round(score(segment, s.eval)["f1"], 3) for s in sources}

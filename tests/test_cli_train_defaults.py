@@ -95,11 +95,13 @@ def test_appearance_and_scale_augmentation_from_the_command_line(tmp_path, capsy
     """Issue 17: the augmentation, border weight and weight average of the recipe are open to
     users' training."""
     labels = SAMPLE / "synthetic_nuclei_labels.tif"
-    recipe = ("--augment-appearance", "--augment-scale", "2", "--w0", "30", "--ema-decay", "0.9")
+    recipe = ("--augment-appearance", "--augment-scale", "2", "--augment-dimming", "4")
+    recipe += ("--w0", "30", "--ema-decay", "0.9")
     code, model = _train(tmp_path, labels, *recipe)
     assert code == 0, capsys.readouterr().err
     config = load_model(model).info.training["config"]
     assert config["augment"]["appearance"] is True and config["augment"]["scale"] == 2.0
+    assert config["augment"]["dimming"] == 4.0
     assert config["w0"] == 30.0 and config["ema_decay"] == 0.9
     model.unlink()
 
@@ -107,6 +109,7 @@ def test_appearance_and_scale_augmentation_from_the_command_line(tmp_path, capsy
     config = load_model(model).info.training["config"]
     assert code == 0 and config["augment"]["appearance"] is False
     assert config["augment"]["scale"] == 1.0 and config["w0"] == TrainConfig().w0
+    assert config["augment"]["dimming"] == 1.0
     model.unlink()
 
     for option in ("--w0", "--ema-decay"):
@@ -114,6 +117,7 @@ def test_appearance_and_scale_augmentation_from_the_command_line(tmp_path, capsy
         err = capsys.readouterr().err
         assert code != 0 and option.strip("-").replace("-", "_") in err and not model.exists()
 
-    code, model = _train(tmp_path, labels, "--augment-scale", "0.5")
-    err = capsys.readouterr().err
-    assert code != 0 and "scale" in err and not model.exists()
+    for option, name in (("--augment-scale", "scale"), ("--augment-dimming", "dimming")):
+        code, model = _train(tmp_path, labels, option, "0.5")
+        err = capsys.readouterr().err
+        assert code != 0 and name in err and not model.exists()

@@ -107,6 +107,7 @@ def _train_config(args: argparse.Namespace):
             elastic=not args.no_elastic,
             appearance=args.augment_appearance,
             scale=args.augment_scale,
+            dimming=args.augment_dimming,
         ),
         validation_every=args.validate_every,
         w0=args.w0,
@@ -242,6 +243,15 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="F",
         help="magnify objects by a factor drawn from [1/F, F] (2: 0.5-2x; default 1: off), "
         "for a model meant for objects of other sizes",
+    )
+    t.add_argument(
+        "--augment-dimming",
+        type=float,
+        default=1.0,
+        metavar="D",
+        help="with --augment-appearance: dim half the tiles by a factor drawn from [1/D, 1] "
+        "(default 1: off), for images whose typical objects sit low in the normalised range "
+        "(a few far brighter objects)",
     )
     t.add_argument(
         "--w0",
