@@ -459,13 +459,13 @@ def _budget(args: argparse.Namespace, augment: bool) -> str:
     dimmed = f"{dim:g} of the synthetic training nuclei dimmed, " if dim else ""
     decay = getattr(args, "ema_decay", 0.0)
     averaged = f"weight EMA {decay:g}, " if decay else ""
-    dimming = getattr(args, "dimming", 1.0)
-    averaged += f"tiles dimmed down to 1/{dimming:g}, " if dimming > 1 else ""
+    factor = getattr(args, "dimming", 1.0)
+    dimming = f"tiles dimmed down to 1/{factor:g}, " if factor > 1 else ""
     return (
         f"{args.iterations} iterations, tile {args.tile}, batch {args.batch}, base channels "
         f"{args.base}, depth 4, w0 {getattr(args, 'w0', 10.0):g}, CPU, "
         f"seed {getattr(args, 'seed', 0)}, appearance + scale (0.5-2x) augmentation "
-        f"{'on' if augment else 'off'}, {dimmed}{averaged}{selection}"
+        f"{'on' if augment else 'off'}, {dimmed}{dimming}{averaged}{selection}"
     )
 
 

@@ -188,14 +188,23 @@ def test_appearance_off_draws_nothing_new():
     np.testing.assert_array_equal(la[0], lb[0])
 
 
-def test_dimming_off_draws_nothing_new():
-    """A dimming of 1 (the default) leaves every other appearance draw as it was."""
+def test_dimming_is_drawn_last_so_the_other_draws_are_kept():
+    """Dimming only scales the tile that gamma, uneven background and blur made, drawn after
+    them: the same seed gives the undimmed tile times one factor (noise and jitter off)."""
     image = ndi.gaussian_filter(np.random.default_rng(2).random((1, 48, 48)), (0, 2, 2))
     image = image.astype(np.float32)
-    for seed in range(5):
-        a, _ = Augmentation(**APPEARANCE_ONLY)(np.random.default_rng(seed), image, [])
-        b, _ = Augmentation(**APPEARANCE_ONLY, dimming=1.0)(np.random.default_rng(seed), image, [])
-        np.testing.assert_array_equal(a, b)
+    ranges = dict(gamma=2.0, uneven_background=0.3, blur=1.5, poisson_noise=0.0, gaussian_noise=0.0)
+    dimmed = 0
+    for seed in range(12):
+        plain, _ = Augmentation(**APPEARANCE_ONLY, **ranges)(np.random.default_rng(seed), image, [])
+        dim, _ = Augmentation(**APPEARANCE_ONLY, **ranges, dimming=4.0)(
+            np.random.default_rng(seed), image, []
+        )
+        factor = dim.sum() / plain.sum()
+        np.testing.assert_allclose(dim, plain * factor, rtol=1e-5, atol=1e-6)
+        assert 0.25 - 1e-6 <= factor <= 1 + 1e-6
+        dimmed += factor < 1 - 1e-6
+    assert 0 < dimmed < 12
 
 
 def test_dimming_below_one_is_refused():

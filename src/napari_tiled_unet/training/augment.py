@@ -3,8 +3,8 @@
 Every geometric transform (flips, rotations, elastic deformation, scale) is drawn once and
 applied to the image (smooth interpolation) and to each label-like array (nearest neighbour), so
 a label pixel always lands where its image pixel lands. Appearance transforms (gamma, uneven
-background, blur, dimming, noise, intensity jitter) change the image only. All are whole-array numpy /
-scipy operations.
+background, blur, dimming, noise, intensity jitter) change the image only. All are whole-array
+numpy / scipy operations.
 """
 
 from __future__ import annotations

@@ -64,8 +64,9 @@ class AugmentSpec:
         Ranges of that jitter, >= 0.
     appearance : bool
         Appearance augmentation, so that a model copes with other microscopes and stains: each
-        of gamma, uneven background, blur, dimming, Poisson noise and Gaussian noise is applied with
-        probability 1/2 (ranges below; a range of 0 switches that one off). Labels are untouched.
+        of gamma, uneven background, blur, dimming, Poisson noise and Gaussian noise is applied
+        with probability 1/2 (ranges below; a range of 0, or a dimming of 1, switches that one
+        off). Labels are untouched.
     gamma : float
         Intensity gamma drawn log-uniformly from ``[1 / gamma, gamma]``, applied to the tile's
         own intensity range; >= 1.
