@@ -5,9 +5,10 @@ image with a few very bright objects, the typical nuclei sit far lower than in t
 images: DSB 2018's median nucleus is 0.15 above background after normalisation, HeLa's 0.36
 (``--contrast`` prints these). This probe scores model files on every source of
 ``crossdomain_eval.py`` with each image's normalised intensities multiplied by a factor
-(1, 1/2, 1/4 unless ``--factors`` says otherwise: the model's percentile normalisation resolved on the image, its scale divided
-by the factor), so a model's sensitivity to brightness is measured on images it was trained
-on other images of, not only on the one DSB image::
+(1, 1/2, 1/4 unless ``--factors`` says otherwise: the model's percentile normalisation
+resolved on the image, its scale divided by the factor), so a model's sensitivity to
+brightness is measured on images it was trained on other images of, not only on the one DSB
+image::
 
     python benchmarks/brightness_probe.py --json brightness.json sample_data/default_model.pt
 """
@@ -39,9 +40,10 @@ def dimmed_segment(model, factor: float) -> Callable[[np.ndarray], np.ndarray]:
 
     def segment(image: np.ndarray) -> np.ndarray:
         fixed = model.info.input_normalization.resolve(image)
-        if fixed.mode == "fixed":
-            scale = np.asarray(fixed.scale, float) / factor
-            fixed = Normalization("fixed", offset=fixed.offset, scale=tuple(scale.ravel()))
+        if fixed.mode == "none":
+            fixed = Normalization("fixed")  # the identity, so the factor still applies
+        scale = np.asarray(fixed.scale, float) / factor
+        fixed = Normalization("fixed", offset=fixed.offset, scale=tuple(scale.ravel()))
         original = model.info
         model.info = original.replace(normalization=fixed)
         try:
@@ -54,13 +56,13 @@ def dimmed_segment(model, factor: float) -> Callable[[np.ndarray], np.ndarray]:
 
 def nucleus_contrast(sources: Sequence[Source]) -> dict[str, list[float]]:
     """Per source: the 10th, 25th and 50th percentile of its training nuclei's mean normalised
-    intensity above the background around them (a 6 px ring), percentiles 1 and 99.8 -> 0, 1."""
+    intensity above the background around them (a 6 px ring), normalised as the default
+    :class:`~napari_tiled_unet.normalization.Normalization` does (percentiles 1, 99.8 -> 0, 1)."""
     out = {}
     for s in sources:
         contrast = []
         for image, labels in s.train:
-            lo, hi = np.percentile(image, [1, 99.8])
-            x = (image.astype(np.float64) - lo) / (hi - lo)
+            x = Normalization().resolve(image).apply(image)
             means = ndi.mean(x, labels, np.arange(1, int(labels.max()) + 1))
             ring = ndi.binary_dilation(labels > 0, iterations=6) & (labels == 0)
             contrast.extend(means - np.median(x[ring]))
