@@ -1,6 +1,8 @@
 """Instance separation: touching objects split by their cores, small objects removed, holes
 filled; the same in memory, block by block and through prediction; settings from the model."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
@@ -62,6 +64,23 @@ def test_touching_discs_split_into_two_objects():
     np.testing.assert_array_equal(blockwise(classes, options, block=24, halo=2), found)
 
 
+def test_width_peaks_split_a_cluster_whose_necks_are_too_wide_for_cores():
+    """Three nuclei in a row with one joint interior, the necks wider than the cores'
+    erosion cuts: one width peak per nucleus separates them."""
+    truth = discs((70, 110), [(35, 25), (35, 49), (35, 73)], 15)  # necks 18 px wide
+    classes = merged_class_map(truth)
+    cores = InstanceOptions.for_diameter(30.0, 2)
+    cores = dataclasses.replace(cores, peak_radius=0, seed_radius=0)
+    assert in_memory(classes, cores).max() == 1
+    options = InstanceOptions.for_diameter(30.0, 2)
+    found = in_memory(classes, options)
+    assert found.max() == 3
+    for k in range(1, 4):  # each object is mostly one nucleus
+        overlap = np.bincount(truth[found == k], minlength=4)
+        assert overlap[1:].max() > 0.85 * (found == k).sum()
+    np.testing.assert_array_equal(blockwise(classes, options, block=24, halo=3), found)
+
+
 def test_min_object_size_is_honoured_in_memory_and_blockwise():
     truth = discs((50, 70), [(20, 18), (25, 55)], 9)
     truth[40:44, 30:34] = 3  # 16 px of noise with an interior
@@ -97,18 +116,23 @@ def test_holes_filled_unless_large_or_open_to_the_border():
     assert (refine_classes(classes, long_holes)[13:16, 13:16] == 1).all()
     assert (refine_classes(classes, InstanceOptions(max_hole=10))[8, 8:17] == 1).all()
     assert long_holes.halo == 9 and InstanceOptions(max_hole=10, core_radius=2).halo == 12
+    assert InstanceOptions(core_radius=2, peak_radius=3, seed_radius=1).halo == 1 + 3 + 6
     np.testing.assert_array_equal(
         blockwise(classes, long_holes, block=12), in_memory(classes, long_holes)
     )
 
 
+@pytest.mark.parametrize("peaks", [False, True])
 @pytest.mark.parametrize("ndim", [2, 3])
-def test_refined_view_equals_whole_image_refinement(rng, ndim):
+def test_refined_view_equals_whole_image_refinement(rng, ndim, peaks):
     shape = (90, 110) if ndim == 2 else (20, 30, 34)
     smooth = ndi.gaussian_filter(rng.random(shape), 2)
     classes = np.digitize(smooth, np.quantile(smooth, [0.4, 0.55])).astype(np.uint8)
     classes = np.where(classes == 2, 1, np.where(classes == 1, 2, 0)).astype(np.uint8)
     options = InstanceOptions(core_radius=2, max_hole=12, hole_extent=5, min_object_size=10)
+    if peaks:
+        options = dataclasses.replace(options, core_radius=1, peak_radius=3, seed_radius=1)
+        classes[:, :25] = 1  # wider than the distance cap: widths are capped, peaks a plateau
     whole = refine_classes(classes, options)
     view = RefinedClasses(classes, options)
     windows = [(slice(3, 17),) * ndim, (slice(0, 9), slice(5, 30)) + (slice(None),) * (ndim - 2)]
@@ -128,7 +152,8 @@ def test_settings_come_from_the_model_file(tmp_path):
     assert InstanceOptions.for_model(ModelInfo(min_object_size=30)).min_object_size == 30
     options = InstanceOptions.for_model(ModelInfo(axes="YX", object_diameter=27.43))
     assert (options.core_radius, options.max_hole, options.min_object_size) == (5, 148, 89)
-    assert options.hole_extent == 15 and options.halo == 20
+    assert (options.peak_radius, options.seed_radius, options.distance_cap) == (14, 3, 28)
+    assert options.hole_extent == 15 and options.halo == 15 + 3 + 14 + 28
     path = save_model(
         tiny_unet(),
         tmp_path / "m.pt",

@@ -12,15 +12,25 @@ before the objects are labelled (:func:`~napari_tiled_unet.postprocess.instances
    (erosion by a disk; the image border does not erode) stay interior, the others become
    boundary. A neck narrower than the disk between two interiors cuts them into two seeds;
    the seeds then grow back over the whole foreground.
+3. **Peaks** (with ``peak_radius``, instead of step 2). Each interior pixel's distance to the
+   nearest non-interior pixel (capped at ``2 * peak_radius``) is its local width. Seeds are
+   the interior pixels within ``seed_radius`` of a *peak*: a pixel at least as wide as every
+   pixel within ``peak_radius`` of it (a 16-sided approximation of the disk), and wider than
+   ``core_radius``. Touching nuclei that the network gives one joint interior still have
+   one width peak each, also where the neck between them is too wide for the erosion of
+   step 2 to cut, and a small nucleus beside a large one keeps its own peak (a larger
+   erosion would erase its core and let the neighbour's seed take it). It is the distance
+   watershed of the classical pipeline, on the network's interior class.
 
-Both steps only look ``halo = hole_extent + core_radius`` pixels around each pixel, so
-:class:`RefinedClasses` computes them window by window for the blockwise labeller with
+Each step only looks a bounded distance around each pixel (:attr:`InstanceOptions.halo`),
+so :class:`RefinedClasses` computes them window by window for the blockwise labeller with
 exactly the whole-image result.
 
 The settings come from the model (:meth:`InstanceOptions.for_model`): a model file that
 stores the median diameter of its training objects gets ``core_radius = 0.2 * diameter``,
-``max_hole`` the area of a disk of half the diameter (``hole_extent`` its width), and the
-stored minimum object size;
+``peak_radius = 0.5 * diameter``, ``seed_radius = 0.1 * diameter``, ``max_hole`` the area
+of a disk of half the diameter (``hole_extent`` its width), and the stored minimum object
+size;
 an older file keeps the plain behaviour (no refinement, objects down to 4 pixels).
 
 A model trained at many object sizes (scale augmentation; it stores
@@ -46,6 +56,10 @@ if TYPE_CHECKING:
 
 CORE_FRACTION = 0.2
 """Core radius as a fraction of the training objects' median diameter."""
+PEAK_FRACTION = 0.5
+"""Peak radius (radius of the disk a width peak dominates), as a fraction of it."""
+SEED_FRACTION = 0.1
+"""Seed radius (seeds are the interior within it of a width peak), as a fraction of it."""
 MIN_SIZE_FRACTION = 0.15
 """Default minimum object size as a fraction of the training objects' median size."""
 MEASURE_PIXELS = 1024 * 1024
@@ -54,6 +68,8 @@ MEASURE_ROUNDS = 16
 """... labelling and measuring at most this many times, ..."""
 MEASURE_STEP = 1.5
 """... checking a settled diameter against this factor larger, ..."""
+MEASURE_MARGIN = 0.05
+"""... moving there only if those objects measure more than this fraction above it, ..."""
 MEASURE_TOLERANCE = 0.05
 """... until the measured diameter changes by less than this fraction."""
 
@@ -76,6 +92,11 @@ class InstanceOptions:
         Seeds (and seedless foreground regions) smaller than this many pixels are dropped.
     min_object_size : int
         Objects smaller than this many pixels after growth are removed (0: none).
+    peak_radius : int
+        Pixels; when above 0, seeds come from width peaks (step 3 of the module docstring),
+        each dominating a disk of this radius, instead of the cores of step 2.
+    seed_radius : int
+        Pixels; with ``peak_radius``, the interior within this distance of a peak seeds.
     diameter : float
         The object diameter (pixels) these settings are for (0: none given).
     diameter_range : (float, float) or None
@@ -88,11 +109,21 @@ class InstanceOptions:
     hole_extent: int = 0
     min_seed_size: int = 4
     min_object_size: int = 0
+    peak_radius: int = 0
+    seed_radius: int = 0
     diameter: float = 0.0
     diameter_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("core_radius", "max_hole", "hole_extent", "min_seed_size", "min_object_size"):
+        for name in (
+            "core_radius",
+            "max_hole",
+            "hole_extent",
+            "min_seed_size",
+            "min_object_size",
+            "peak_radius",
+            "seed_radius",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int | np.integer) or value < 0:
                 raise UserInputError(f"{name} must be a non-negative integer, got {value!r}")
@@ -106,14 +137,20 @@ class InstanceOptions:
     @property
     def halo(self) -> int:
         """Pixels around a window that :func:`refine_classes` needs to be exact inside it."""
-        if not self.max_hole:
-            return self.core_radius
-        return (self.hole_extent or self.max_hole) + self.core_radius
+        holes = (self.hole_extent or self.max_hole) if self.max_hole else 0
+        if self.peak_radius:  # seeds <- peaks <- widths (capped) <- filled holes
+            return holes + self.seed_radius + self.peak_radius + self.distance_cap
+        return holes + self.core_radius
+
+    @property
+    def distance_cap(self) -> int:
+        """Widths are capped here, so that a window this much wider measures them exactly."""
+        return 2 * self.peak_radius
 
     @property
     def refines(self) -> bool:
         """Whether :func:`refine_classes` changes anything."""
-        return bool(self.max_hole or self.core_radius)
+        return bool(self.max_hole or self.core_radius or self.peak_radius)
 
     @classmethod
     def for_model(cls, info: ModelInfo | None) -> InstanceOptions:
@@ -142,6 +179,8 @@ class InstanceOptions:
             min_object_size = max(round(MIN_SIZE_FRACTION * ball_volume(diameter, ndim)), 1)
         return cls(
             core_radius=round(CORE_FRACTION * diameter),
+            peak_radius=round(PEAK_FRACTION * diameter),
+            seed_radius=round(SEED_FRACTION * diameter),
             max_hole=round(ball_volume(diameter / 2, ndim)),
             hole_extent=math.ceil(diameter / 2) + 1,
             min_object_size=int(min_object_size),
@@ -159,8 +198,9 @@ class InstanceOptions:
         changes by less than :data:`MEASURE_TOLERANCE`. Settings can also cut large objects
         into pieces of about ``d`` (so ``m(d) = d`` at the wrong size): the settled ``d`` is
         kept only if objects labelled at :data:`MEASURE_STEP` times it do not measure more
-        than that; else the search goes on from there. At most :data:`MEASURE_ROUNDS`
-        labellings.
+        than :data:`MEASURE_MARGIN` above that; else the search goes on from there. (Merged
+        clusters also measure about what they are labelled at: without the margin a
+        crowded image settled there.) At most :data:`MEASURE_ROUNDS` labellings.
 
         Returns
         -------
@@ -198,7 +238,7 @@ class InstanceOptions:
                 continue
             larger = min(diameter * MEASURE_STEP, high)
             grown = measure(larger) if larger > diameter else None
-            if grown is None or grown <= larger:
+            if grown is None or grown <= larger * (1 + MEASURE_MARGIN):
                 break
             diameter = found = grown
         if found is None:
@@ -229,7 +269,8 @@ def _disk(radius: int, ndim: int) -> np.ndarray:
 
 
 def refine_classes(classes: np.ndarray, options: InstanceOptions) -> np.ndarray:
-    """Fill small holes and keep only object cores as interior (see the module docstring).
+    """Fill small holes and keep only object cores (or seeds at width peaks) as interior
+    (see the module docstring).
 
     Parameters
     ----------
@@ -258,13 +299,49 @@ def refine_classes(classes: np.ndarray, options: InstanceOptions) -> np.ndarray:
                     small[np.take(regions, end, axis=axis)] = False
             small[0] = False
             out[small[regions]] = 1
-    if options.core_radius and out.size:
+    if options.peak_radius and out.size:
+        interior = out == 1
+        out[interior & ~_peak_seeds(interior, options)] = 2
+    elif options.core_radius and out.size:
         interior = out == 1
         core = ndi.binary_erosion(
             interior, structure=_disk(options.core_radius, classes.ndim), border_value=1
         )
         out[interior & ~core] = 2
     return out
+
+
+def _disk_maximum(values: np.ndarray, radius: int) -> np.ndarray:
+    """The largest of ``values`` (>= 0) within about ``radius`` of each pixel: 3-pixel
+    maximum filters in sequence that approximate a disk (ball), at a cost linear in the
+    radius (a disk footprint at once costs its area per pixel). Nothing beyond the array
+    counts."""
+    from skimage.morphology import ball, disk
+
+    shape = disk if values.ndim == 2 else ball
+    steps = shape(radius, decomposition="sequence") if values.ndim in (2, 3) else None
+    if steps is None:  # other dimensionalities: the box
+        return ndi.maximum_filter(values, size=2 * radius + 1, mode="constant")
+    for element, repeats in steps:
+        for _ in range(int(repeats)):
+            values = ndi.maximum_filter(values, footprint=element, mode="constant")
+    return values
+
+
+def _peak_seeds(interior: np.ndarray, options: InstanceOptions) -> np.ndarray:
+    """The interior pixels within ``seed_radius`` of a width peak (module docstring, step 3)."""
+    cap = options.distance_cap
+    if interior.all():  # no pixel to measure from: every width is at least the cap
+        width = np.full(interior.shape, float(cap))
+    else:
+        width = np.minimum(ndi.distance_transform_edt(interior), cap)
+    peaks = _disk_maximum(width, options.peak_radius)
+    markers = interior & (width >= peaks) & (width > options.core_radius)
+    if not options.seed_radius:
+        return markers
+    return interior & ndi.binary_dilation(
+        markers, structure=_disk(options.seed_radius, interior.ndim)
+    )
 
 
 class RefinedClasses:
