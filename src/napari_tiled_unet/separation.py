@@ -312,31 +312,50 @@ def refine_classes(classes: np.ndarray, options: InstanceOptions) -> np.ndarray:
 
 
 def _disk_maximum(values: np.ndarray, radius: int) -> np.ndarray:
-    """The largest of ``values`` (>= 0) within about ``radius`` of each pixel: 3-pixel
-    maximum filters in sequence that approximate a disk (ball), at a cost linear in the
-    radius (a disk footprint at once costs its area per pixel). Nothing beyond the array
-    counts."""
+    """The largest of ``values`` (>= 0) within about ``radius`` of each pixel.
+
+    3-pixel maximum filters in sequence that approximate a disk (ball; scikit-image's
+    ``decomposition="sequence"``), each as a few shifted maxima: a cost linear in the radius,
+    where a disk footprint at once costs its area per pixel. Nothing beyond the array counts.
+    """
     from skimage.morphology import ball, disk
 
-    shape = disk if values.ndim == 2 else ball
-    steps = shape(radius, decomposition="sequence") if values.ndim in (2, 3) else None
-    if steps is None:  # other dimensionalities: the box
+    if values.ndim not in (2, 3):  # other dimensionalities: the box
         return ndi.maximum_filter(values, size=2 * radius + 1, mode="constant")
-    for element, repeats in steps:
+    shape = disk if values.ndim == 2 else ball
+    for element, repeats in shape(radius, decomposition="sequence"):
+        offsets = [o for o in np.argwhere(element) - 1 if o.any()]
         for _ in range(int(repeats)):
-            values = ndi.maximum_filter(values, footprint=element, mode="constant")
+            values = _shifted_maximum(values, offsets)
     return values
 
 
+def _shifted_maximum(values: np.ndarray, offsets: list[np.ndarray]) -> np.ndarray:
+    """``out[p] = max(values[p], values[p + o] for o in offsets)``, outside the array 0."""
+    out = values.copy()
+    n = values.shape
+    for o in offsets:
+        target = tuple(slice(max(-k, 0), size - max(k, 0)) for k, size in zip(o, n, strict=True))
+        source = tuple(slice(max(k, 0), size + min(k, 0)) for k, size in zip(o, n, strict=True))
+        np.maximum(out[target], values[source], out=out[target])
+    return out
+
+
 def _peak_seeds(interior: np.ndarray, options: InstanceOptions) -> np.ndarray:
-    """The interior pixels within ``seed_radius`` of a width peak (module docstring, step 3)."""
-    cap = options.distance_cap
+    """The interior pixels within ``seed_radius`` of a width peak (module docstring, step 3).
+
+    Widths are compared as squared distances, which are integers: the same order, in a
+    small integer type.
+    """
+    cap = options.distance_cap**2
+    dtype = np.uint16 if cap <= np.iinfo(np.uint16).max else np.uint32
     if interior.all():  # no pixel to measure from: every width is at least the cap
-        width = np.full(interior.shape, float(cap))
+        width = np.full(interior.shape, cap, dtype)
     else:
-        width = np.minimum(ndi.distance_transform_edt(interior), cap)
+        width = np.rint(np.square(ndi.distance_transform_edt(interior)))
+        width = np.minimum(width, cap).astype(dtype)
     peaks = _disk_maximum(width, options.peak_radius)
-    markers = interior & (width >= peaks) & (width > options.core_radius)
+    markers = interior & (width >= peaks) & (width > options.core_radius**2)
     if not options.seed_radius:
         return markers
     return interior & ndi.binary_dilation(
