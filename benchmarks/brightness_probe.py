@@ -15,7 +15,6 @@ image::
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -27,7 +26,7 @@ import torch
 from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from crossdomain_eval import Source, load_sources, score
+from crossdomain_eval import Source, load_sources, model_probe_parser, score
 
 from napari_tiled_unet import load_model, predict
 from napari_tiled_unet.normalization import Normalization
@@ -71,10 +70,7 @@ def nucleus_contrast(sources: Sequence[Source]) -> dict[str, list[float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="*", type=Path, help="model files to score")
-    parser.add_argument("--json", type=Path, help="write the scores here")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser = model_probe_parser(__doc__, nargs="*")
     parser.add_argument("--contrast", action="store_true", help="print each source's contrast")
     parser.add_argument(
         "--factors", type=float, nargs="+", default=FACTORS, help="intensity factors to score"

@@ -144,6 +144,16 @@ def _real_sources() -> list[Source]:
     return out
 
 
+def model_probe_parser(doc: str, nargs: str = "+") -> argparse.ArgumentParser:
+    """The arguments of the probes that score model files on these sources: the files,
+    ``--json`` and ``--threads``; ``doc``'s first paragraph describes the probe."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("models", nargs=nargs, type=Path, help="model files to score")
+    parser.add_argument("--json", type=Path, help="write the scores here")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    return parser
+
+
 def validation_split(source: Source) -> tuple[list[Pair], list[Pair]]:
     """The pairs of a training source to train on and to validate on.
 

@@ -12,7 +12,6 @@ one)::
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from crossdomain_eval import load_sources, score, unet_segment
+from crossdomain_eval import load_sources, model_probe_parser, score, unet_segment
 
 from napari_tiled_unet import load_model
 from napari_tiled_unet.model.unet import UNet
@@ -30,10 +29,7 @@ FLIPS = ((-1,), (-2,), (-2, -1))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="+", type=Path, help="model files to score")
-    parser.add_argument("--json", type=Path, help="write the scores here")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser = model_probe_parser(__doc__)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 

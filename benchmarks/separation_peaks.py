@@ -18,7 +18,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from crossdomain_eval import load_sources
+from crossdomain_eval import load_sources, model_probe_parser
 
 from napari_tiled_unet import load_model, predict
 from napari_tiled_unet import separation as sep
@@ -68,10 +67,7 @@ def score_model(path: Path, sources) -> dict[str, dict[str, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="+", type=Path, help="model files to score")
-    parser.add_argument("--json", type=Path, help="write the scores here")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser = model_probe_parser(__doc__)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     sources = load_sources(smoke=False, synthetic_train=16)
