@@ -1,5 +1,6 @@
-"""Instance separation: touching objects split by their cores, small objects removed, holes
-filled; the same in memory, block by block and through prediction; settings from the model."""
+"""Instance separation: touching objects split by their cores or their width peaks, small
+objects removed, holes filled; the same in memory, block by block and through prediction;
+settings from the model."""
 
 import dataclasses
 
