@@ -15,7 +15,6 @@ image::
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -26,7 +25,7 @@ import torch
 from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from crossdomain_eval import Source, load_sources, model_probe_parser, score
+from crossdomain_eval import Source, json_saver, load_sources, model_probe_parser, score
 
 from napari_tiled_unet import load_model, predict
 from napari_tiled_unet.normalization import Normalization
@@ -79,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     sources = load_sources(smoke=False, synthetic_train=16)
     results: dict[str, dict] = {}
+    save = json_saver(args.json)
     if args.contrast:
         results["nucleus contrast p10/p25/p50"] = nucleus_contrast(sources)
         print(results["nucleus contrast p10/p25/p50"], flush=True)
@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             scores = {s.name: round(score(segment, s.eval)["f1"], 3) for s in sources}
             results[f"{path} x{factor:g}"] = scores
             print(f"{path} x{factor:g}: {scores} ({time.perf_counter() - start:.0f} s)", flush=True)
-            if args.json is not None:
-                args.json.write_text(json.dumps(results, indent=1) + "\n")
+            save(results)
     return 0
 
 

@@ -330,7 +330,7 @@ def run(args: argparse.Namespace) -> dict:
             "train_images": len(s.train),
             "eval_images": len(s.eval),
         }
-    save = _saver(args.json)
+    save = json_saver(args.json)
 
     if not args.no_folds and not args.no_bundled:
         log.info("bundled model on every source")
@@ -404,10 +404,13 @@ def run(args: argparse.Namespace) -> dict:
     return results
 
 
-def _saver(path: Path | None) -> Callable[[dict], None]:
+def json_saver(path: Path | None) -> Callable[[dict], None]:
+    """``save(results)`` writes ``results`` as JSON to ``path`` (None: does nothing); the
+    benchmarks call it after every step, so an interrupted run keeps what it measured."""
+
     def save(results: dict) -> None:
         if path is not None:
-            path.write_text(json.dumps(results, indent=1, default=str))
+            path.write_text(json.dumps(results, indent=1, default=str) + "\n")
 
     return save
 

@@ -12,7 +12,6 @@ one)::
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from crossdomain_eval import load_sources, model_probe_parser, score, unet_segment
+from crossdomain_eval import json_saver, load_sources, model_probe_parser, score, unet_segment
 
 from napari_tiled_unet import load_model
 from napari_tiled_unet.model.unet import UNet
@@ -56,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{path} {mode}: {scores} ({time.perf_counter() - start:.0f} s)", flush=True)
     finally:
         UNet.forward = plain_forward
-    if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    json_saver(args.json)(results)
     return 0
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from crossdomain_eval import load_sources, model_probe_parser
+from crossdomain_eval import json_saver, load_sources, model_probe_parser
 
 from napari_tiled_unet import load_model, predict
 from napari_tiled_unet import separation as sep
@@ -71,13 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     sources = load_sources(smoke=False, synthetic_train=16)
-    results = {}
+    results, save = {}, json_saver(args.json)
     for path in args.models:
         start = time.perf_counter()
         results[str(path)] = scores = score_model(path, sources)
         print(f"{path}: {json.dumps(scores)} ({time.perf_counter() - start:.0f} s)", flush=True)
-        if args.json is not None:
-            args.json.write_text(json.dumps(results, indent=1) + "\n")
+        save(results)
     return 0
 
 
