@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.contrast:
         results["nucleus contrast p10/p25/p50"] = nucleus_contrast(sources)
         print(results["nucleus contrast p10/p25/p50"], flush=True)
+        save(results)
     for path in args.models:
         model = load_model(path)
         for factor in args.factors:
