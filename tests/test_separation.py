@@ -166,8 +166,9 @@ def test_settings_come_from_the_model_file(tmp_path):
     assert (info.object_diameter, info.min_object_size) == (12.5, 20)
     with pytest.raises(ModelInfoError, match="object_diameter"):
         ModelInfo(object_diameter=-3)
-    with pytest.raises(UserInputError, match="core_radius"):
-        InstanceOptions(core_radius=-1)
+    for name in ("core_radius", "peak_radius", "seed_radius"):
+        with pytest.raises(UserInputError, match=name):
+            InstanceOptions(**{name: -1})
 
 
 def test_training_stats_from_labels():
