@@ -136,6 +136,8 @@ def test_the_first_plateau():
     start, size = separation._first_plateau(measure, 4.0, 30.0)
     assert size == 24.0 and start == pytest.approx(4.0 * separation.PLATEAU_STEP**4)
     assert separation._first_plateau(lambda d: 1.3 * d, 4.0, 60.0) is None  # no plateau
+    # pieces of large objects that grow slowly with the diameter (2 % a step): no plateau
+    assert separation._first_plateau(lambda d: 20 * (d / 4) ** 0.11, 4.0, 60.0) is None
 
     def gap(diameter):  # nothing found at the third diameter: a plateau is unbroken
         return None if 5.5 < diameter < 6 else 24.0
