@@ -1,17 +1,15 @@
-"""Seeds at width peaks against seeds from eroded cores, and the size search's plateau check:
-object F1 of model files on every source.
+"""Seeds at width peaks against seeds from eroded cores: object F1 of model files on every source.
 
 Each model's class probabilities of every evaluation image of ``crossdomain_eval.py``'s
 sources (HeLa ``eval/``, DSB 2018, CHO, synthetic seed 2) are computed once; the objects are
-then labelled three times, each with its per-image object-size measurement
+then labelled twice, with the same per-image object-size measurement
 (:meth:`~napari_tiled_unet.separation.InstanceOptions.for_image`):
 
 - **cores**: the rule before width peaks (``PEAK_FRACTION = 0``: interior eroded by a disk of
   0.2 diameters; the diameter search moves to a larger size whenever objects labelled there
-  measure more than it, ``MEASURE_MARGIN = 0``; no plateau check);
-- **peaks_no_plateau**: seeds at the interior's width peaks, the search moving only when
-  objects measure 5 % more, without the plateau check (``PLATEAU_GAP`` infinite);
-- **peaks**: this tree's rule (the same, with the plateau check).
+  measure more than it, ``MEASURE_MARGIN = 0``);
+- **peaks**: this tree's rule (seeds at the interior's width peaks; the search moves only when
+  they measure 5 % more).
 
 Usage::
 
@@ -38,21 +36,19 @@ from napari_tiled_unet import separation as sep
 from napari_tiled_unet.metrics import match_objects
 from napari_tiled_unet.postprocess import labels_from_probabilities
 
-RULES = ("cores", "peaks_no_plateau", "peaks")
+RULES = ("cores", "peaks")
 
 
 @contextmanager
 def rule(name: str) -> Iterator[None]:
     """Label with the rule ``name`` of :data:`RULES` inside the block."""
-    saved = sep.PEAK_FRACTION, sep.MEASURE_MARGIN, sep.PLATEAU_GAP
+    saved = sep.PEAK_FRACTION, sep.MEASURE_MARGIN
     if name == "cores":
         sep.PEAK_FRACTION, sep.MEASURE_MARGIN = 0.0, 0.0
-    if name != "peaks":
-        sep.PLATEAU_GAP = float("inf")
     try:
         yield
     finally:
-        sep.PEAK_FRACTION, sep.MEASURE_MARGIN, sep.PLATEAU_GAP = saved
+        sep.PEAK_FRACTION, sep.MEASURE_MARGIN = saved
 
 
 def score_model(path: Path, sources) -> dict[str, dict[str, float]]:

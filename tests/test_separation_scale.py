@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from _nets import tiny_unet
-from napari_tiled_unet import save_model, separation
+from napari_tiled_unet import save_model
 from napari_tiled_unet.errors import UserInputError
 from napari_tiled_unet.metrics import object_f1
 from napari_tiled_unet.model.info import ModelInfo, ModelInfoError
@@ -97,51 +97,3 @@ def test_training_with_scale_augmentation_stores_the_range():
     assert high == pytest.approx(info.object_diameter * 2, abs=0.02)
     plain = train(image, labels, TrainConfig(**{**config.__dict__, "augment": AugmentSpec()}))
     assert plain.info.object_diameter_range is None
-
-
-def overlapping_clusters():
-    """Clusters of 1-4 discs of diameter 21, centres 14 px apart, that the network drew as
-    one blob each: labelled at their own size, some clusters merge, and they measure more."""
-    rng = np.random.default_rng(0)
-    centres = []
-    for y in range(30, 300, 60):
-        for x in range(30, 300, 60):
-            corners = [(y, x), (y, x + 14), (y + 14, x), (y + 14, x + 14)]
-            centres += corners[: rng.integers(1, 4) + 1]
-    labels = discs((300, 300), centres, 10)
-    return labels, merged_class_map(labels)
-
-
-def test_a_crowded_image_takes_the_plateau_below_a_climbing_search(monkeypatch):
-    truth, classes = overlapping_clusters()
-    options = InstanceOptions.for_model(
-        ModelInfo(axes="YX", object_diameter=24.0, object_diameter_range=(4, 100))
-    )
-    fitted = options.for_image(classes)
-    found = in_memory(classes, options)
-    monkeypatch.setattr(separation, "PLATEAU_GAP", float("inf"))  # the search alone
-    climbed = options.for_image(classes)
-    merged = in_memory(classes, options)
-    assert climbed.diameter > 30 and object_f1(truth, merged) < 0.4
-    assert fitted.diameter < 15 and object_f1(truth, found) > 0.6
-    assert merged.max() < found.max() <= truth.max()
-
-
-def test_the_first_plateau():
-    def measure(diameter):  # objects of 24 px: cut below 8 px, merging above 20 px
-        if diameter < 8:
-            return 2 * diameter
-        return 24.0 if diameter <= 20 else 1.3 * diameter
-
-    start, size = separation._first_plateau(measure, 4.0, 30.0)
-    assert size == 24.0 and start == pytest.approx(4.0 * separation.PLATEAU_STEP**4)
-    assert separation._first_plateau(lambda d: 1.3 * d, 4.0, 60.0) is None  # no plateau
-    # pieces of large objects that grow slowly with the diameter (2 % a step): no plateau
-    assert separation._first_plateau(lambda d: 20 * (d / 4) ** 0.11, 4.0, 60.0) is None
-
-    def gap(diameter):  # nothing found at the third diameter: a plateau is unbroken
-        return None if 5.5 < diameter < 6 else 24.0
-
-    start, _ = separation._first_plateau(gap, 4.0, 60.0)
-    assert start == pytest.approx(4.0 * separation.PLATEAU_STEP**3)
-    assert separation._first_plateau(gap, 4.0, 5.0) is None  # runs start below 5 px only

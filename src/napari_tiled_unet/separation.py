@@ -36,9 +36,7 @@ an older file keeps the plain behaviour (no refinement, objects down to 4 pixels
 A model trained at many object sizes (scale augmentation; it stores
 ``object_diameter_range``) does not assume its training median: :meth:`InstanceOptions.for_image`
 measures each image's (frame's) object size on its class map and takes the settings of that
-diameter, or of a smaller one where touching objects labelled at their own size merge (a
-plateau of measured sizes below it). The in-memory and blockwise labellers call it on the same
-class map, so they agree.
+diameter. The in-memory and blockwise labellers call it on the same class map, so they agree.
 """
 
 from __future__ import annotations
@@ -54,8 +52,6 @@ from scipy import ndimage as ndi
 from napari_tiled_unet.errors import UserInputError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from napari_tiled_unet.model.info import ModelInfo
 
 CORE_FRACTION = 0.2
@@ -76,14 +72,6 @@ MEASURE_MARGIN = 0.05
 """... moving there only if those objects measure more than this fraction above it, ..."""
 MEASURE_TOLERANCE = 0.05
 """... until the measured diameter changes by less than this fraction."""
-PLATEAU_STEP = 1.2
-"""Ratio of consecutive diameters of the plateau check of :meth:`InstanceOptions.for_image`, ..."""
-PLATEAU_POINTS = 5
-"""... which looks for this many consecutive diameters whose objects measure the same, ..."""
-PLATEAU_GAP = 1.3
-"""... and takes them when they measure this factor below the settled diameter, ..."""
-PLATEAU_SPAN = 6.0
-"""... starting this factor below it (far smaller diameters leave specks that measure alike)."""
 
 
 @dataclass(frozen=True)
@@ -214,17 +202,6 @@ class InstanceOptions:
         clusters also measure about what they are labelled at: without the margin a
         crowded image settled there.) At most :data:`MEASURE_ROUNDS` labellings.
 
-        Touching objects labelled at their own size can merge, so that they measure more
-        than it and the search climbs past them. So the class map is also labelled at
-        diameters from :data:`PLATEAU_SPAN` times below the settled one (or the range's low
-        end) upwards, :data:`PLATEAU_STEP` apart. Where the first :data:`PLATEAU_POINTS`
-        consecutive ones measure the same (all within :data:`MEASURE_TOLERANCE` of each
-        other: the objects do not depend on the diameter there), at a median size ``m``
-        more than :data:`PLATEAU_GAP` times below the settled diameter, the settled one
-        merged objects, and the settings are those of the geometric mean of the plateau's
-        first diameter and ``m``. (Labelled at ``m`` itself, touching objects start to
-        merge; a median hides that.)
-
         Returns
         -------
         InstanceOptions
@@ -266,36 +243,7 @@ class InstanceOptions:
             diameter = found = grown
         if found is None:
             return dataclasses.replace(self, diameter_range=None)
-        plateau = _first_plateau(measure, max(low, found / PLATEAU_SPAN), found / PLATEAU_GAP)
-        if plateau is not None and plateau[1] * PLATEAU_GAP < found:
-            found = math.sqrt(plateau[0] * plateau[1])
         return self.for_diameter(found, crop.ndim)
-
-
-def _first_plateau(
-    measure: Callable[[float], float | None], low: float, high: float
-) -> tuple[float, float] | None:
-    """The first diameter and the median measured size of the first :data:`PLATEAU_POINTS`
-    consecutive diameters, :data:`PLATEAU_STEP` apart from ``low``, the first of them below
-    ``high``, whose objects all measure within :data:`MEASURE_TOLERANCE` of each other (a
-    slow creep, of large objects cut into slowly growing pieces, is no plateau); None if
-    there are none."""
-    run: list[tuple[float, float]] = []
-    diameter = low
-    while (run[0][0] if run else diameter) < high:
-        measured = measure(diameter)
-        if measured is None:
-            run = []
-        else:
-            run.append((diameter, measured))
-            sizes = [m for _, m in run]
-            while max(sizes) > (1 + MEASURE_TOLERANCE) * min(sizes):
-                run.pop(0)
-                sizes.pop(0)
-        if len(run) == PLATEAU_POINTS:
-            return run[0][0], float(np.median([m for _, m in run]))
-        diameter *= PLATEAU_STEP
-    return None
 
 
 def _central_window(shape: tuple[int, ...], pixels: int) -> tuple[slice, ...]:
