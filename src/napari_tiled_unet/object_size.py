@@ -42,6 +42,21 @@ def median_diameter(labels: Iterable[np.ndarray], ndim: int | None = None) -> fl
     return float(np.median(equivalent_diameter(sizes, dims or 2)))
 
 
+def convexity(labels: np.ndarray) -> float | None:
+    """Mean solidity (object size / size of its convex hull) of the objects of ``labels``,
+    weighted by object size (None when there are none).
+
+    A round nucleus is close to 1; touching nuclei joined into one object lose convexity at
+    the neck between them, while pieces of one nucleus joined back do not.
+    """
+    from skimage.measure import regionprops_table
+
+    table = regionprops_table(np.asarray(labels), properties=("area", "solidity"))
+    if not len(table["area"]):
+        return None
+    return float(np.average(table["solidity"], weights=table["area"]))
+
+
 def training_object_stats(
     labels: Iterable[np.ndarray], ndim: int, scale: float = 1.0
 ) -> dict[str, Any]:

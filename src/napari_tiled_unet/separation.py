@@ -69,7 +69,11 @@ MEASURE_ROUNDS = 16
 MEASURE_STEP = 1.5
 """... checking a settled diameter against this factor larger, ..."""
 MEASURE_MARGIN = 0.05
-"""... moving there only if those objects measure more than this fraction above it, ..."""
+"""... moving there if those objects measure more than this fraction above it, ..."""
+MEASURE_GROWTH = 1.25
+"""... or more than this factor above what they measured at the settled diameter, ..."""
+MEASURE_CONVEXITY = 0.02
+"""... and only if their size-weighted solidity is not lower by more than this, ..."""
 MEASURE_TOLERANCE = 0.05
 """... until the measured diameter changes by less than this fraction."""
 
@@ -196,11 +200,14 @@ class InstanceOptions:
         within the range): settings for too small a ``d`` cut objects into pieces, too large
         a ``d`` merges them. From ``d = diameter``, ``d <- m(d)`` is repeated until it
         changes by less than :data:`MEASURE_TOLERANCE`. Settings can also cut large objects
-        into pieces of about ``d`` (so ``m(d) = d`` at the wrong size): the settled ``d`` is
-        kept only if objects labelled at :data:`MEASURE_STEP` times it do not measure more
-        than :data:`MEASURE_MARGIN` above that; else the search goes on from there. (Merged
-        clusters also measure about what they are labelled at: without the margin a
-        crowded image settled there.) At most :data:`MEASURE_ROUNDS` labellings.
+        into pieces of about ``d`` (so ``m(d) = d`` at the wrong size), so the settled ``d``
+        is checked against ``L`` = :data:`MEASURE_STEP` times it. Objects labelled at ``L``
+        that measure more than :data:`MEASURE_MARGIN` above ``L``, or more than
+        :data:`MEASURE_GROWTH` times ``m(d)``, are pieces joined back, or touching objects
+        merged: the search goes on from ``m(L)`` only if they are as convex as at ``d``
+        (size-weighted solidity, :func:`~napari_tiled_unet.object_size.convexity`, lower
+        by at most :data:`MEASURE_CONVEXITY`), since two joined nuclei have a neck and two
+        halves of one do not. At most :data:`MEASURE_ROUNDS` labellings.
 
         Returns
         -------
@@ -210,26 +217,26 @@ class InstanceOptions:
         """
         if self.diameter_range is None:
             return self
-        from napari_tiled_unet.object_size import median_diameter
+        from napari_tiled_unet.object_size import convexity, median_diameter
         from napari_tiled_unet.postprocess import instances_from_classes
 
         crop = np.asarray(classes[_central_window(tuple(classes.shape), MEASURE_PIXELS)])
         low, high = self.diameter_range
 
-        def measure(diameter: float) -> float | None:
+        def measure(diameter: float) -> tuple[float | None, np.ndarray]:
             options = self.for_diameter(diameter, crop.ndim)
-            found = instances_from_classes(
+            objects = instances_from_classes(
                 refine_classes(crop, options),
                 min_size=options.min_seed_size,
                 min_object_size=options.min_object_size,
             )
-            measured = median_diameter([found], crop.ndim)
-            return None if measured is None else min(max(measured, low), high)
+            measured = median_diameter([objects], crop.ndim)
+            return (None if measured is None else min(max(measured, low), high)), objects
 
         diameter = min(max(self.diameter, low), high)
         found = None
         for _ in range(MEASURE_ROUNDS):
-            measured = measure(diameter)
+            measured, objects = measure(diameter)
             if measured is None:
                 break
             found = measured
@@ -237,8 +244,14 @@ class InstanceOptions:
                 diameter = measured
                 continue
             larger = min(diameter * MEASURE_STEP, high)
-            grown = measure(larger) if larger > diameter else None
-            if grown is None or grown <= larger * (1 + MEASURE_MARGIN):
+            if larger <= diameter:
+                break
+            grown, joined = measure(larger)
+            if grown is None or (
+                grown <= larger * (1 + MEASURE_MARGIN) and grown <= MEASURE_GROWTH * measured
+            ):
+                break
+            if convexity(joined) < convexity(objects) - MEASURE_CONVEXITY:
                 break
             diameter = found = grown
         if found is None:
