@@ -1,4 +1,5 @@
-"""Seeds at width peaks against seeds from eroded cores: object F1 of model files on every source.
+"""Seeds at width peaks against seeds from eroded cores, and the size search's convexity check:
+object F1 of model files on every source.
 
 Each model's class probabilities of every evaluation image of ``crossdomain_eval.py``'s
 sources (HeLa ``eval/``, DSB 2018, CHO, synthetic seed 2) are computed once; the objects are
@@ -7,9 +8,12 @@ then labelled twice, with the same per-image object-size measurement
 
 - **cores**: the rule before width peaks (``PEAK_FRACTION = 0``: interior eroded by a disk of
   0.2 diameters; the diameter search moves to a larger size whenever objects labelled there
-  measure more than it, ``MEASURE_MARGIN = 0``);
-- **peaks**: this tree's rule (seeds at the interior's width peaks; the search moves only when
-  they measure 5 % more).
+  measure more than it, ``MEASURE_MARGIN = 0``, and for no other reason);
+- **peaks_no_growth**: seeds at the interior's width peaks; from a settled diameter the search
+  moves to 1.5x only when objects labelled there measure 5 % more than 1.5x (the rule before
+  ``MEASURE_GROWTH`` and ``MEASURE_CONVEXITY``);
+- **peaks**: this tree's rule (it also moves when they measure 1.25x what they measured at the
+  settled diameter, and moves only when they stay as convex).
 
 Usage::
 
@@ -19,6 +23,7 @@ Usage::
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -36,19 +41,23 @@ from napari_tiled_unet import separation as sep
 from napari_tiled_unet.metrics import match_objects
 from napari_tiled_unet.postprocess import labels_from_probabilities
 
-RULES = ("cores", "peaks")
+RULES = ("cores", "peaks_no_growth", "peaks")
+SETTINGS = ("PEAK_FRACTION", "MEASURE_MARGIN", "MEASURE_GROWTH", "MEASURE_CONVEXITY")
 
 
 @contextmanager
 def rule(name: str) -> Iterator[None]:
     """Label with the rule ``name`` of :data:`RULES` inside the block."""
-    saved = sep.PEAK_FRACTION, sep.MEASURE_MARGIN
+    saved = {k: getattr(sep, k) for k in SETTINGS}
+    if name != "peaks":
+        sep.MEASURE_GROWTH = sep.MEASURE_CONVEXITY = math.inf
     if name == "cores":
         sep.PEAK_FRACTION, sep.MEASURE_MARGIN = 0.0, 0.0
     try:
         yield
     finally:
-        sep.PEAK_FRACTION, sep.MEASURE_MARGIN = saved
+        for k, v in saved.items():
+            setattr(sep, k, v)
 
 
 def score_model(path: Path, sources) -> dict[str, dict[str, float]]:
