@@ -3,7 +3,7 @@ object F1 of model files on every source.
 
 Each model's class probabilities of every evaluation image of ``crossdomain_eval.py``'s
 sources (HeLa ``eval/``, DSB 2018, CHO, synthetic seed 2) are computed once; the objects are
-then labelled twice, with the same per-image object-size measurement
+then labelled three times, each rule with its own per-image object-size measurement
 (:meth:`~napari_tiled_unet.separation.InstanceOptions.for_image`):
 
 - **cores**: the rule before width peaks (``PEAK_FRACTION = 0``: interior eroded by a disk of
